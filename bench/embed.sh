@@ -1,0 +1,40 @@
+#!/usr/bin/env bash
+# Embedding throughput, hgd (Rust ort) against Python onnxruntime on the same texts, model, threads
+# and batch order, run alternately so both see the same machine load. Also checks that both give the
+# same vectors. Usage: bench/embed.sh [THREADS] [ROUNDS]
+here="$(cd "$(dirname "$0")/.." && pwd)"
+cd "$here"
+source scripts/env.sh
+threads="${1:-2}"
+rounds="${2:-3}"
+cargo build --workspace --bins --quiet
+"$HGD_BIN/hgd" setup >/dev/null
+model_dir="$("$HGD_BIN/hgd-daemon" model-dir)"
+
+venv="$HOME/.cache/hgd/bench-venv"
+if [ ! -x "$venv/bin/python" ]; then
+  python3 -m venv "$venv"
+  "$venv/bin/pip" install --quiet onnxruntime==1.31.1 tokenizers numpy
+fi
+
+# The fixed text set: every block of the pinned files listed in bench/embed-files.txt.
+texts="$(mktemp --suffix=.json)"
+trap 'rm -f "$texts" "$texts.rust" "$texts.py"' EXIT
+# shellcheck disable=SC2046
+"$HGD_BIN/hgd-daemon" chunk --texts $(cat bench/embed-files.txt) > "$texts"
+echo "texts: $(python3 -c "import json,sys; print(len(json.load(open(sys.argv[1]))))" "$texts") blocks of $(wc -l < bench/embed-files.txt) files; threads $threads; batch 32"
+
+for _ in $(seq "$rounds"); do
+  "$HGD_BIN/hgd-daemon" embed --bench --threads "$threads" < "$texts"
+  "$venv/bin/python" bench/embed_python.py "$texts" --model-dir "$model_dir" --threads "$threads"
+done 2>&1
+
+# Same vectors? (Rust ort and Python ort, independent pooling code.)
+"$HGD_BIN/hgd-daemon" embed --threads "$threads" < "$texts" > "$texts.rust"
+"$venv/bin/python" bench/embed_python.py "$texts" --model-dir "$model_dir" --threads "$threads" --vectors "$texts.py" > /dev/null
+python3 - "$texts.rust" "$texts.py" <<'PY'
+import json, sys
+a, b = (json.load(open(p)) for p in sys.argv[1:3])
+diff = max(abs(x - y) for u, v in zip(a, b) for x, y in zip(u, v))
+print(f"max |rust - python| over all vector components: {diff:.2e}")
+PY

@@ -1,0 +1,138 @@
+//! Talking to the daemon: connect to its socket, start it in the background when nothing answers,
+//! send one request and read response lines until the final one.
+
+use std::fs;
+use std::io::{BufRead, BufReader, Write};
+use std::path::{Path, PathBuf};
+use std::process::{Command, Stdio};
+use std::time::{Duration, Instant};
+
+use anyhow::{anyhow, bail, Context, Result};
+use hgd_protocol::home::Home;
+use hgd_protocol::{Envelope, Request, Response};
+use interprocess::local_socket::{prelude::*, GenericFilePath, Stream};
+
+/// How long a freshly started daemon may take to load its model and open the store.
+const START_TIMEOUT: Duration = Duration::from_secs(60);
+
+pub struct Connection {
+    reader: BufReader<Stream>,
+}
+
+impl Connection {
+    /// Connects to a running daemon, or `None` when nothing listens on the socket.
+    pub fn try_connect(home: &Home) -> Option<Connection> {
+        let name = home.socket().to_fs_name::<GenericFilePath>().ok()?;
+        let stream = Stream::connect(name).ok()?;
+        Some(Connection {
+            reader: BufReader::new(stream),
+        })
+    }
+
+    /// Connects, starting the daemon in the background first if none answers.
+    pub fn connect_or_start(home: &Home) -> Result<Connection> {
+        if let Some(conn) = Connection::try_connect(home) {
+            return Ok(conn);
+        }
+        let mut child = start_daemon(home)?;
+        let deadline = Instant::now() + START_TIMEOUT;
+        loop {
+            if let Some(conn) = Connection::try_connect(home) {
+                return Ok(conn);
+            }
+            if let Some(status) = child.try_wait()? {
+                // Lost a race with another client that started one: use that daemon.
+                if let Some(conn) = Connection::try_connect(home) {
+                    return Ok(conn);
+                }
+                bail!(
+                    "the hgd daemon exited ({status}) before it was ready:\n{}",
+                    log_tail(&home.daemon_log(), 15)
+                );
+            }
+            if Instant::now() > deadline {
+                bail!(
+                    "the hgd daemon did not answer within {}s; see {}",
+                    START_TIMEOUT.as_secs(),
+                    home.daemon_log().display()
+                );
+            }
+            std::thread::sleep(Duration::from_millis(25));
+        }
+    }
+
+    /// Sends `request`; calls `on_progress` for each progress line; returns the final response.
+    pub fn request(
+        &mut self,
+        request: Request,
+        mut on_progress: impl FnMut(&hgd_protocol::Progress),
+    ) -> Result<Response> {
+        let mut line = serde_json::to_string(&Envelope::new(request))?;
+        line.push('\n');
+        self.reader
+            .get_mut()
+            .write_all(line.as_bytes())
+            .context("send the request to the daemon")?;
+        loop {
+            let mut reply = String::new();
+            let n = self
+                .reader
+                .read_line(&mut reply)
+                .context("read the daemon's reply")?;
+            if n == 0 {
+                return Err(anyhow!("the daemon closed the connection"));
+            }
+            let response: Response = serde_json::from_str(&reply)
+                .with_context(|| format!("unexpected reply from the daemon: {}", reply.trim()))?;
+            match response {
+                Response::Progress(p) => on_progress(&p),
+                other => return Ok(other),
+            }
+        }
+    }
+}
+
+/// The daemon binary: `HGD_DAEMON_BIN`, else `hgd-daemon` beside this executable, else on PATH.
+pub fn daemon_binary() -> PathBuf {
+    if let Some(bin) = std::env::var_os("HGD_DAEMON_BIN").filter(|v| !v.is_empty()) {
+        return PathBuf::from(bin);
+    }
+    if let Ok(exe) = std::env::current_exe() {
+        let sibling = exe.with_file_name("hgd-daemon");
+        if sibling.is_file() {
+            return sibling;
+        }
+    }
+    PathBuf::from("hgd-daemon")
+}
+
+/// Starts `hgd-daemon daemon` detached from this terminal, logging to the home's logs folder.
+fn start_daemon(home: &Home) -> Result<std::process::Child> {
+    fs::create_dir_all(home.logs())
+        .with_context(|| format!("create {}", home.logs().display()))?;
+    let log = fs::OpenOptions::new()
+        .create(true)
+        .append(true)
+        .open(home.daemon_log())
+        .with_context(|| format!("open {}", home.daemon_log().display()))?;
+    let mut cmd = Command::new(daemon_binary());
+    cmd.arg("daemon")
+        .env("HGD_HOME", home.root())
+        .stdin(Stdio::null())
+        .stdout(log.try_clone()?)
+        .stderr(log);
+    #[cfg(unix)]
+    {
+        use std::os::unix::process::CommandExt;
+        // Its own process group: a Ctrl-C meant for this command must not stop the daemon.
+        cmd.process_group(0);
+    }
+    cmd.spawn()
+        .with_context(|| format!("start {}", daemon_binary().display()))
+}
+
+fn log_tail(path: &Path, lines: usize) -> String {
+    let text = fs::read_to_string(path).unwrap_or_default();
+    let all: Vec<&str> = text.lines().collect();
+    all[all.len().saturating_sub(lines)..].join("\n")
+}

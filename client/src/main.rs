@@ -1,0 +1,335 @@
+//! `hgd`: the thin client. It parses flags, finds the repository, asks the daemon (starting it when
+//! needed) and prints. It links neither LanceDB nor ONNX Runtime, so it starts in milliseconds.
+
+mod connect;
+mod printer;
+
+use std::io::{IsTerminal, Write};
+use std::path::{Path, PathBuf};
+use std::process::ExitCode;
+use std::time::Duration;
+
+use anyhow::{bail, Context, Result};
+use clap::{Parser, Subcommand};
+use connect::Connection;
+use hgd_protocol::home::Home;
+use hgd_protocol::{ErrorCode, Request, Response};
+use printer::{relative_path, ColorChoice, Printer};
+
+#[derive(Parser)]
+#[command(
+    name = "hgd",
+    version,
+    about = "Semantic code search over git repositories, served by a background daemon",
+    after_help = "Exit status: 0 results found, 1 no results, 2 error (as grep)."
+)]
+struct Cli {
+    #[command(subcommand)]
+    command: Cmd,
+}
+
+#[derive(Subcommand)]
+enum Cmd {
+    /// Search the repository containing PATH, restricted to PATH's subtree.
+    Search {
+        /// What you are looking for, in words or code.
+        query: String,
+        /// Folder to search (default: the current directory).
+        path: Option<PathBuf>,
+        /// Number of results.
+        #[arg(short = 'n', long = "num", default_value_t = 10)]
+        num: usize,
+        /// Print a JSON array of results (hygrep's fields: file, line, end_line, type, name, score, content).
+        #[arg(long)]
+        json: bool,
+        /// Content lines shown per result in text output.
+        #[arg(short = 'C', long = "lines", default_value_t = 4)]
+        lines: usize,
+        /// When to colour the output.
+        #[arg(long, value_enum, default_value_t = ColorChoice::Auto)]
+        color: ColorChoice,
+    },
+    /// Track PATH (default: the current directory) and wait until HEAD is indexed there.
+    Index {
+        path: Option<PathBuf>,
+        /// Return as soon as the daemon has the request.
+        #[arg(long)]
+        no_wait: bool,
+    },
+    /// Show the daemon and every tracked repository.
+    Status {
+        #[arg(long)]
+        json: bool,
+    },
+    /// Run the daemon in the foreground.
+    Daemon,
+    /// Stop the daemon.
+    Stop,
+    /// Install the ONNX Runtime library and the default model (idempotent).
+    Setup,
+}
+
+fn main() -> ExitCode {
+    let cli = Cli::parse();
+    match run(cli) {
+        Ok(code) => code,
+        Err(e) => {
+            eprintln!("hgd: {e:#}");
+            ExitCode::from(2)
+        }
+    }
+}
+
+fn run(cli: Cli) -> Result<ExitCode> {
+    let home = Home::from_env()?;
+    match cli.command {
+        Cmd::Search {
+            query,
+            path,
+            num,
+            json,
+            lines,
+            color,
+        } => search(&home, &query, path, num, json, lines, color),
+        Cmd::Index { path, no_wait } => index(&home, path, no_wait),
+        Cmd::Status { json } => status(&home, json),
+        Cmd::Daemon => exec_daemon("daemon"),
+        Cmd::Setup => exec_daemon("setup"),
+        Cmd::Stop => stop(&home),
+    }
+}
+
+/// `hgd daemon` and `hgd setup` are the daemon binary's job; replace this process with it.
+fn exec_daemon(subcommand: &str) -> Result<ExitCode> {
+    use std::os::unix::process::CommandExt;
+    let bin = connect::daemon_binary();
+    let err = std::process::Command::new(&bin).arg(subcommand).exec();
+    bail!("cannot run {}: {err}", bin.display())
+}
+
+/// The absolute folder to work on, which must be inside a git work tree.
+fn target_dir(path: Option<PathBuf>) -> Result<PathBuf> {
+    let path = path.unwrap_or_else(|| PathBuf::from("."));
+    let abs = path
+        .canonicalize()
+        .with_context(|| format!("{}: no such file or directory", path.display()))?;
+    let mut dir: &Path = &abs;
+    loop {
+        if dir.join(".git").exists() {
+            return Ok(abs);
+        }
+        match dir.parent() {
+            Some(parent) => dir = parent,
+            None => bail!("{} is not in a git repository", path.display()),
+        }
+    }
+}
+
+fn daemon_error(code: ErrorCode, message: String) -> anyhow::Error {
+    match code {
+        ErrorCode::NotSetUp => anyhow::anyhow!("{message}\nrun `hgd setup` first"),
+        _ => anyhow::anyhow!(message),
+    }
+}
+
+fn search(
+    home: &Home,
+    query: &str,
+    path: Option<PathBuf>,
+    num: usize,
+    json: bool,
+    lines: usize,
+    color: ColorChoice,
+) -> Result<ExitCode> {
+    let dir = target_dir(path)?;
+    let mut conn = Connection::connect_or_start(home)?;
+    let mut bar = ProgressDisplay::new();
+    let response = conn.request(
+        Request::Search {
+            path: dir.to_string_lossy().into_owned(),
+            query: query.to_owned(),
+            limit: num,
+        },
+        |p| bar.update(p),
+    )?;
+    bar.finish();
+    let (repo_root, hits) = match response {
+        Response::Search { repo_root, hits } => (repo_root, hits),
+        Response::Error { code, message } => return Err(daemon_error(code, message)),
+        other => bail!("unexpected reply: {other:?}"),
+    };
+    let cwd = std::env::current_dir()?
+        .canonicalize()
+        .context("the current directory")?;
+    let display: Vec<String> = hits
+        .iter()
+        .map(|h| relative_path(&Path::new(&repo_root).join(&h.path), &cwd))
+        .collect();
+    let printer = Printer::new(color.enabled(), lines);
+    let stdout = std::io::stdout();
+    let mut out = std::io::BufWriter::new(stdout.lock());
+    let written = if json {
+        printer.json(&mut out, &hits, &display)
+    } else {
+        printer.text(&mut out, &hits, &display)
+    };
+    match written.and_then(|_| out.flush()) {
+        Ok(()) => {}
+        // `hgd search ... | head` closes the pipe early; that is not an error.
+        Err(e) if e.kind() == std::io::ErrorKind::BrokenPipe => {}
+        Err(e) => return Err(e.into()),
+    }
+    Ok(if hits.is_empty() {
+        ExitCode::from(1)
+    } else {
+        ExitCode::SUCCESS
+    })
+}
+
+fn index(home: &Home, path: Option<PathBuf>, no_wait: bool) -> Result<ExitCode> {
+    let dir = target_dir(path)?;
+    let mut conn = Connection::connect_or_start(home)?;
+    let mut bar = ProgressDisplay::new();
+    let response = conn.request(
+        Request::Index {
+            path: dir.to_string_lossy().into_owned(),
+            wait: !no_wait,
+        },
+        |p| bar.update(p),
+    )?;
+    bar.finish();
+    match response {
+        Response::Indexed {
+            repo,
+            commit,
+            blocks,
+        } => {
+            if no_wait {
+                eprintln!("hgd: indexing {repo} in the background");
+            } else if std::io::stderr().is_terminal() {
+                let short = commit.get(..10).unwrap_or(&commit);
+                eprintln!("hgd: {repo} indexed at {short}: {blocks} blocks");
+            }
+            Ok(ExitCode::SUCCESS)
+        }
+        Response::Error { code, message } => Err(daemon_error(code, message)),
+        other => bail!("unexpected reply: {other:?}"),
+    }
+}
+
+fn status(home: &Home, json: bool) -> Result<ExitCode> {
+    let Some(mut conn) = Connection::try_connect(home) else {
+        if json {
+            println!("{{\"running\":false}}");
+        } else {
+            println!("hgd daemon: not running ({})", home.socket().display());
+        }
+        return Ok(ExitCode::SUCCESS);
+    };
+    let status = match conn.request(Request::Status, |_| {})? {
+        Response::Status(status) => status,
+        Response::Error { code, message } => return Err(daemon_error(code, message)),
+        other => bail!("unexpected reply: {other:?}"),
+    };
+    if json {
+        let mut value = serde_json::to_value(&status)?;
+        value["running"] = serde_json::Value::Bool(true);
+        println!("{}", serde_json::to_string_pretty(&value)?);
+        return Ok(ExitCode::SUCCESS);
+    }
+    println!(
+        "hgd daemon {}: pid {}, up {}s, {} MiB resident, model {}, {} blocks embedded since start",
+        status.version,
+        status.pid,
+        status.uptime_secs,
+        status.resident_bytes >> 20,
+        status.model,
+        status.blocks_embedded
+    );
+    for repo in &status.repos {
+        let short = |c: &Option<String>| {
+            c.as_deref()
+                .map(|c| c.get(..10).unwrap_or(c).to_owned())
+                .unwrap_or_else(|| "-".into())
+        };
+        let scopes = if repo.scopes.iter().any(String::is_empty) {
+            "(all)".to_owned()
+        } else {
+            repo.scopes.join(", ")
+        };
+        println!(
+            "{}: {} (indexed {}, HEAD {}), {} blocks, scopes {}",
+            repo.root,
+            repo.state,
+            short(&repo.indexed_commit),
+            short(&repo.head),
+            repo.blocks,
+            scopes
+        );
+        if let Some(p) = &repo.progress {
+            println!("  {}: {}/{} blocks", p.phase, p.done, p.total);
+        }
+        if let Some(error) = &repo.error {
+            println!("  error: {error}");
+        }
+    }
+    Ok(ExitCode::SUCCESS)
+}
+
+fn stop(home: &Home) -> Result<ExitCode> {
+    let Some(mut conn) = Connection::try_connect(home) else {
+        eprintln!("hgd: the daemon is not running");
+        return Ok(ExitCode::SUCCESS);
+    };
+    match conn.request(Request::Shutdown, |_| {})? {
+        Response::ShuttingDown => {}
+        Response::Error { code, message } => return Err(daemon_error(code, message)),
+        other => bail!("unexpected reply: {other:?}"),
+    }
+    // Return once the socket is gone, so `hgd stop && hgd daemon` works.
+    for _ in 0..400 {
+        if !home.socket().exists() {
+            return Ok(ExitCode::SUCCESS);
+        }
+        std::thread::sleep(Duration::from_millis(25));
+    }
+    bail!("the daemon did not stop within 10s")
+}
+
+/// Indexing progress on a terminal: blocks embedded / total, rate, ETA.
+struct ProgressDisplay {
+    bar: Option<indicatif::ProgressBar>,
+}
+
+impl ProgressDisplay {
+    fn new() -> ProgressDisplay {
+        ProgressDisplay { bar: None }
+    }
+
+    fn update(&mut self, p: &hgd_protocol::Progress) {
+        if !std::io::stderr().is_terminal() {
+            return;
+        }
+        let bar = self.bar.get_or_insert_with(|| {
+            let bar = indicatif::ProgressBar::new(0);
+            bar.set_style(
+                indicatif::ProgressStyle::with_template(
+                    "{msg:10} [{bar:30}] {pos}/{len} blocks, {per_sec}, ETA {eta}",
+                )
+                .expect("valid template")
+                .progress_chars("=> "),
+            );
+            bar.enable_steady_tick(Duration::from_millis(200));
+            bar
+        });
+        bar.set_message(p.phase.clone());
+        bar.set_length(p.total.max(p.done));
+        bar.set_position(p.done);
+    }
+
+    fn finish(&mut self) {
+        if let Some(bar) = self.bar.take() {
+            bar.finish_and_clear();
+        }
+    }
+}

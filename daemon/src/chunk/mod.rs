@@ -1,0 +1,384 @@
+//! Splits a file into blocks: definitions (functions, methods, classes, ...) found with tree-sitter,
+//! the code between them, Markdown sections, and line windows for everything else.
+//!
+//! Every non-blank line of a file ends up in some block: code between definitions (imports, module
+//! headers, top-level statements, class fields) forms blocks of its own, labelled with the container
+//! it sits in. Blocks longer than [`Limits`] allow are cut into overlapping windows.
+
+mod languages;
+
+pub use languages::Language;
+
+use tree_sitter::{Node, Parser};
+
+/// One unit of search: a definition, the code between definitions, a section or a window.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct Block {
+    /// `function`, `method`, `class`, `struct`, ..., `code` (between definitions), `section`, `text`.
+    pub kind: String,
+    /// Declared name (`Class.method` for members), heading path for Markdown sections.
+    pub name: String,
+    /// 1-based, inclusive.
+    pub start_line: u32,
+    pub end_line: u32,
+    pub content: String,
+}
+
+/// Size limits of one block.
+#[derive(Debug, Clone, Copy)]
+pub struct Limits {
+    pub max_lines: usize,
+    pub max_chars: usize,
+    /// Lines shared by consecutive windows of a split block.
+    pub overlap: usize,
+}
+
+impl Default for Limits {
+    fn default() -> Self {
+        // About what the default model reads (256 tokens ~ 1000 characters of code) with room for
+        // lexical search to see a whole definition.
+        Limits {
+            max_lines: 80,
+            max_chars: 3000,
+            overlap: 8,
+        }
+    }
+}
+
+pub fn chunk(path: &str, source: &str, limits: &Limits) -> Vec<Block> {
+    let language = Language::from_path(path);
+    let lines: Vec<&str> = source.lines().collect();
+    let blocks = match language {
+        Language::Markdown => markdown_sections(&lines),
+        Language::Text => vec![Span::new(0, lines.len(), "text", String::new())],
+        _ => match parse_definitions(language, source) {
+            Some(spans) => spans,
+            None => vec![Span::new(0, lines.len(), "code", String::new())],
+        },
+    };
+    let mut out = Vec::new();
+    for span in blocks {
+        emit(&lines, span, limits, &mut out);
+    }
+    out
+}
+
+/// A half-open range of 0-based lines with a label.
+#[derive(Debug, Clone)]
+struct Span {
+    start: usize,
+    end: usize,
+    kind: &'static str,
+    name: String,
+}
+
+impl Span {
+    fn new(start: usize, end: usize, kind: &'static str, name: String) -> Span {
+        Span {
+            start,
+            end,
+            kind,
+            name,
+        }
+    }
+}
+
+/// A definition found in the tree: its lines, label, and whether nested definitions were split out.
+#[derive(Debug)]
+struct Definition {
+    span: Span,
+    depth: usize,
+    has_children: bool,
+}
+
+fn parse_definitions(language: Language, source: &str) -> Option<Vec<Span>> {
+    let grammar = language.grammar()?;
+    let mut parser = Parser::new();
+    parser.set_language(&grammar).ok()?;
+    let tree = parser.parse(source, None)?;
+    let line_count = source.lines().count();
+    let mut defs = Vec::new();
+    let limits = Limits::default();
+    collect(
+        language,
+        tree.root_node(),
+        source.as_bytes(),
+        "",
+        0,
+        &limits,
+        &mut defs,
+    );
+
+    // Every line belongs to its innermost definition; lines of a container that are not inside a
+    // nested definition are the container's own (its header, fields, closing brace).
+    let mut owner: Vec<Option<usize>> = vec![None; line_count];
+    for (i, def) in defs.iter().enumerate() {
+        for slot in owner
+            .iter_mut()
+            .take(def.span.end.min(line_count))
+            .skip(def.span.start)
+        {
+            match slot {
+                Some(j) if defs[*j].depth >= def.depth => {}
+                _ => *slot = Some(i),
+            }
+        }
+    }
+    let mut spans: Vec<Span> = Vec::new();
+    let mut line = 0;
+    while line < line_count {
+        let who = owner[line];
+        let mut end = line + 1;
+        while end < line_count && owner[end] == who {
+            end += 1;
+        }
+        let span = match who {
+            Some(i) if !defs[i].has_children => defs[i].span.clone(),
+            Some(i) => Span::new(line, end, defs[i].span.kind, defs[i].span.name.clone()),
+            None => Span::new(line, end, "code", String::new()),
+        };
+        // A leaf definition owns exactly its lines; clamp in case a nested one overlapped it.
+        let span = Span::new(line, end, span.kind, span.name);
+        spans.push(span);
+        line = end;
+    }
+    Some(spans)
+}
+
+#[allow(clippy::too_many_arguments)]
+fn collect(
+    language: Language,
+    node: Node,
+    source: &[u8],
+    parent_name: &str,
+    depth: usize,
+    limits: &Limits,
+    out: &mut Vec<Definition>,
+) {
+    let mut cursor = node.walk();
+    let children: Vec<Node> = node.named_children(&mut cursor).collect();
+    for (i, child) in children.iter().enumerate() {
+        let Some(mut kind) = language.definition_kind(child, source) else {
+            if child.named_child_count() > 0 {
+                collect(language, *child, source, parent_name, depth, limits, out);
+            }
+            continue;
+        };
+        let name = language.definition_name(child, source);
+        if kind == "function" && !parent_name.is_empty() {
+            kind = "method";
+        }
+        let qualified = match (parent_name.is_empty(), name.is_empty()) {
+            (false, false) => format!("{parent_name}.{name}"),
+            (false, true) => parent_name.to_owned(),
+            _ => name.clone(),
+        };
+        // Doc comments, attributes and decorators directly above belong to the definition.
+        let mut start = child.start_position().row;
+        let mut j = i;
+        while j > 0 {
+            let prev = children[j - 1];
+            if language.is_leading_trivia(&prev) && prev.end_position().row + 1 >= start {
+                start = prev.start_position().row;
+                j -= 1;
+            } else {
+                break;
+            }
+        }
+        let end = child.end_position().row + 1;
+        let index = out.len();
+        out.push(Definition {
+            span: Span::new(start, end, kind, qualified.clone()),
+            depth,
+            has_children: false,
+        });
+        let too_big = end - start > limits.max_lines || child.byte_range().len() > limits.max_chars;
+        let is_container = !matches!(kind, "function" | "method" | "macro" | "test");
+        if too_big && is_container {
+            let before = out.len();
+            collect(language, *child, source, &qualified, depth + 1, limits, out);
+            out[index].has_children = out.len() > before;
+        }
+    }
+}
+
+/// Markdown sections: each heading starts one, named by its heading path (`Install > From source`).
+fn markdown_sections(lines: &[&str]) -> Vec<Span> {
+    let mut spans = Vec::new();
+    let mut path: Vec<(usize, String)> = Vec::new();
+    let mut start = 0;
+    let mut name = String::new();
+    let mut in_fence = false;
+    for (i, line) in lines.iter().enumerate() {
+        let trimmed = line.trim_start();
+        if trimmed.starts_with("```") || trimmed.starts_with("~~~") {
+            in_fence = !in_fence;
+        }
+        if in_fence || !trimmed.starts_with('#') {
+            continue;
+        }
+        let level = trimmed.chars().take_while(|&c| c == '#').count();
+        let title = trimmed[level..].trim();
+        if level > 6 || title.is_empty() || !trimmed[level..].starts_with(' ') {
+            continue;
+        }
+        if i > start {
+            spans.push(Span::new(start, i, "section", name.clone()));
+        }
+        path.retain(|(l, _)| *l < level);
+        path.push((level, title.to_owned()));
+        name = path
+            .iter()
+            .map(|(_, t)| t.as_str())
+            .collect::<Vec<_>>()
+            .join(" > ");
+        start = i;
+    }
+    if start < lines.len() {
+        spans.push(Span::new(start, lines.len(), "section", name));
+    }
+    spans
+}
+
+/// Turns a span into blocks: trims blank edges, drops spans with no real content, and cuts long ones
+/// into overlapping windows.
+fn emit(lines: &[&str], span: Span, limits: &Limits, out: &mut Vec<Block>) {
+    let mut start = span.start;
+    let mut end = span.end.min(lines.len());
+    while start < end && lines[start].trim().is_empty() {
+        start += 1;
+    }
+    while end > start && lines[end - 1].trim().is_empty() {
+        end -= 1;
+    }
+    if start >= end {
+        return;
+    }
+    let substance: usize = lines[start..end]
+        .iter()
+        .map(|l| l.chars().filter(|c| c.is_alphanumeric()).count())
+        .sum();
+    // A lone closing brace or `end` is not worth a block.
+    if substance < 6 {
+        return;
+    }
+    let mut window_start = start;
+    loop {
+        let mut window_end = window_start;
+        let mut chars = 0;
+        while window_end < end && window_end - window_start < limits.max_lines {
+            let len = lines[window_end].len() + 1;
+            if chars + len > limits.max_chars && window_end > window_start {
+                break;
+            }
+            chars += len;
+            window_end += 1;
+        }
+        let content = lines[window_start..window_end].join("\n");
+        out.push(Block {
+            kind: span.kind.to_owned(),
+            name: span.name.clone(),
+            start_line: window_start as u32 + 1,
+            end_line: window_end as u32,
+            content,
+        });
+        if window_end >= end {
+            break;
+        }
+        let next = window_end.saturating_sub(limits.overlap);
+        window_start = if next > window_start { next } else { window_end };
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    fn names(path: &str, src: &str) -> Vec<(String, String)> {
+        chunk(path, src, &Limits::default())
+            .into_iter()
+            .map(|b| (b.kind, b.name))
+            .collect()
+    }
+
+    fn has(path: &str, src: &str, kind: &str, name: &str) {
+        let found = names(path, src);
+        assert!(
+            found.iter().any(|(k, n)| k == kind && n == name),
+            "{path}: no {kind} {name} in {found:?}"
+        );
+    }
+
+    #[test]
+    fn definitions_in_every_benchmark_language() {
+        has("a.py", "import os\n\ndef hash_file(p):\n    return p\n", "function", "hash_file");
+        has("a.js", "const add = (a, b) => {\n  return a + b;\n};\n", "function", "add");
+        has("a.js", "function install() {\n  return 1;\n}\n", "function", "install");
+        has("a.ts", "interface Shape {\n  area(): number;\n}\n", "interface", "Shape");
+        has("a.tsx", "export function App() {\n  return <div/>;\n}\n", "function", "App");
+        has("a.go", "package main\n\nfunc Walk(dir string) error {\n\treturn nil\n}\n", "function", "Walk");
+        has("a.go", "package main\n\ntype Server struct {\n\taddr string\n}\n", "type", "Server");
+        has("a.rs", "/// Docs.\nfn parse_args() -> u32 {\n    1\n}\n", "function", "parse_args");
+        has("A.java", "class A {\n  void run() {\n    go();\n  }\n}\n", "class", "A");
+        has("a.c", "static int open_file(const char *p) {\n  return 0;\n}\n", "function", "open_file");
+        has("a.cpp", "namespace n {\nint Parser::parse(int x) {\n  return x;\n}\n}\n", "module", "n");
+        has("a.cs", "class Cache {\n  public int Get(int k) {\n    return k;\n  }\n}\n", "class", "Cache");
+        has("a.rb", "class Repo\n  def clone_url\n    @url\n  end\nend\n", "class", "Repo");
+        has("a.php", "<?php\nfunction render_page($x) {\n  return $x;\n}\n", "function", "render_page");
+        has("a.kt", "fun greet(name: String): String {\n    return name\n}\n", "function", "greet");
+        has("a.swift", "struct Point {\n  var x: Int\n}\n", "struct", "Point");
+        has("a.scala", "object Main {\n  def main(args: Array[String]): Unit = {\n    println(1)\n  }\n}\n", "class", "Main");
+        has("a.ex", "defmodule Shop.Cart do\n  def total(items) do\n    Enum.sum(items)\n  end\nend\n", "module", "Shop.Cart");
+        has("a.hs", "module Main where\n\ncompute :: Int -> Int\ncompute x = x + 1\n", "function", "compute");
+        has("a.lua", "function M.load_config(path)\n  return path\nend\n", "function", "M.load_config");
+        has("a.sh", "install_hooks() {\n  echo installing hooks\n}\n", "function", "install_hooks");
+        has("a.zig", "pub fn allocate(n: usize) usize {\n    return n;\n}\n", "function", "allocate");
+    }
+
+    #[test]
+    fn code_between_definitions_is_kept() {
+        let src = "import os\nimport sys\n\nCONFIG_PATH = os.environ['HOME']\n\ndef f():\n    return 1\n\nprint(f())\n";
+        let blocks = chunk("m.py", src, &Limits::default());
+        let all: String = blocks.iter().map(|b| b.content.clone()).collect::<Vec<_>>().join("\n");
+        for line in src.lines().filter(|l| !l.trim().is_empty()) {
+            assert!(all.contains(line), "lost line {line:?}");
+        }
+        assert_eq!(blocks[0].kind, "code");
+        assert_eq!((blocks[0].start_line, blocks[0].end_line), (1, 4));
+    }
+
+    #[test]
+    fn big_classes_split_into_methods_with_qualified_names() {
+        let mut src = String::from("class Store:\n    \"\"\"Keeps things.\"\"\"\n    limit = 10\n\n");
+        for i in 0..30 {
+            src.push_str(&format!("    def method_{i}(self):\n        x = {i}\n        return x\n\n"));
+        }
+        let blocks = chunk("s.py", &src, &Limits::default());
+        assert!(blocks.iter().any(|b| b.kind == "method" && b.name == "Store.method_7"));
+        let header = blocks.iter().find(|b| b.kind == "class").expect("class header block");
+        assert!(header.content.contains("Keeps things"));
+        assert_eq!(header.start_line, 1);
+    }
+
+    #[test]
+    fn long_functions_become_overlapping_windows() {
+        let mut src = String::from("def long():\n");
+        for i in 0..200 {
+            src.push_str(&format!("    v{i} = {i}\n"));
+        }
+        let blocks = chunk("l.py", &src, &Limits::default());
+        assert!(blocks.len() >= 3);
+        assert!(blocks.iter().all(|b| b.name == "long" && b.end_line - b.start_line < 80));
+        assert!(blocks[1].start_line < blocks[0].end_line, "windows overlap");
+        assert_eq!(blocks.last().unwrap().end_line, 201);
+    }
+
+    #[test]
+    fn markdown_sections_have_heading_paths() {
+        let src = "# Guide\nintro text here\n## Install\nrun the installer now\n```\n# not a heading\n```\n## Usage\nsearch for things\n";
+        let blocks = chunk("README.md", src, &Limits::default());
+        let names: Vec<&str> = blocks.iter().map(|b| b.name.as_str()).collect();
+        assert_eq!(names, ["Guide", "Guide > Install", "Guide > Usage"]);
+        assert!(blocks[1].content.contains("# not a heading"));
+    }
+}

@@ -1,0 +1,42 @@
+//! `index`: track a folder of a repository and (optionally) wait until HEAD is indexed there.
+
+use std::path::Path;
+use std::sync::Arc;
+
+use hgd_protocol::Response;
+
+use super::{error_reply, wait_with_progress};
+use crate::server::Replies;
+use crate::service::Service;
+
+pub async fn run(service: &Arc<Service>, path: &str, wait: bool, replies: &mut Replies<'_>) -> bool {
+    let (located, ticket) = match service.ensure_indexed(Path::new(path)).await {
+        Ok(found) => found,
+        Err(e) => return replies.send(&error_reply(&e)).await,
+    };
+    let root = located.root.to_string_lossy().into_owned();
+    if wait {
+        if let Some(ticket) = ticket {
+            let waited = match service.waiter(&root, ticket) {
+                Ok(waiter) => wait_with_progress(service, waiter, replies).await,
+                Err(e) => Err(e),
+            };
+            match waited {
+                Ok(true) => {}
+                Ok(false) => return false,
+                Err(e) => return replies.send(&error_reply(&e)).await,
+            }
+        }
+    }
+    let statuses = service.repo_statuses().await;
+    let status = statuses.iter().find(|s| s.root == root);
+    replies
+        .send(&Response::Indexed {
+            repo: root.clone(),
+            commit: status
+                .and_then(|s| s.indexed_commit.clone())
+                .unwrap_or_default(),
+            blocks: status.map_or(0, |s| s.blocks),
+        })
+        .await
+}

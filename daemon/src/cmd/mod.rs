@@ -1,0 +1,60 @@
+//! One module per request: each turns a request into response lines.
+
+mod index;
+mod search;
+mod status;
+
+use std::sync::Arc;
+
+use hgd_protocol::{ErrorCode, Request, Response};
+
+use crate::server::Replies;
+use crate::service::{Service, ServiceError, Waiter};
+
+/// Answers one request. Returns false when the client went away.
+pub async fn dispatch(service: &Arc<Service>, request: Request, replies: &mut Replies<'_>) -> bool {
+    match request {
+        Request::Ping => {
+            replies
+                .send(&Response::Pong {
+                    version: env!("CARGO_PKG_VERSION").into(),
+                    pid: std::process::id(),
+                })
+                .await
+        }
+        Request::Index { path, wait } => index::run(service, &path, wait, replies).await,
+        Request::Search { path, query, limit } => {
+            search::run(service, &path, &query, limit, replies).await
+        }
+        Request::Status => status::run(service, replies).await,
+        Request::Shutdown => {
+            let sent = replies.send(&Response::ShuttingDown).await;
+            tracing::info!("shutdown requested by a client");
+            service.shutdown.cancel();
+            sent
+        }
+    }
+}
+
+/// Maps a service error to the reply a client gets.
+fn error_reply(e: &ServiceError) -> Response {
+    let code = match e {
+        ServiceError::Git(crate::git::GitError::NotARepository(_)) => ErrorCode::NotARepository,
+        _ => ErrorCode::Internal,
+    };
+    Response::error(code, e.to_string())
+}
+
+/// Streams progress lines until the waited-for job is done. `Ok(false)`: the client went away.
+async fn wait_with_progress(
+    service: &Service,
+    mut waiter: Waiter,
+    replies: &mut Replies<'_>,
+) -> Result<bool, ServiceError> {
+    while let Some(progress) = service.wait_step(&mut waiter).await? {
+        if !replies.send(&Response::Progress(progress)).await {
+            return Ok(false);
+        }
+    }
+    Ok(true)
+}

@@ -1,0 +1,404 @@
+//! The embedder: texts in, L2-normalised vectors out, on ONNX Runtime loaded at run time.
+//!
+//! CPU cost is dominated by padding, so texts are tokenised once, sorted by length and cut into
+//! batches of similar lengths; results go back in input order. Execution providers are chosen in
+//! [`execution_providers`] and nowhere else.
+
+use std::num::NonZeroUsize;
+use std::path::{Path, PathBuf};
+use std::sync::Mutex;
+
+use hgd_protocol::home::Home;
+use ort::session::Session;
+use tokenizers::{Tokenizer, TruncationParams};
+
+use crate::model::{ModelConfig, ModelConfigError, Pooling};
+
+#[derive(Debug, thiserror::Error)]
+pub enum EmbedError {
+    #[error("ONNX Runtime library not found at {0}; run `hgd setup` (or set HGD_ORT_DYLIB)")]
+    RuntimeMissing(PathBuf),
+    #[error("cannot load ONNX Runtime from {path}: {message}; run `hgd setup` to install a compatible one (>= 1.31)")]
+    RuntimeLoad { path: PathBuf, message: String },
+    #[error("model not found at {0}; run `hgd setup` (or set HGD_MODEL_DIR to a folder with model.onnx, tokenizer.json and model.toml)")]
+    ModelMissing(PathBuf),
+    #[error(transparent)]
+    Config(#[from] ModelConfigError),
+    #[error("cannot load tokenizer {path}: {message}")]
+    Tokenizer { path: PathBuf, message: String },
+    #[error("tokenizing failed: {0}")]
+    Encode(String),
+    #[error("ONNX Runtime: {0}")]
+    Ort(String),
+    #[error("the model returned vectors of {actual} dims but model.toml says {expected}")]
+    Dims { expected: usize, actual: usize },
+}
+
+fn ort_err<E: std::fmt::Display>(e: E) -> EmbedError {
+    EmbedError::Ort(e.to_string())
+}
+
+/// Where the runtime library is: `HGD_ORT_DYLIB`, else the one `hgd setup` put in the home.
+pub fn runtime_path(home: &Home) -> PathBuf {
+    if let Some(path) = std::env::var_os("HGD_ORT_DYLIB").filter(|v| !v.is_empty()) {
+        return PathBuf::from(path);
+    }
+    let dir = home.runtime_dir();
+    let file = match crate::setup::runtime_artifact() {
+        Ok(artifact) => artifact.file,
+        Err(_) => "libonnxruntime.so",
+    };
+    dir.join(file)
+}
+
+/// Loads the ONNX Runtime library once per process. A missing or incompatible library is an error
+/// naming `hgd setup`, never a panic.
+fn init_runtime(path: &Path) -> Result<ort::environment::Environment, EmbedError> {
+    if !path.is_file() {
+        return Err(EmbedError::RuntimeMissing(path.to_path_buf()));
+    }
+    let load_err = |message: String| EmbedError::RuntimeLoad {
+        path: path.to_path_buf(),
+        message,
+    };
+    let builder = ort::init_from(path).map_err(|e| load_err(e.to_string()))?;
+    builder
+        .with_name("hgd")
+        .build()
+        .map_err(|e| load_err(e.to_string()))
+}
+
+/// The one place execution providers are chosen: CoreML on macOS, plain CPU elsewhere.
+fn execution_providers() -> Vec<(&'static str, ort::ep::ExecutionProviderDispatch)> {
+    #[cfg(target_os = "macos")]
+    {
+        vec![("CoreML", ort::ep::CoreML::default().build().error_on_failure())]
+    }
+    #[cfg(not(target_os = "macos"))]
+    {
+        Vec::new()
+    }
+}
+
+#[derive(Debug, Clone)]
+pub struct EmbedOptions {
+    /// Intra-op threads for indexing; queries use one thread so they stay quick during a job.
+    pub threads: usize,
+    pub batch_size: usize,
+    pub query_cache: usize,
+}
+
+impl Default for EmbedOptions {
+    fn default() -> Self {
+        let cores = std::thread::available_parallelism().map_or(1, NonZeroUsize::get);
+        let threads = std::env::var("HGD_THREADS")
+            .ok()
+            .and_then(|v| v.parse().ok())
+            .filter(|&n| n > 0)
+            .unwrap_or(cores);
+        EmbedOptions {
+            threads,
+            batch_size: 32,
+            query_cache: 128,
+        }
+    }
+}
+
+pub struct Embedder {
+    config: ModelConfig,
+    tokenizer: Tokenizer,
+    /// Large batches for indexing.
+    index_session: Mutex<Session>,
+    /// Single-threaded session for queries, so a search never waits behind an indexing batch.
+    query_session: Mutex<Session>,
+    has_token_type_ids: bool,
+    /// On accelerators every distinct input shape is compiled once; pad to a few fixed lengths.
+    fixed_shapes: bool,
+    batch_size: usize,
+    query_cache: Mutex<lru::LruCache<String, Vec<f32>>>,
+    _environment: ort::environment::Environment,
+}
+
+/// One tokenised text, before padding.
+struct Encoded {
+    ids: Vec<i64>,
+    type_ids: Vec<i64>,
+}
+
+impl Embedder {
+    /// Opens the runtime and the model in `model_dir` (model.onnx, tokenizer.json, model.toml).
+    pub fn open(
+        runtime: &Path,
+        model_dir: &Path,
+        options: &EmbedOptions,
+    ) -> Result<Embedder, EmbedError> {
+        let onnx = model_dir.join("model.onnx");
+        let tokenizer_path = model_dir.join("tokenizer.json");
+        if !onnx.is_file() || !tokenizer_path.is_file() {
+            return Err(EmbedError::ModelMissing(model_dir.to_path_buf()));
+        }
+        let config = ModelConfig::load(&model_dir.join("model.toml"))?;
+        let environment = init_runtime(runtime)?;
+
+        let mut tokenizer =
+            Tokenizer::from_file(&tokenizer_path).map_err(|e| EmbedError::Tokenizer {
+                path: tokenizer_path.clone(),
+                message: e.to_string(),
+            })?;
+        // tokenizer.json may carry fixed padding/truncation (MiniLM's pads everything to 128):
+        // we pad per batch ourselves and truncate where model.toml says.
+        tokenizer.with_padding(None);
+        tokenizer
+            .with_truncation(Some(TruncationParams {
+                max_length: config.max_tokens,
+                ..Default::default()
+            }))
+            .map_err(|e| EmbedError::Tokenizer {
+                path: tokenizer_path.clone(),
+                message: e.to_string(),
+            })?;
+
+        let (index_session, fixed_shapes) = build_session(&environment, &onnx, options.threads)?;
+        let (query_session, _) = build_session(&environment, &onnx, 1)?;
+        let has_token_type_ids = index_session
+            .inputs()
+            .iter()
+            .any(|i| i.name() == "token_type_ids");
+        let cache = NonZeroUsize::new(options.query_cache.max(1)).expect("max(1) is non-zero");
+        Ok(Embedder {
+            config,
+            tokenizer,
+            index_session: Mutex::new(index_session),
+            query_session: Mutex::new(query_session),
+            has_token_type_ids,
+            fixed_shapes,
+            batch_size: options.batch_size.max(1),
+            query_cache: Mutex::new(lru::LruCache::new(cache)),
+            _environment: environment,
+        })
+    }
+
+    pub fn config(&self) -> &ModelConfig {
+        &self.config
+    }
+
+    pub fn dims(&self) -> usize {
+        self.config.dims
+    }
+
+    /// Number of tokens `text` becomes (after truncation), for progress and batching decisions.
+    pub fn count_tokens(&self, text: &str) -> Result<usize, EmbedError> {
+        Ok(self.encode(&[text], "")?[0].ids.len())
+    }
+
+    /// Embeds documents for the index (with the model's document prefix), in input order.
+    pub fn embed_documents<S: AsRef<str>>(&self, texts: &[S]) -> Result<Vec<Vec<f32>>, EmbedError> {
+        let encoded = self.encode(texts, &self.config.doc_prefix)?;
+        let mut session = self.index_session.lock().unwrap_or_else(|p| p.into_inner());
+        self.embed_encoded(&mut session, encoded)
+    }
+
+    /// Embeds a search query (with the query prefix), from the LRU cache when it was asked before.
+    pub fn embed_query(&self, query: &str) -> Result<Vec<f32>, EmbedError> {
+        if let Some(hit) = self.lock_cache().get(query) {
+            return Ok(hit.clone());
+        }
+        let encoded = self.encode(&[query], &self.config.query_prefix)?;
+        let vector = {
+            let mut session = self.query_session.lock().unwrap_or_else(|p| p.into_inner());
+            self.embed_encoded(&mut session, encoded)?.remove(0)
+        };
+        self.lock_cache().put(query.to_owned(), vector.clone());
+        Ok(vector)
+    }
+
+    fn lock_cache(&self) -> std::sync::MutexGuard<'_, lru::LruCache<String, Vec<f32>>> {
+        self.query_cache.lock().unwrap_or_else(|p| p.into_inner())
+    }
+
+    fn encode<S: AsRef<str>>(&self, texts: &[S], prefix: &str) -> Result<Vec<Encoded>, EmbedError> {
+        texts
+            .iter()
+            .map(|text| {
+                let input = if prefix.is_empty() {
+                    text.as_ref().to_owned()
+                } else {
+                    format!("{prefix}{}", text.as_ref())
+                };
+                let encoding = self
+                    .tokenizer
+                    .encode(input, true)
+                    .map_err(|e| EmbedError::Encode(e.to_string()))?;
+                Ok(Encoded {
+                    ids: encoding.get_ids().iter().map(|&i| i64::from(i)).collect(),
+                    type_ids: encoding.get_type_ids().iter().map(|&i| i64::from(i)).collect(),
+                })
+            })
+            .collect()
+    }
+
+    fn embed_encoded(
+        &self,
+        session: &mut Session,
+        encoded: Vec<Encoded>,
+    ) -> Result<Vec<Vec<f32>>, EmbedError> {
+        let mut order: Vec<usize> = (0..encoded.len()).collect();
+        order.sort_by_key(|&i| encoded[i].ids.len());
+        let mut out = vec![Vec::new(); encoded.len()];
+        for batch in order.chunks(self.batch_size) {
+            let items: Vec<&Encoded> = batch.iter().map(|&i| &encoded[i]).collect();
+            let vectors = self.run_batch(session, &items)?;
+            for (&i, vector) in batch.iter().zip(vectors) {
+                out[i] = vector;
+            }
+        }
+        Ok(out)
+    }
+
+    fn run_batch(
+        &self,
+        session: &mut Session,
+        items: &[&Encoded],
+    ) -> Result<Vec<Vec<f32>>, EmbedError> {
+        let longest = items.iter().map(|e| e.ids.len()).max().unwrap_or(1).max(1);
+        let seq = padded_len(longest, self.fixed_shapes);
+        let rows = items.len();
+        let mut ids = vec![0i64; rows * seq];
+        let mut mask = vec![0i64; rows * seq];
+        let mut types = vec![0i64; rows * seq];
+        for (r, item) in items.iter().enumerate() {
+            let at = r * seq;
+            ids[at..at + item.ids.len()].copy_from_slice(&item.ids);
+            mask[at..at + item.ids.len()].fill(1);
+            types[at..at + item.type_ids.len()].copy_from_slice(&item.type_ids);
+        }
+        let shape = [rows, seq];
+        let mut inputs: Vec<(&str, ort::session::SessionInputValue)> = vec![
+            ("input_ids", ort::value::Tensor::from_array((shape, ids)).map_err(ort_err)?.into()),
+            (
+                "attention_mask",
+                ort::value::Tensor::from_array((shape, mask.clone())).map_err(ort_err)?.into(),
+            ),
+        ];
+        if self.has_token_type_ids {
+            inputs.push((
+                "token_type_ids",
+                ort::value::Tensor::from_array((shape, types)).map_err(ort_err)?.into(),
+            ));
+        }
+        let outputs = session.run(inputs).map_err(ort_err)?;
+        let (out_shape, data) = outputs[0].try_extract_tensor::<f32>().map_err(ort_err)?;
+        let dims = *out_shape.last().unwrap_or(&0) as usize;
+        if dims != self.config.dims {
+            return Err(EmbedError::Dims {
+                expected: self.config.dims,
+                actual: dims,
+            });
+        }
+        let vectors: Vec<Vec<f32>> = match out_shape.len() {
+            // Already pooled: [batch, dims].
+            2 => data.chunks(dims).map(<[f32]>::to_vec).collect(),
+            // Per token: [batch, seq, dims].
+            _ => (0..rows)
+                .map(|r| {
+                    let hidden = &data[r * seq * dims..(r + 1) * seq * dims];
+                    pool(hidden, &mask[r * seq..(r + 1) * seq], dims, self.config.pooling)
+                })
+                .collect(),
+        };
+        Ok(vectors.into_iter().map(normalise).collect())
+    }
+}
+
+fn build_session(
+    environment: &ort::environment::Environment,
+    onnx: &Path,
+    threads: usize,
+) -> Result<(Session, bool), EmbedError> {
+    let mut builder = Session::builder(environment)
+        .map_err(ort_err)?
+        .with_intra_threads(threads.max(1))
+        .map_err(ort_err)?;
+    let mut accelerated = false;
+    for (name, provider) in execution_providers() {
+        match builder.with_execution_providers([provider]) {
+            Ok(with) => {
+                builder = with;
+                accelerated = true;
+                tracing::info!("execution provider: {name}");
+            }
+            Err(e) => {
+                tracing::warn!("{name} execution provider failed to register ({e}); falling back to CPU");
+                builder = e.recover();
+            }
+        }
+    }
+    if !accelerated {
+        tracing::info!("execution provider: CPU, {threads} intra-op threads");
+    }
+    let session = builder.commit_from_file(onnx).map_err(ort_err)?;
+    Ok((session, accelerated))
+}
+
+/// Sequence length a batch is padded to. On accelerators a few fixed lengths keep the compiled-shape
+/// cache small; on CPU the longest text in the batch is cheapest.
+fn padded_len(longest: usize, fixed_shapes: bool) -> usize {
+    const BUCKETS: [usize; 5] = [32, 64, 128, 256, 512];
+    if !fixed_shapes {
+        return longest;
+    }
+    BUCKETS
+        .iter()
+        .copied()
+        .find(|&b| b >= longest)
+        .unwrap_or(longest)
+}
+
+/// Pools per-token vectors `hidden` ([seq, dims]) into one vector.
+fn pool(hidden: &[f32], mask: &[i64], dims: usize, pooling: Pooling) -> Vec<f32> {
+    match pooling {
+        Pooling::Cls => hidden[..dims].to_vec(),
+        Pooling::Mean => {
+            let mut sum = vec![0f32; dims];
+            let mut count = 0f32;
+            for (token, &m) in hidden.chunks(dims).zip(mask) {
+                if m != 0 {
+                    count += 1.0;
+                    sum.iter_mut().zip(token).for_each(|(s, t)| *s += t);
+                }
+            }
+            let count = count.max(1.0);
+            sum.iter_mut().for_each(|s| *s /= count);
+            sum
+        }
+    }
+}
+
+fn normalise(mut v: Vec<f32>) -> Vec<f32> {
+    let norm = v.iter().map(|x| x * x).sum::<f32>().sqrt();
+    if norm > 0.0 {
+        v.iter_mut().for_each(|x| *x /= norm);
+    }
+    v
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn mean_pooling_ignores_padding() {
+        // Two real tokens and one padding token that must not count.
+        let hidden = [1.0, 3.0, 3.0, 5.0, 100.0, 100.0];
+        assert_eq!(pool(&hidden, &[1, 1, 0], 2, Pooling::Mean), vec![2.0, 4.0]);
+        assert_eq!(pool(&hidden, &[1, 1, 0], 2, Pooling::Cls), vec![1.0, 3.0]);
+    }
+
+    #[test]
+    fn buckets_only_on_accelerators() {
+        assert_eq!(padded_len(17, false), 17);
+        assert_eq!(padded_len(17, true), 32);
+        assert_eq!(padded_len(300, true), 512);
+        assert_eq!(padded_len(700, true), 700);
+    }
+}

@@ -1,0 +1,190 @@
+//! Reading repositories with gitoxide: where a path's repository is, what HEAD holds, and blob
+//! contents. Everything is read from the object database, never from the work tree.
+
+use std::path::{Path, PathBuf};
+
+use gix::bstr::ByteSlice;
+
+/// Files above this size are skipped: they are almost always data or generated.
+pub const MAX_FILE_BYTES: u64 = 1 << 20;
+
+#[derive(Debug, thiserror::Error)]
+pub enum GitError {
+    #[error("{0} is not in a git repository")]
+    NotARepository(PathBuf),
+    #[error("{path}: {message}")]
+    Gix { path: PathBuf, message: String },
+}
+
+/// A repository found from some path inside its work tree.
+#[derive(Debug, Clone)]
+pub struct Located {
+    /// Canonical work tree root.
+    pub root: PathBuf,
+    /// The searched folder relative to `root`, `/`-separated, empty for the root itself.
+    pub subtree: String,
+}
+
+/// Finds the work tree containing `path` (which must exist).
+pub fn locate(path: &Path) -> Result<Located, GitError> {
+    let canonical = path
+        .canonicalize()
+        .map_err(|_| GitError::NotARepository(path.to_path_buf()))?;
+    let repo = gix::discover(&canonical).map_err(|_| GitError::NotARepository(path.to_path_buf()))?;
+    let root = repo
+        .workdir()
+        .ok_or_else(|| GitError::NotARepository(path.to_path_buf()))?
+        .canonicalize()
+        .map_err(|_| GitError::NotARepository(path.to_path_buf()))?;
+    let relative = canonical.strip_prefix(&root).unwrap_or(Path::new(""));
+    let subtree = relative
+        .components()
+        .map(|c| c.as_os_str().to_string_lossy())
+        .collect::<Vec<_>>()
+        .join("/");
+    Ok(Located { root, subtree })
+}
+
+/// A tracked file at HEAD that is worth indexing.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct TrackedFile {
+    pub path: String,
+    pub oid: String,
+}
+
+/// What HEAD holds under the tracked scopes.
+#[derive(Debug)]
+pub struct HeadSnapshot {
+    /// `None` for a repository without commits.
+    pub commit: Option<String>,
+    pub files: Vec<TrackedFile>,
+}
+
+pub struct Repo {
+    inner: gix::Repository,
+    root: PathBuf,
+}
+
+fn gix_err(root: &Path) -> impl Fn(gix::Error) -> GitError + '_ {
+    move |e| GitError::Gix {
+        path: root.to_path_buf(),
+        message: e.to_string(),
+    }
+}
+
+/// Whether `path` (repository-relative) lies in one of `scopes` (an empty scope is the whole repository).
+pub fn in_scopes(path: &str, scopes: &[String]) -> bool {
+    scopes.iter().any(|scope| in_subtree(path, scope))
+}
+
+pub fn in_subtree(path: &str, subtree: &str) -> bool {
+    subtree.is_empty()
+        || path == subtree
+        || (path.starts_with(subtree) && path.as_bytes().get(subtree.len()) == Some(&b'/'))
+}
+
+impl Repo {
+    pub fn open(root: &Path) -> Result<Repo, GitError> {
+        let inner = gix::open(root).map_err(|e| GitError::Gix {
+            path: root.to_path_buf(),
+            message: e.to_string(),
+        })?;
+        let mut inner = inner;
+        // Blob reads are the hot path of indexing; a small object cache helps packed repositories.
+        inner.object_cache_size_if_unset(4 << 20);
+        Ok(Repo {
+            inner,
+            root: root.to_path_buf(),
+        })
+    }
+
+    pub fn head_commit(&self) -> Result<Option<String>, GitError> {
+        match self.inner.head_id() {
+            Ok(id) => Ok(Some(id.to_string())),
+            Err(_) if self.inner.head().map(|h| h.is_unborn()).unwrap_or(false) => Ok(None),
+            Err(e) => Err(gix_err(&self.root)(e)),
+        }
+    }
+
+    /// Lists HEAD's regular files under `scopes`, skipping symlinks, submodules, files over
+    /// [`MAX_FILE_BYTES`] and files marked `linguist-generated` or `linguist-vendored`.
+    pub fn head_snapshot(&self, scopes: &[String]) -> Result<HeadSnapshot, GitError> {
+        let Some(commit) = self.head_commit()? else {
+            return Ok(HeadSnapshot {
+                commit: None,
+                files: Vec::new(),
+            });
+        };
+        let err = gix_err(&self.root);
+        let tree = self.inner.head_tree_id().map_err(&err)?;
+        let index = self.inner.index_from_tree(&tree).map_err(&err)?;
+        let mut attributes = self
+            .inner
+            .attributes_only(&index, gix::worktree::stack::state::attributes::Source::IdMapping)
+            .map_err(&err)?;
+        let mut outcome =
+            attributes.selected_attribute_matches(["linguist-generated", "linguist-vendored"]);
+        let mut files = Vec::new();
+        for entry in index.entries() {
+            if !matches!(
+                entry.mode,
+                gix::index::entry::Mode::FILE | gix::index::entry::Mode::FILE_EXECUTABLE
+            ) {
+                continue;
+            }
+            let path_bytes = entry.path(&index);
+            let Ok(path) = path_bytes.to_str() else {
+                continue;
+            };
+            if !in_scopes(path, scopes) {
+                continue;
+            }
+            let platform = attributes
+                .at_entry(path_bytes, Some(entry.mode))
+                .map_err(&err)?;
+            outcome.reset();
+            if platform.matching_attributes(&mut outcome) {
+                let marked = outcome.iter_selected().any(|m| {
+                    matches!(
+                        m.assignment.state,
+                        gix::attrs::StateRef::Set
+                    ) || matches!(m.assignment.state, gix::attrs::StateRef::Value(v) if v.as_bstr() == "true")
+                });
+                if marked {
+                    continue;
+                }
+            }
+            files.push(TrackedFile {
+                path: path.to_owned(),
+                oid: entry.id.to_string(),
+            });
+        }
+        Ok(HeadSnapshot {
+            commit: Some(commit),
+            files,
+        })
+    }
+
+    /// The blob's text, or `None` when it should not be indexed: too large, binary (NUL in the first
+    /// 8 KiB), a Git LFS pointer, or not UTF-8.
+    pub fn read_text(&self, oid: &str) -> Result<Option<String>, GitError> {
+        let err = gix_err(&self.root);
+        let id = gix::ObjectId::from_hex(oid.as_bytes()).map_err(|e| GitError::Gix {
+            path: self.root.clone(),
+            message: e.to_string(),
+        })?;
+        let header = self.inner.find_header(id).map_err(&err)?;
+        if header.size() > MAX_FILE_BYTES {
+            return Ok(None);
+        }
+        let blob = self.inner.find_blob(id).map_err(&err)?;
+        let data = &blob.data;
+        if data[..data.len().min(8192)].contains(&0) {
+            return Ok(None);
+        }
+        if data.starts_with(b"version https://git-lfs.github.com/spec/") {
+            return Ok(None);
+        }
+        Ok(String::from_utf8(data.to_vec()).ok())
+    }
+}

@@ -1,0 +1,295 @@
+//! One indexing job: bring a repository's stored blocks in line with HEAD under its tracked scopes.
+//!
+//! Files whose blob is unchanged are not touched; a blob that already has blocks anywhere in the store
+//! (a rename, a copy, a file shared between repositories) is re-used without embedding; only new
+//! blobs are parsed and embedded. New blobs stream through parse → embed → write stages joined by
+//! bounded channels, so memory stays flat whatever the repository size.
+
+use std::collections::HashMap;
+use std::path::PathBuf;
+use std::sync::atomic::{AtomicBool, AtomicU64, Ordering};
+use std::sync::Arc;
+
+use tokio::sync::mpsc;
+
+use crate::chunk::{self, Block, Language, Limits};
+use crate::embed::{EmbedError, Embedder};
+use crate::git::{GitError, Repo};
+use crate::store::{BlockRow, RepoRecord, Store, StoreError};
+
+#[derive(Debug, thiserror::Error)]
+pub enum IndexError {
+    #[error(transparent)]
+    Git(#[from] GitError),
+    #[error(transparent)]
+    Store(#[from] StoreError),
+    #[error("embedding failed: {0}")]
+    Embed(#[from] EmbedError),
+    #[error("indexing was cancelled")]
+    Cancelled,
+    #[error("internal: {0}")]
+    Internal(String),
+}
+
+/// Live counters of a running job, read by status and progress reporting.
+#[derive(Debug, Default)]
+pub struct JobProgress {
+    pub embedded: AtomicU64,
+    pub to_embed: AtomicU64,
+    pub parsed_all: AtomicBool,
+    pub reused_files: AtomicU64,
+}
+
+/// What a finished job did.
+#[derive(Debug, Clone, Default)]
+pub struct JobReport {
+    pub commit: Option<String>,
+    pub files_removed: usize,
+    pub files_reused: usize,
+    pub files_embedded: usize,
+    pub blocks_embedded: u64,
+}
+
+/// Rows are written in groups of whole files of about this many rows: one LanceDB commit each.
+const WRITE_ROWS: usize = 512;
+/// Blocks embedded per call (the embedder batches further by length).
+const EMBED_BLOCKS: usize = 64;
+
+/// What gets embedded and full-text indexed for a block: where it is, what it is, and its code.
+pub fn embed_text(path: &str, block: &Block) -> String {
+    if block.name.is_empty() {
+        format!("{path}\n{}", block.content)
+    } else {
+        format!("{path}\n{} {}\n{}", block.kind, block.name, block.content)
+    }
+}
+
+pub struct Indexer {
+    pub store: Arc<Store>,
+    pub embedder: Arc<Embedder>,
+    pub limits: Limits,
+    /// Blocks embedded since the daemon started, across jobs.
+    pub blocks_embedded: Arc<AtomicU64>,
+}
+
+/// A parsed file waiting for its vectors.
+struct Parsed {
+    path: String,
+    oid: String,
+    language: Language,
+    blocks: Vec<Block>,
+}
+
+impl Indexer {
+    pub async fn run(
+        &self,
+        record: &RepoRecord,
+        progress: Arc<JobProgress>,
+        cancel: Arc<AtomicBool>,
+    ) -> Result<JobReport, IndexError> {
+        let root = record.root.clone();
+        let scopes = record.scopes.clone();
+        let snapshot = tokio::task::spawn_blocking({
+            let root = root.clone();
+            move || Repo::open(&PathBuf::from(&root))?.head_snapshot(&scopes)
+        })
+        .await
+        .map_err(|e| IndexError::Internal(e.to_string()))??;
+
+        let stored = self.store.stored_files(&root).await?;
+        let head: HashMap<&str, &str> = snapshot
+            .files
+            .iter()
+            .map(|f| (f.path.as_str(), f.oid.as_str()))
+            .collect();
+        let stale: Vec<String> = stored
+            .iter()
+            .filter(|(path, oid)| head.get(path.as_str()) != Some(&oid.as_str()))
+            .map(|(path, _)| path.clone())
+            .collect();
+        self.store.delete_paths(&root, &stale).await?;
+
+        let wanted: Vec<_> = snapshot
+            .files
+            .iter()
+            .filter(|f| stored.get(&f.path) != Some(&f.oid))
+            .cloned()
+            .collect();
+        let known = self.store.known_oids().await?;
+        let (reuse, fresh): (Vec<_>, Vec<_>) =
+            wanted.into_iter().partition(|f| known.contains(&f.oid));
+
+        let mut report = JobReport {
+            commit: snapshot.commit.clone(),
+            files_removed: stale.len(),
+            files_reused: reuse.len(),
+            files_embedded: fresh.len(),
+            ..JobReport::default()
+        };
+
+        // Renames, copies and blobs shared with other repositories: copy rows, embed nothing.
+        let mut pending: Vec<BlockRow> = Vec::new();
+        for file in &reuse {
+            if cancel.load(Ordering::Relaxed) {
+                return Err(IndexError::Cancelled);
+            }
+            for mut row in self.store.blocks_of_blob(&file.oid).await? {
+                row.text = row.text.replacen(&row.path, &file.path, 1);
+                row.repo = root.clone();
+                row.path = file.path.clone();
+                pending.push(row);
+            }
+            progress.reused_files.fetch_add(1, Ordering::Relaxed);
+            if pending.len() >= WRITE_ROWS {
+                self.store.add(&pending).await?;
+                pending.clear();
+            }
+        }
+        self.store.add(&pending).await?;
+        pending.clear();
+
+        report.blocks_embedded = self.embed_fresh(&root, fresh, &progress, &cancel).await?;
+
+        let mut done = record.clone();
+        done.indexed_commit = snapshot.commit;
+        self.store.put_repo(&done).await?;
+        Ok(report)
+    }
+
+    /// Parses, embeds and writes blobs that have no blocks yet. Returns the blocks embedded.
+    async fn embed_fresh(
+        &self,
+        root: &str,
+        fresh: Vec<crate::git::TrackedFile>,
+        progress: &Arc<JobProgress>,
+        cancel: &Arc<AtomicBool>,
+    ) -> Result<u64, IndexError> {
+        let (parsed_tx, mut parsed_rx) = mpsc::channel::<Parsed>(64);
+        let (rows_tx, mut rows_rx) = mpsc::channel::<Vec<BlockRow>>(4);
+
+        let parser = tokio::task::spawn_blocking({
+            let root = root.to_owned();
+            let progress = progress.clone();
+            let cancel = cancel.clone();
+            let limits = self.limits;
+            move || -> Result<(), IndexError> {
+                let repo = Repo::open(&PathBuf::from(&root))?;
+                for file in fresh {
+                    if cancel.load(Ordering::Relaxed) {
+                        return Err(IndexError::Cancelled);
+                    }
+                    let text = match repo.read_text(&file.oid) {
+                        Ok(Some(text)) => text,
+                        Ok(None) => continue,
+                        Err(e) => {
+                            tracing::warn!("skipping {}: {e}", file.path);
+                            continue;
+                        }
+                    };
+                    let blocks = chunk::chunk(&file.path, &text, &limits);
+                    progress
+                        .to_embed
+                        .fetch_add(blocks.len() as u64, Ordering::Relaxed);
+                    let parsed = Parsed {
+                        language: Language::from_path(&file.path),
+                        path: file.path,
+                        oid: file.oid,
+                        blocks,
+                    };
+                    if parsed_tx.blocking_send(parsed).is_err() {
+                        break; // the embedder stopped; its error is reported
+                    }
+                }
+                progress.parsed_all.store(true, Ordering::Relaxed);
+                Ok(())
+            }
+        });
+
+        let embedder_task = tokio::task::spawn_blocking({
+            let embedder = self.embedder.clone();
+            let root = root.to_owned();
+            let progress = progress.clone();
+            let total = self.blocks_embedded.clone();
+            let cancel = cancel.clone();
+            move || -> Result<u64, IndexError> {
+                let mut embedded = 0u64;
+                let mut group: Vec<Parsed> = Vec::new();
+                let mut open = true;
+                while open {
+                    let mut count: usize = group.iter().map(|p| p.blocks.len()).sum();
+                    while count < EMBED_BLOCKS {
+                        match parsed_rx.blocking_recv() {
+                            Some(parsed) => {
+                                count += parsed.blocks.len();
+                                group.push(parsed);
+                            }
+                            None => {
+                                open = false;
+                                break;
+                            }
+                        }
+                    }
+                    if cancel.load(Ordering::Relaxed) {
+                        return Err(IndexError::Cancelled);
+                    }
+                    let texts: Vec<String> = group
+                        .iter()
+                        .flat_map(|p| p.blocks.iter().map(|b| embed_text(&p.path, b)))
+                        .collect();
+                    let mut vectors = embedder.embed_documents(&texts)?.into_iter();
+                    let mut texts = texts.into_iter();
+                    let mut rows = Vec::with_capacity(count);
+                    for parsed in group.drain(..) {
+                        for block in parsed.blocks {
+                            rows.push(BlockRow {
+                                repo: root.clone(),
+                                path: parsed.path.clone(),
+                                oid: parsed.oid.clone(),
+                                language: parsed.language.name().to_owned(),
+                                kind: block.kind,
+                                name: block.name,
+                                start_line: block.start_line,
+                                end_line: block.end_line,
+                                content: block.content,
+                                text: texts.next().unwrap_or_default(),
+                                vector: vectors.next().unwrap_or_default(),
+                            });
+                        }
+                    }
+                    let n = rows.len() as u64;
+                    embedded += n;
+                    progress.embedded.fetch_add(n, Ordering::Relaxed);
+                    total.fetch_add(n, Ordering::Relaxed);
+                    if !rows.is_empty() && rows_tx.blocking_send(rows).is_err() {
+                        break;
+                    }
+                }
+                Ok(embedded)
+            }
+        });
+
+        // Writer: whole files only, in groups of about WRITE_ROWS rows.
+        let mut pending: Vec<BlockRow> = Vec::new();
+        let mut write_result = Ok(());
+        while let Some(rows) = rows_rx.recv().await {
+            pending.extend(rows);
+            if pending.len() >= WRITE_ROWS {
+                if let Err(e) = self.store.add(&pending).await {
+                    write_result = Err(e);
+                    break;
+                }
+                pending.clear();
+            }
+        }
+        drop(rows_rx);
+        if write_result.is_ok() {
+            write_result = self.store.add(&pending).await;
+        }
+        let join = |e: tokio::task::JoinError| IndexError::Internal(e.to_string());
+        let parsed = parser.await.map_err(join)?;
+        let embedded = embedder_task.await.map_err(join)?;
+        write_result?;
+        parsed?;
+        embedded
+    }
+}

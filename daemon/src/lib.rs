@@ -1,0 +1,14 @@
+//! hgd's daemon: provisioning, embedding, chunking, git walking, the LanceDB store, indexing jobs,
+//! search, and the socket server. `main.rs` is the only place that uses `anyhow`.
+
+pub mod chunk;
+mod cmd;
+pub mod embed;
+pub mod git;
+pub mod indexer;
+pub mod model;
+pub mod search;
+pub mod server;
+pub mod service;
+pub mod setup;
+pub mod store;

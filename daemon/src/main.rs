@@ -1,0 +1,190 @@
+//! `hgd-daemon`: the heavy half of hgd. The thin `hgd` client runs it for `hgd daemon` and `hgd setup`.
+
+use std::io::Read;
+use std::time::Instant;
+
+use anyhow::{Context, Result};
+use clap::{Parser, Subcommand};
+use hgd_daemon::chunk;
+use hgd_daemon::embed::{self, EmbedOptions, Embedder};
+use hgd_daemon::server;
+use hgd_daemon::service::Service;
+use hgd_daemon::store::Store;
+use tokio_util::sync::CancellationToken;
+use hgd_protocol::home::Home;
+
+#[derive(Parser)]
+#[command(name = "hgd-daemon", version, about = "The hgd indexing and search daemon")]
+struct Cli {
+    #[command(subcommand)]
+    command: Command,
+}
+
+#[derive(Subcommand)]
+enum Command {
+    /// Run the daemon in the foreground (the `hgd` client starts it in the background on demand).
+    Daemon,
+    /// Install the ONNX Runtime library and the default model into hgd's home (idempotent).
+    Setup,
+    /// Embed texts given as a JSON array of strings on stdin; print a JSON array of vectors.
+    Embed {
+        /// Embed as search queries (query prefix, query session) instead of documents.
+        #[arg(long)]
+        query: bool,
+        /// Texts per batch.
+        #[arg(long, default_value_t = 32)]
+        batch_size: usize,
+        /// Intra-op threads (default: HGD_THREADS, else all cores).
+        #[arg(long)]
+        threads: Option<usize>,
+        /// Print throughput on stderr instead of vectors on stdout.
+        #[arg(long)]
+        bench: bool,
+    },
+    /// Print the model folder the daemon would use.
+    ModelDir,
+    /// Split files into blocks as the indexer would; print them as JSON.
+    Chunk {
+        files: Vec<std::path::PathBuf>,
+        /// Print only the texts that would be embedded (a JSON array of strings).
+        #[arg(long)]
+        texts: bool,
+    },
+}
+
+fn main() -> Result<()> {
+    let cli = Cli::parse();
+    init_logging();
+    let home = Home::from_env()?;
+    match cli.command {
+        Command::Daemon => run_daemon(home),
+        Command::Setup => {
+            let report = hgd_daemon::setup::run(&home)?;
+            for line in report.lines {
+                println!("{line}");
+            }
+            Ok(())
+        }
+        Command::Chunk { files, texts } => chunk_files(&files, texts),
+        Command::ModelDir => {
+            println!("{}", home.model_dir().display());
+            Ok(())
+        }
+        Command::Embed {
+            query,
+            batch_size,
+            threads,
+            bench,
+        } => {
+            let mut input = String::new();
+            std::io::stdin().read_to_string(&mut input)?;
+            let texts: Vec<String> =
+                serde_json::from_str(&input).context("stdin must be a JSON array of strings")?;
+            let mut options = EmbedOptions {
+                batch_size,
+                ..EmbedOptions::default()
+            };
+            if let Some(threads) = threads {
+                options.threads = threads;
+            }
+            let embedder = Embedder::open(&embed::runtime_path(&home), &home.model_dir(), &options)?;
+            let started = Instant::now();
+            let vectors = if query {
+                texts
+                    .iter()
+                    .map(|t| embedder.embed_query(t))
+                    .collect::<Result<Vec<_>, _>>()?
+            } else {
+                embedder.embed_documents(&texts)?
+            };
+            let secs = started.elapsed().as_secs_f64();
+            if bench {
+                eprintln!(
+                    "hgd (Rust ort): {} texts in {secs:.2}s = {:.1} texts/s ({} threads, batch {batch_size})",
+                    texts.len(),
+                    texts.len() as f64 / secs,
+                    options.threads
+                );
+            } else {
+                println!("{}", serde_json::to_string(&vectors)?);
+            }
+            Ok(())
+        }
+    }
+}
+
+fn chunk_files(files: &[std::path::PathBuf], texts_only: bool) -> Result<()> {
+    let mut blocks = Vec::new();
+    let mut texts = Vec::new();
+    for file in files {
+        let source = std::fs::read_to_string(file).with_context(|| format!("read {}", file.display()))?;
+        let path = file.to_string_lossy();
+        for block in chunk::chunk(&path, &source, &chunk::Limits::default()) {
+            texts.push(hgd_daemon::indexer::embed_text(&path, &block));
+            blocks.push(serde_json::json!({
+                "file": path,
+                "line": block.start_line,
+                "end_line": block.end_line,
+                "type": block.kind,
+                "name": block.name,
+                "content": block.content,
+            }));
+        }
+    }
+    let out = if texts_only { serde_json::to_string_pretty(&texts)? } else { serde_json::to_string_pretty(&blocks)? };
+    println!("{out}");
+    Ok(())
+}
+
+fn run_daemon(home: Home) -> Result<()> {
+    let _lock = server::lock_home(&home)?;
+    let runtime = tokio::runtime::Builder::new_multi_thread()
+        .enable_all()
+        .build()
+        .context("start the async runtime")?;
+    runtime.block_on(async move {
+        tracing::info!("hgd daemon {} (pid {}) on {}", env!("CARGO_PKG_VERSION"), std::process::id(), home.root().display());
+        let embedder = {
+            let runtime_path = embed::runtime_path(&home);
+            let model_dir = home.model_dir();
+            tokio::task::spawn_blocking(move || {
+                Embedder::open(&runtime_path, &model_dir, &EmbedOptions::default())
+            })
+            .await??
+        };
+        let config = embedder.config().clone();
+        let store = Store::open(&home.db_dir(), &config.id(), config.dims).await?;
+        let shutdown = CancellationToken::new();
+        let service = Service::start(home.clone(), store, embedder, shutdown.clone()).await?;
+        let listener = server::bind(&home)?;
+        tokio::spawn(shutdown_on_signal(shutdown));
+        server::serve(&home, listener, service).await;
+        anyhow::Ok(())
+    })?;
+    // Jobs still running on blocking threads see the cancel flag and stop; do not wait for them.
+    Ok(())
+}
+
+/// SIGTERM or SIGINT: stop accepting, finish what is open, remove the socket.
+async fn shutdown_on_signal(shutdown: CancellationToken) {
+    use tokio::signal::unix::{signal, SignalKind};
+    let (Ok(mut term), Ok(mut int)) = (signal(SignalKind::terminate()), signal(SignalKind::interrupt())) else {
+        tracing::warn!("cannot install signal handlers");
+        return;
+    };
+    tokio::select! {
+        _ = term.recv() => tracing::info!("SIGTERM: shutting down"),
+        _ = int.recv() => tracing::info!("SIGINT: shutting down"),
+        _ = shutdown.cancelled() => return,
+    }
+    shutdown.cancel();
+}
+
+fn init_logging() {
+    let filter = tracing_subscriber::EnvFilter::try_from_env("HGD_LOG")
+        .unwrap_or_else(|_| tracing_subscriber::EnvFilter::new("info,lance=warn,lancedb=warn,ort=warn"));
+    tracing_subscriber::fmt()
+        .with_env_filter(filter)
+        .with_writer(std::io::stderr)
+        .init();
+}

@@ -1,0 +1,218 @@
+//! The socket server: one Unix socket, JSON-lines frames, a bounded number of connections, and a
+//! graceful shutdown that stops accepting, lets requests finish, and removes the socket.
+
+use std::fs;
+use std::os::unix::fs::PermissionsExt;
+use std::sync::Arc;
+use std::time::Duration;
+
+use futures::{SinkExt, StreamExt};
+use hgd_protocol::home::Home;
+use hgd_protocol::{Envelope, ErrorCode, Response, MAX_FRAME_BYTES, PROTOCOL_VERSION};
+use interprocess::local_socket::tokio::{prelude::*, Stream};
+use interprocess::local_socket::{GenericFilePath, ListenerOptions};
+use interprocess::os::unix::local_socket::ListenerOptionsExt;
+use tokio::sync::Semaphore;
+use tokio_util::codec::{Framed, LinesCodec, LinesCodecError};
+use tokio_util::sync::CancellationToken;
+
+use crate::cmd;
+use crate::service::Service;
+
+/// More simultaneous clients than this wait for a free slot.
+const MAX_CONNECTIONS: usize = 64;
+
+#[derive(Debug, thiserror::Error)]
+pub enum ServerError {
+    #[error("another hgd daemon is already running on {0} (lock held on {1})")]
+    AlreadyRunning(String, String),
+    #[error("{context}: {source}")]
+    Io {
+        context: String,
+        source: std::io::Error,
+    },
+}
+
+fn io_err(context: impl Into<String>) -> impl FnOnce(std::io::Error) -> ServerError {
+    let context = context.into();
+    move |source| ServerError::Io { context, source }
+}
+
+/// Held for the daemon's lifetime: the flock that keeps a second daemon off this home.
+pub struct HomeLock {
+    _file: fs::File,
+}
+
+/// Prepares the home (mode 0700) and takes the daemon lock, refusing if another daemon holds it.
+pub fn lock_home(home: &Home) -> Result<HomeLock, ServerError> {
+    fs::create_dir_all(home.root()).map_err(io_err(format!("create {}", home.root().display())))?;
+    fs::set_permissions(home.root(), fs::Permissions::from_mode(0o700))
+        .map_err(io_err(format!("chmod {}", home.root().display())))?;
+    fs::create_dir_all(home.logs()).map_err(io_err("create the logs folder"))?;
+    let path = home.lock_file();
+    let file = fs::OpenOptions::new()
+        .create(true)
+        .truncate(false)
+        .read(true)
+        .write(true)
+        .open(&path)
+        .map_err(io_err(format!("open {}", path.display())))?;
+    if file.try_lock().is_err() {
+        return Err(ServerError::AlreadyRunning(
+            home.root().display().to_string(),
+            path.display().to_string(),
+        ));
+    }
+    file.set_len(0).ok();
+    std::io::Write::write_all(&mut &file, format!("{}\n", std::process::id()).as_bytes()).ok();
+    Ok(HomeLock { _file: file })
+}
+
+/// Binds the socket (mode 0600). Call only while holding the home lock: a leftover socket file
+/// belongs to a dead daemon and is replaced.
+pub fn bind(home: &Home) -> Result<LocalSocketListener, ServerError> {
+    let path = home.socket();
+    if path.exists() {
+        fs::remove_file(&path).map_err(io_err(format!("remove stale {}", path.display())))?;
+    }
+    let name = path
+        .clone()
+        .to_fs_name::<GenericFilePath>()
+        .map_err(io_err("socket name"))?;
+    ListenerOptions::new()
+        .name(name)
+        .mode(0o600)
+        .create_tokio()
+        .map_err(io_err(format!("listen on {}", path.display())))
+}
+
+type LocalSocketListener = interprocess::local_socket::tokio::Listener;
+
+/// Accepts connections until `shutdown` fires, then waits briefly for open requests and removes the
+/// socket.
+pub async fn serve(home: &Home, listener: LocalSocketListener, service: Arc<Service>) {
+    let shutdown = service.shutdown.clone();
+    let slots = Arc::new(Semaphore::new(MAX_CONNECTIONS));
+    let tracker = tokio_util::task::TaskTracker::new();
+    tracing::info!("listening on {}", home.socket().display());
+    loop {
+        let permit = tokio::select! {
+            permit = slots.clone().acquire_owned() => permit.expect("semaphore is never closed"),
+            _ = shutdown.cancelled() => break,
+        };
+        let stream = tokio::select! {
+            accepted = listener.accept() => match accepted {
+                Ok(stream) => stream,
+                Err(e) => {
+                    tracing::warn!("accept failed: {e}");
+                    tokio::time::sleep(Duration::from_millis(50)).await;
+                    continue;
+                }
+            },
+            _ = shutdown.cancelled() => break,
+        };
+        let service = service.clone();
+        tracker.spawn(async move {
+            handle_connection(stream, service).await;
+            drop(permit);
+        });
+    }
+    tracker.close();
+    if tokio::time::timeout(Duration::from_secs(5), tracker.wait())
+        .await
+        .is_err()
+    {
+        tracing::warn!("some clients were still connected at shutdown");
+    }
+    drop(listener);
+    let _ = fs::remove_file(home.socket());
+    tracing::info!("stopped");
+}
+
+/// The write half of a connection, as the command handlers see it.
+pub struct Replies<'a> {
+    framed: &'a mut Framed<Stream, LinesCodec>,
+}
+
+impl Replies<'_> {
+    /// Sends one response line. A client that went away is not an error worth more than a log line.
+    pub async fn send(&mut self, response: &Response) -> bool {
+        let line = serde_json::to_string(response).expect("responses always serialise");
+        match self.framed.send(line).await {
+            Ok(()) => true,
+            Err(e) => {
+                tracing::debug!("client went away: {e}");
+                false
+            }
+        }
+    }
+}
+
+async fn handle_connection(stream: Stream, service: Arc<Service>) {
+    let mut framed = Framed::new(stream, LinesCodec::new_with_max_length(MAX_FRAME_BYTES));
+    let shutdown: CancellationToken = service.shutdown.clone();
+    loop {
+        let frame = tokio::select! {
+            frame = framed.next() => frame,
+            _ = shutdown.cancelled() => return,
+        };
+        let line = match frame {
+            None => return,
+            Some(Ok(line)) => line,
+            Some(Err(LinesCodecError::MaxLineLengthExceeded)) => {
+                let reply = Response::error(
+                    ErrorCode::FrameTooLarge,
+                    format!("request longer than {MAX_FRAME_BYTES} bytes"),
+                );
+                if !(Replies { framed: &mut framed }).send(&reply).await {
+                    return;
+                }
+                continue;
+            }
+            Some(Err(LinesCodecError::Io(e))) => {
+                // Not UTF-8 or a broken connection: answer if we can, then drop this client.
+                let reply = Response::error(ErrorCode::BadRequest, format!("unreadable request: {e}"));
+                (Replies { framed: &mut framed }).send(&reply).await;
+                return;
+            }
+        };
+        if line.trim().is_empty() {
+            continue;
+        }
+        let mut replies = Replies { framed: &mut framed };
+        let envelope: Envelope = match serde_json::from_str(&line) {
+            Ok(envelope) => envelope,
+            Err(e) => {
+                let version = serde_json::from_str::<serde_json::Value>(&line)
+                    .ok()
+                    .and_then(|v| v.get("v").and_then(|v| v.as_u64()));
+                let reply = match version {
+                    Some(v) if v != u64::from(PROTOCOL_VERSION) => version_mismatch(v),
+                    _ => Response::error(ErrorCode::BadRequest, format!("malformed request: {e}")),
+                };
+                if !replies.send(&reply).await {
+                    return;
+                }
+                continue;
+            }
+        };
+        if envelope.v != PROTOCOL_VERSION {
+            if !replies.send(&version_mismatch(envelope.v.into())).await {
+                return;
+            }
+            continue;
+        }
+        if !cmd::dispatch(&service, envelope.request, &mut replies).await {
+            return;
+        }
+    }
+}
+
+fn version_mismatch(v: u64) -> Response {
+    Response::error(
+        ErrorCode::VersionMismatch,
+        format!(
+            "client speaks protocol {v}, daemon speaks {PROTOCOL_VERSION}; restart the daemon (`hgd stop`) after upgrading"
+        ),
+    )
+}

@@ -1,0 +1,385 @@
+//! The daemon's shared state: the store, the embedder, the tracked repositories and the job queue.
+//!
+//! Jobs run one at a time (they share one embedder). Requests for the same repository coalesce: each
+//! request takes a ticket, a job covers every ticket issued before it started (it reads HEAD after
+//! starting), and a waiter returns once a job covering its ticket has finished.
+
+use std::collections::{HashMap, VecDeque};
+use std::path::Path;
+use std::sync::atomic::{AtomicBool, AtomicU64, Ordering};
+use std::sync::{Arc, Mutex};
+use std::time::{Duration, Instant};
+
+use hgd_protocol::home::Home;
+use hgd_protocol::{Progress, RepoStatus};
+use tokio::sync::{watch, Notify};
+use tokio_util::sync::CancellationToken;
+
+use crate::chunk::Limits;
+use crate::embed::Embedder;
+use crate::git::{self, GitError, Located, Repo};
+use crate::indexer::{Indexer, JobProgress};
+use crate::store::{RepoRecord, Store, StoreError};
+
+#[derive(Debug, thiserror::Error)]
+pub enum ServiceError {
+    #[error(transparent)]
+    Git(#[from] GitError),
+    #[error(transparent)]
+    Store(#[from] StoreError),
+    #[error("indexing {root} failed: {message}")]
+    JobFailed { root: String, message: String },
+    #[error("the daemon is shutting down")]
+    ShuttingDown,
+    #[error("internal: {0}")]
+    Internal(String),
+}
+
+struct RepoEntry {
+    record: RepoRecord,
+    /// Highest ticket handed out.
+    requested: u64,
+    /// Highest ticket covered by a finished job.
+    completed: u64,
+    running: Option<Arc<JobProgress>>,
+    /// The last job's failure, cleared by the next success.
+    error: Option<String>,
+    /// Bumped after every job, so waiters wake.
+    changed: watch::Sender<u64>,
+}
+
+impl RepoEntry {
+    fn new(record: RepoRecord) -> RepoEntry {
+        RepoEntry {
+            record,
+            requested: 0,
+            completed: 0,
+            running: None,
+            error: None,
+            changed: watch::channel(0).0,
+        }
+    }
+}
+
+pub struct Service {
+    pub home: Home,
+    pub store: Arc<Store>,
+    pub embedder: Arc<Embedder>,
+    indexer: Indexer,
+    repos: Mutex<HashMap<String, RepoEntry>>,
+    queue: Mutex<VecDeque<String>>,
+    queued: Notify,
+    started: Instant,
+    blocks_embedded: Arc<AtomicU64>,
+    job_cancel: Arc<AtomicBool>,
+    pub shutdown: CancellationToken,
+}
+
+/// A request waiting for a repository to be indexed.
+pub struct Waiter {
+    root: String,
+    ticket: u64,
+    changed: watch::Receiver<u64>,
+}
+
+impl Service {
+    pub async fn start(
+        home: Home,
+        store: Store,
+        embedder: Embedder,
+        shutdown: CancellationToken,
+    ) -> Result<Arc<Service>, ServiceError> {
+        let store = Arc::new(store);
+        let embedder = Arc::new(embedder);
+        let blocks_embedded = Arc::new(AtomicU64::new(0));
+        let indexer = Indexer {
+            store: store.clone(),
+            embedder: embedder.clone(),
+            limits: Limits::default(),
+            blocks_embedded: blocks_embedded.clone(),
+        };
+        let mut repos = HashMap::new();
+        for record in store.repos().await? {
+            repos.insert(record.root.clone(), RepoEntry::new(record));
+        }
+        let service = Arc::new(Service {
+            home,
+            store,
+            embedder,
+            indexer,
+            repos: Mutex::new(repos),
+            queue: Mutex::new(VecDeque::new()),
+            queued: Notify::new(),
+            started: Instant::now(),
+            blocks_embedded,
+            job_cancel: Arc::new(AtomicBool::new(false)),
+            shutdown,
+        });
+        // Catch up with commits made while the daemon was down.
+        let roots: Vec<String> = service.lock_repos().keys().cloned().collect();
+        for root in roots {
+            service.request_job(&root);
+        }
+        tokio::spawn(service.clone().worker());
+        Ok(service)
+    }
+
+    fn lock_repos(&self) -> std::sync::MutexGuard<'_, HashMap<String, RepoEntry>> {
+        self.repos.lock().unwrap_or_else(|p| p.into_inner())
+    }
+
+    pub fn blocks_embedded(&self) -> u64 {
+        self.blocks_embedded.load(Ordering::Relaxed)
+    }
+
+    pub fn uptime(&self) -> Duration {
+        self.started.elapsed()
+    }
+
+    /// Hands out a ticket for an up-to-date index of `root` and queues a job if none is queued.
+    fn request_job(&self, root: &str) -> u64 {
+        let ticket = {
+            let mut repos = self.lock_repos();
+            let Some(entry) = repos.get_mut(root) else {
+                return 0;
+            };
+            entry.requested += 1;
+            entry.requested
+        };
+        let mut queue = self.queue.lock().unwrap_or_else(|p| p.into_inner());
+        if !queue.iter().any(|r| r == root) {
+            queue.push_back(root.to_owned());
+            self.queued.notify_one();
+        }
+        ticket
+    }
+
+    async fn worker(self: Arc<Self>) {
+        loop {
+            let next = self
+                .queue
+                .lock()
+                .unwrap_or_else(|p| p.into_inner())
+                .pop_front();
+            let Some(root) = next else {
+                tokio::select! {
+                    _ = self.queued.notified() => continue,
+                    _ = self.shutdown.cancelled() => return,
+                }
+            };
+            let (record, ticket, progress) = {
+                let mut repos = self.lock_repos();
+                let Some(entry) = repos.get_mut(&root) else {
+                    continue;
+                };
+                let progress = Arc::new(JobProgress::default());
+                entry.running = Some(progress.clone());
+                (entry.record.clone(), entry.requested, progress)
+            };
+            let started = Instant::now();
+            let result = tokio::select! {
+                r = self.indexer.run(&record, progress, self.job_cancel.clone()) => r,
+                _ = self.shutdown.cancelled() => {
+                    // The indexed-commit pointer was not advanced; the next start resumes the job.
+                    self.job_cancel.store(true, Ordering::Relaxed);
+                    return;
+                }
+            };
+            let mut repos = self.lock_repos();
+            let Some(entry) = repos.get_mut(&root) else {
+                continue;
+            };
+            entry.running = None;
+            entry.completed = ticket;
+            match result {
+                Ok(report) => {
+                    tracing::info!(
+                        "indexed {root} at {}: {} files embedded ({} blocks), {} re-used, {} removed in {:.1?}",
+                        report.commit.as_deref().unwrap_or("(no commits)"),
+                        report.files_embedded,
+                        report.blocks_embedded,
+                        report.files_reused,
+                        report.files_removed,
+                        started.elapsed()
+                    );
+                    entry.record.indexed_commit = report.commit;
+                    entry.error = None;
+                }
+                Err(e) => {
+                    tracing::error!("indexing {root} failed: {e}");
+                    entry.error = Some(e.to_string());
+                }
+            }
+            entry.changed.send_modify(|v| *v += 1);
+            let again = entry.requested > entry.completed;
+            drop(repos);
+            if again {
+                let mut queue = self.queue.lock().unwrap_or_else(|p| p.into_inner());
+                if !queue.iter().any(|r| r == &root) {
+                    queue.push_back(root.clone());
+                }
+            }
+        }
+    }
+
+    /// Makes sure the repository containing `path` is tracked with a scope covering `path`, and that a
+    /// job will bring it to HEAD. Returns where it is and the ticket to wait for (`None` when the
+    /// index is already current).
+    pub async fn ensure_indexed(
+        &self,
+        path: &Path,
+    ) -> Result<(Located, Option<u64>), ServiceError> {
+        let located = {
+            let path = path.to_path_buf();
+            tokio::task::spawn_blocking(move || git::locate(&path))
+                .await
+                .map_err(|e| ServiceError::Internal(e.to_string()))??
+        };
+        let root = located.root.to_string_lossy().into_owned();
+        let head = {
+            let root = located.root.clone();
+            tokio::task::spawn_blocking(move || Repo::open(&root)?.head_commit())
+                .await
+                .map_err(|e| ServiceError::Internal(e.to_string()))??
+        };
+        let (record, scope_added, current) = {
+            let mut repos = self.lock_repos();
+            let entry = repos.entry(root.clone()).or_insert_with(|| {
+                RepoEntry::new(RepoRecord {
+                    root: root.clone(),
+                    scopes: Vec::new(),
+                    indexed_commit: None,
+                })
+            });
+            let scopes = &mut entry.record.scopes;
+            let scope_added = !git::in_scopes(&located.subtree, scopes);
+            if scope_added {
+                // A wider scope replaces the narrower ones inside it.
+                scopes.retain(|s| !git::in_subtree(s, &located.subtree));
+                scopes.push(located.subtree.clone());
+                scopes.sort();
+            }
+            let idle = entry.running.is_none() && entry.requested == entry.completed;
+            let current = idle && entry.error.is_none() && entry.record.indexed_commit == head;
+            (entry.record.clone(), scope_added, current)
+        };
+        if scope_added {
+            self.store.put_repo(&record).await?;
+        }
+        if current && !scope_added {
+            return Ok((located, None));
+        }
+        let ticket = self.request_job(&root);
+        Ok((located, Some(ticket)))
+    }
+
+    /// Starts waiting for a job covering `ticket` of `root`.
+    pub fn waiter(&self, root: &str, ticket: u64) -> Result<Waiter, ServiceError> {
+        match self.lock_repos().get(root) {
+            Some(entry) => Ok(Waiter {
+                root: root.to_owned(),
+                ticket,
+                changed: entry.changed.subscribe(),
+            }),
+            None => Err(ServiceError::Internal(format!("{root} is not tracked"))),
+        }
+    }
+
+    /// Waits up to a quarter second. `Ok(None)`: a job covering the ticket has finished well;
+    /// `Ok(Some(progress))`: still waiting.
+    pub async fn wait_step(&self, waiter: &mut Waiter) -> Result<Option<Progress>, ServiceError> {
+        for first in [true, false] {
+            let (done, error, progress) = {
+                let repos = self.lock_repos();
+                let entry = &repos[&waiter.root];
+                (
+                    entry.completed >= waiter.ticket,
+                    entry.error.clone(),
+                    entry.running.as_ref().map(|p| progress_of(&waiter.root, p)),
+                )
+            };
+            if done {
+                return match error {
+                    Some(message) => Err(ServiceError::JobFailed {
+                        root: waiter.root.clone(),
+                        message,
+                    }),
+                    None => Ok(None),
+                };
+            }
+            if !first {
+                return Ok(Some(progress.unwrap_or_else(|| Progress {
+                    repo: waiter.root.clone(),
+                    phase: "queued".into(),
+                    ..Progress::default()
+                })));
+            }
+            tokio::select! {
+                _ = waiter.changed.changed() => {}
+                _ = tokio::time::sleep(Duration::from_millis(250)) => {}
+                _ = self.shutdown.cancelled() => return Err(ServiceError::ShuttingDown),
+            }
+        }
+        unreachable!("the second pass always returns")
+    }
+
+    pub async fn repo_statuses(&self) -> Vec<RepoStatus> {
+        let entries: Vec<(RepoRecord, Option<Progress>, Option<String>)> = self
+            .lock_repos()
+            .values()
+            .map(|e| {
+                (
+                    e.record.clone(),
+                    e.running.as_ref().map(|p| progress_of(&e.record.root, p)),
+                    e.error.clone(),
+                )
+            })
+            .collect();
+        let mut out = Vec::new();
+        for (record, progress, error) in entries {
+            let root = record.root.clone();
+            let head = tokio::task::spawn_blocking(move || {
+                Repo::open(Path::new(&root)).and_then(|r| r.head_commit())
+            })
+            .await
+            .ok()
+            .and_then(Result::ok)
+            .flatten();
+            let blocks = self
+                .store
+                .count_blocks(Some(&record.root))
+                .await
+                .unwrap_or(0);
+            let state = if progress.is_some() {
+                "indexing"
+            } else if error.is_some() {
+                "failed"
+            } else {
+                "idle"
+            };
+            out.push(RepoStatus {
+                root: record.root,
+                scopes: record.scopes,
+                indexed_commit: record.indexed_commit,
+                head,
+                state: state.into(),
+                progress,
+                error,
+                blocks,
+            });
+        }
+        out.sort_by(|a, b| a.root.cmp(&b.root));
+        out
+    }
+}
+
+fn progress_of(root: &str, p: &JobProgress) -> Progress {
+    let parsed_all = p.parsed_all.load(Ordering::Relaxed);
+    Progress {
+        repo: root.to_owned(),
+        phase: if parsed_all { "embedding" } else { "parsing" }.into(),
+        done: p.embedded.load(Ordering::Relaxed),
+        total: p.to_embed.load(Ordering::Relaxed),
+        total_known: parsed_all,
+    }
+}

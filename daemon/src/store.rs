@@ -1,0 +1,500 @@
+//! The LanceDB store: one blocks table per model (so vectors of different models never mix) and a
+//! table of repositories with the commit each is indexed at.
+//!
+//! A file's blocks are always written in one `add`, so a file is either wholly in the table or not
+//! at all; a repository's indexed-commit pointer is written only after all its blocks are.
+
+use std::collections::{HashMap, HashSet};
+use std::sync::Arc;
+
+use arrow_array::{
+    Array, ArrayRef, FixedSizeListArray, Float32Array, RecordBatch, StringArray, UInt32Array,
+};
+use arrow_schema::{DataType, Field, Schema, SchemaRef};
+use futures::TryStreamExt;
+use lancedb::index::scalar::{FtsIndexBuilder, FullTextSearchQuery};
+use lancedb::index::Index;
+use lancedb::query::{ExecutableQuery, QueryBase, Select};
+use lancedb::table::OptimizeAction;
+use lancedb::{DistanceType, Table};
+use tokio::sync::Mutex;
+
+#[derive(Debug, thiserror::Error)]
+pub enum StoreError {
+    #[error("LanceDB: {0}")]
+    Lance(#[from] lancedb::Error),
+    #[error("arrow: {0}")]
+    Arrow(#[from] arrow_schema::ArrowError),
+    #[error("bad query: {0}")]
+    Query(String),
+    #[error("unexpected column {0} in a stored table")]
+    Column(&'static str),
+}
+
+pub type Result<T> = std::result::Result<T, StoreError>;
+
+/// One stored block with its vector.
+#[derive(Debug, Clone)]
+pub struct BlockRow {
+    pub repo: String,
+    pub path: String,
+    pub oid: String,
+    pub language: String,
+    pub kind: String,
+    pub name: String,
+    pub start_line: u32,
+    pub end_line: u32,
+    pub content: String,
+    /// What was embedded and what full-text search sees: path, kind, name and content.
+    pub text: String,
+    pub vector: Vec<f32>,
+}
+
+/// A search hit as read back from the table.
+#[derive(Debug, Clone)]
+pub struct StoredHit {
+    pub path: String,
+    pub language: String,
+    pub kind: String,
+    pub name: String,
+    pub start_line: u32,
+    pub end_line: u32,
+    pub content: String,
+}
+
+/// The persisted state of one repository.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct RepoRecord {
+    pub root: String,
+    pub scopes: Vec<String>,
+    pub indexed_commit: Option<String>,
+}
+
+pub struct Store {
+    blocks: Table,
+    repos: Table,
+    dims: usize,
+    /// Serialises writers; readers never wait for it.
+    write_lock: Mutex<()>,
+    model_id: String,
+}
+
+/// SQL string literal.
+pub fn quote(s: &str) -> String {
+    format!("'{}'", s.replace('\'', "''"))
+}
+
+fn blocks_schema(dims: usize) -> SchemaRef {
+    Arc::new(Schema::new(vec![
+        Field::new("repo", DataType::Utf8, false),
+        Field::new("path", DataType::Utf8, false),
+        Field::new("oid", DataType::Utf8, false),
+        Field::new("language", DataType::Utf8, false),
+        Field::new("kind", DataType::Utf8, false),
+        Field::new("name", DataType::Utf8, false),
+        Field::new("start_line", DataType::UInt32, false),
+        Field::new("end_line", DataType::UInt32, false),
+        Field::new("content", DataType::Utf8, false),
+        Field::new("text", DataType::Utf8, false),
+        Field::new(
+            "vector",
+            DataType::FixedSizeList(
+                Arc::new(Field::new("item", DataType::Float32, true)),
+                dims as i32,
+            ),
+            false,
+        ),
+    ]))
+}
+
+fn repos_schema() -> SchemaRef {
+    Arc::new(Schema::new(vec![
+        Field::new("root", DataType::Utf8, false),
+        Field::new("model", DataType::Utf8, false),
+        Field::new("scopes", DataType::Utf8, false),
+        Field::new("indexed_commit", DataType::Utf8, true),
+    ]))
+}
+
+/// Table names allow `[A-Za-z0-9_-.]`; model names may hold anything.
+fn table_name(model_id: &str) -> String {
+    let safe: String = model_id
+        .chars()
+        .map(|c| if c.is_ascii_alphanumeric() || c == '-' { c } else { '_' })
+        .collect();
+    format!("blocks_{safe}")
+}
+
+impl Store {
+    pub async fn open(dir: &std::path::Path, model_id: &str, dims: usize) -> Result<Store> {
+        let db = lancedb::connect(&dir.to_string_lossy()).execute().await?;
+        let names = db.table_names().execute().await?;
+        let blocks_name = table_name(model_id);
+        let blocks = if names.contains(&blocks_name) {
+            db.open_table(&blocks_name).execute().await?
+        } else {
+            db.create_empty_table(&blocks_name, blocks_schema(dims))
+                .execute()
+                .await?
+        };
+        let repos = if names.iter().any(|n| n == "repos") {
+            db.open_table("repos").execute().await?
+        } else {
+            db.create_empty_table("repos", repos_schema())
+                .execute()
+                .await?
+        };
+        Ok(Store {
+            blocks,
+            repos,
+            dims,
+            write_lock: Mutex::new(()),
+            model_id: model_id.to_owned(),
+        })
+    }
+
+    pub fn model_id(&self) -> &str {
+        &self.model_id
+    }
+
+    // ---- repositories -------------------------------------------------------------------------
+
+    pub async fn repos(&self) -> Result<Vec<RepoRecord>> {
+        let batches: Vec<RecordBatch> = self
+            .repos
+            .query()
+            .only_if(format!("model = {}", quote(&self.model_id)))
+            .execute()
+            .await?
+            .try_collect()
+            .await?;
+        let mut out = Vec::new();
+        for batch in &batches {
+            let root = strings(batch, "root")?;
+            let scopes = strings(batch, "scopes")?;
+            let commit = strings(batch, "indexed_commit")?;
+            for i in 0..batch.num_rows() {
+                out.push(RepoRecord {
+                    root: root.value(i).to_owned(),
+                    scopes: serde_json::from_str(scopes.value(i)).unwrap_or_default(),
+                    indexed_commit: (!commit.is_null(i)).then(|| commit.value(i).to_owned()),
+                });
+            }
+        }
+        Ok(out)
+    }
+
+    /// Writes a repository's record (scopes and indexed commit) in one commit.
+    pub async fn put_repo(&self, record: &RepoRecord) -> Result<()> {
+        let _guard = self.write_lock.lock().await;
+        let batch = RecordBatch::try_new(
+            repos_schema(),
+            vec![
+                Arc::new(StringArray::from(vec![record.root.as_str()])),
+                Arc::new(StringArray::from(vec![self.model_id.as_str()])),
+                Arc::new(StringArray::from(vec![serde_json::to_string(
+                    &record.scopes,
+                )
+                .unwrap_or_else(|_| "[]".into())])),
+                Arc::new(StringArray::from(vec![record.indexed_commit.as_deref()])),
+            ],
+        )?;
+        let mut merge = self.repos.merge_insert(&["root", "model"]);
+        merge
+            .when_matched_update_all(None)
+            .when_not_matched_insert_all();
+        let reader = arrow_array::RecordBatchIterator::new(vec![Ok(batch)], repos_schema());
+        merge.execute(Box::new(reader)).await?;
+        Ok(())
+    }
+
+    // ---- blocks -------------------------------------------------------------------------------
+
+    /// `path -> blob oid` of everything stored for `repo`.
+    pub async fn stored_files(&self, repo: &str) -> Result<HashMap<String, String>> {
+        let batches: Vec<RecordBatch> = self
+            .blocks
+            .query()
+            .only_if(format!("repo = {}", quote(repo)))
+            .select(Select::columns(&["path", "oid"]))
+            .execute()
+            .await?
+            .try_collect()
+            .await?;
+        let mut out = HashMap::new();
+        for batch in &batches {
+            let paths = strings(batch, "path")?;
+            let oids = strings(batch, "oid")?;
+            for i in 0..batch.num_rows() {
+                out.insert(paths.value(i).to_owned(), oids.value(i).to_owned());
+            }
+        }
+        Ok(out)
+    }
+
+    /// Blob oids that have blocks anywhere in the store (any repository, any path).
+    pub async fn known_oids(&self) -> Result<HashSet<String>> {
+        let batches: Vec<RecordBatch> = self
+            .blocks
+            .query()
+            .select(Select::columns(&["oid"]))
+            .execute()
+            .await?
+            .try_collect()
+            .await?;
+        let mut out = HashSet::new();
+        for batch in &batches {
+            let oids = strings(batch, "oid")?;
+            for i in 0..batch.num_rows() {
+                out.insert(oids.value(i).to_owned());
+            }
+        }
+        Ok(out)
+    }
+
+    /// The stored blocks of one blob, to re-use under another path without embedding again.
+    pub async fn blocks_of_blob(&self, oid: &str) -> Result<Vec<BlockRow>> {
+        let batches: Vec<RecordBatch> = self
+            .blocks
+            .query()
+            .only_if(format!("oid = {}", quote(oid)))
+            .execute()
+            .await?
+            .try_collect()
+            .await?;
+        let mut rows = Vec::new();
+        let mut seen = HashSet::new();
+        for batch in &batches {
+            for row in rows_of(batch)? {
+                // The same blob may be stored under several paths; one copy of each block is enough.
+                if seen.insert((row.start_line, row.end_line, row.kind.clone(), row.name.clone())) {
+                    rows.push(row);
+                }
+            }
+        }
+        Ok(rows)
+    }
+
+    /// Appends rows in one commit.
+    pub async fn add(&self, rows: &[BlockRow]) -> Result<()> {
+        if rows.is_empty() {
+            return Ok(());
+        }
+        let batch = self.batch(rows)?;
+        let _guard = self.write_lock.lock().await;
+        let was_empty = self.blocks.count_rows(None).await? == 0;
+        self.blocks.add(batch).execute().await?;
+        if was_empty || !self.has_fts_index().await? {
+            self.blocks
+                .create_index(&["text"], Index::FTS(FtsIndexBuilder::default()))
+                .execute()
+                .await?;
+        }
+        Ok(())
+    }
+
+    async fn has_fts_index(&self) -> Result<bool> {
+        Ok(self
+            .blocks
+            .list_indices()
+            .await?
+            .iter()
+            .any(|i| i.columns.iter().any(|c| c == "text")))
+    }
+
+    /// Removes every block of `paths` in `repo`.
+    pub async fn delete_paths(&self, repo: &str, paths: &[String]) -> Result<()> {
+        let _guard = self.write_lock.lock().await;
+        for chunk in paths.chunks(500) {
+            let list = chunk.iter().map(|p| quote(p)).collect::<Vec<_>>().join(",");
+            self.blocks
+                .delete(format!("repo = {} AND path IN ({list})", quote(repo)).as_str())
+                .await?;
+        }
+        Ok(())
+    }
+
+    pub async fn count_blocks(&self, repo: Option<&str>) -> Result<u64> {
+        let filter = repo.map(|r| format!("repo = {}", quote(r)));
+        Ok(self.blocks.count_rows(filter).await? as u64)
+    }
+
+    /// Folds new rows into the full-text index and compacts small fragments.
+    pub async fn optimize(&self) -> Result<()> {
+        let _guard = self.write_lock.lock().await;
+        self.blocks.optimize(OptimizeAction::All).await?;
+        Ok(())
+    }
+
+    // ---- search -------------------------------------------------------------------------------
+
+    pub async fn vector_search(
+        &self,
+        vector: &[f32],
+        filter: &str,
+        limit: usize,
+    ) -> Result<Vec<StoredHit>> {
+        let batches: Vec<RecordBatch> = self
+            .blocks
+            .query()
+            .nearest_to(vector)?
+            .distance_type(DistanceType::Cosine)
+            .only_if(filter)
+            .limit(limit)
+            .select(hit_columns())
+            .execute()
+            .await?
+            .try_collect()
+            .await?;
+        hits_of(&batches)
+    }
+
+    pub async fn text_search(&self, query: &str, filter: &str, limit: usize) -> Result<Vec<StoredHit>> {
+        if !self.has_fts_index().await? {
+            return Ok(Vec::new());
+        }
+        let fts = FullTextSearchQuery::new(query.to_owned())
+            .with_column("text".to_owned())
+            .map_err(|e| StoreError::Query(e.to_string()))?;
+        let batches: Vec<RecordBatch> = self
+            .blocks
+            .query()
+            .full_text_search(fts)
+            .only_if(filter)
+            .limit(limit)
+            .select(hit_columns())
+            .execute()
+            .await?
+            .try_collect()
+            .await?;
+        hits_of(&batches)
+    }
+
+    fn batch(&self, rows: &[BlockRow]) -> Result<RecordBatch> {
+        let col = |f: fn(&BlockRow) -> &str| -> ArrayRef {
+            Arc::new(StringArray::from_iter_values(rows.iter().map(f)))
+        };
+        let values: Vec<f32> = rows
+            .iter()
+            .flat_map(|r| {
+                debug_assert_eq!(r.vector.len(), self.dims);
+                r.vector.iter().copied()
+            })
+            .collect();
+        let vectors = FixedSizeListArray::try_new(
+            Arc::new(Field::new("item", DataType::Float32, true)),
+            self.dims as i32,
+            Arc::new(Float32Array::from(values)),
+            None,
+        )?;
+        Ok(RecordBatch::try_new(
+            blocks_schema(self.dims),
+            vec![
+                col(|r| &r.repo),
+                col(|r| &r.path),
+                col(|r| &r.oid),
+                col(|r| &r.language),
+                col(|r| &r.kind),
+                col(|r| &r.name),
+                Arc::new(UInt32Array::from_iter_values(rows.iter().map(|r| r.start_line))),
+                Arc::new(UInt32Array::from_iter_values(rows.iter().map(|r| r.end_line))),
+                col(|r| &r.content),
+                col(|r| &r.text),
+                Arc::new(vectors),
+            ],
+        )?)
+    }
+}
+
+fn hit_columns() -> Select {
+    Select::columns(&[
+        "path",
+        "language",
+        "kind",
+        "name",
+        "start_line",
+        "end_line",
+        "content",
+    ])
+}
+
+fn strings<'b>(batch: &'b RecordBatch, name: &'static str) -> Result<&'b StringArray> {
+    batch
+        .column_by_name(name)
+        .and_then(|c| c.as_any().downcast_ref::<StringArray>())
+        .ok_or(StoreError::Column(name))
+}
+
+fn u32s<'b>(batch: &'b RecordBatch, name: &'static str) -> Result<&'b UInt32Array> {
+    batch
+        .column_by_name(name)
+        .and_then(|c| c.as_any().downcast_ref::<UInt32Array>())
+        .ok_or(StoreError::Column(name))
+}
+
+fn hits_of(batches: &[RecordBatch]) -> Result<Vec<StoredHit>> {
+    let mut out = Vec::new();
+    for batch in batches {
+        let (path, language, kind, name, content) = (
+            strings(batch, "path")?,
+            strings(batch, "language")?,
+            strings(batch, "kind")?,
+            strings(batch, "name")?,
+            strings(batch, "content")?,
+        );
+        let (start, end) = (u32s(batch, "start_line")?, u32s(batch, "end_line")?);
+        for i in 0..batch.num_rows() {
+            out.push(StoredHit {
+                path: path.value(i).to_owned(),
+                language: language.value(i).to_owned(),
+                kind: kind.value(i).to_owned(),
+                name: name.value(i).to_owned(),
+                start_line: start.value(i),
+                end_line: end.value(i),
+                content: content.value(i).to_owned(),
+            });
+        }
+    }
+    Ok(out)
+}
+
+fn rows_of(batch: &RecordBatch) -> Result<Vec<BlockRow>> {
+    let vectors = batch
+        .column_by_name("vector")
+        .and_then(|c| c.as_any().downcast_ref::<FixedSizeListArray>())
+        .ok_or(StoreError::Column("vector"))?;
+    let s = |name| strings(batch, name);
+    let (repo, path, oid, language, kind, name, content, text) = (
+        s("repo")?,
+        s("path")?,
+        s("oid")?,
+        s("language")?,
+        s("kind")?,
+        s("name")?,
+        s("content")?,
+        s("text")?,
+    );
+    let (start, end) = (u32s(batch, "start_line")?, u32s(batch, "end_line")?);
+    (0..batch.num_rows())
+        .map(|i| {
+            let vector = vectors.value(i);
+            let vector = vector
+                .as_any()
+                .downcast_ref::<Float32Array>()
+                .ok_or(StoreError::Column("vector"))?;
+            Ok(BlockRow {
+            repo: repo.value(i).to_owned(),
+            path: path.value(i).to_owned(),
+            oid: oid.value(i).to_owned(),
+            language: language.value(i).to_owned(),
+            kind: kind.value(i).to_owned(),
+            name: name.value(i).to_owned(),
+            start_line: start.value(i),
+            end_line: end.value(i),
+            content: content.value(i).to_owned(),
+            text: text.value(i).to_owned(),
+            vector: vector.values().to_vec(),
+        })
+        })
+        .collect()
+}

@@ -1,0 +1,191 @@
+//! The wire protocol between the `hgd` client and the `hgd-daemon`, and where hgd keeps its files.
+//!
+//! Framing is JSON lines: one request per line from the client, one or more response lines from the
+//! daemon (progress events end with a final `done` or `error` line). Every request carries the protocol
+//! version so an old client talking to a new daemon gets a clear error instead of a misparse.
+//!
+//! This crate must stay light (serde + directories): the client links it and has to start in
+//! milliseconds.
+
+pub mod home;
+
+use serde::{Deserialize, Serialize};
+
+/// Bumped whenever a request or response changes shape.
+pub const PROTOCOL_VERSION: u32 = 1;
+
+/// Longest request line the daemon accepts; longer frames get an error reply.
+pub const MAX_FRAME_BYTES: usize = 1 << 20;
+
+/// One request line: `{"v":1,"request":{"type":"search",...}}`.
+#[derive(Debug, Clone, Serialize, Deserialize)]
+pub struct Envelope {
+    pub v: u32,
+    pub request: Request,
+}
+
+impl Envelope {
+    pub fn new(request: Request) -> Self {
+        Envelope {
+            v: PROTOCOL_VERSION,
+            request,
+        }
+    }
+}
+
+#[derive(Debug, Clone, Serialize, Deserialize)]
+#[serde(tag = "type", rename_all = "snake_case")]
+pub enum Request {
+    /// Liveness check; answered with `Response::Pong`.
+    Ping,
+    /// Track `path` (a folder inside a git work tree) and index its repository's HEAD there.
+    /// With `wait`, progress events stream until the index is current.
+    Index { path: String, wait: bool },
+    /// Search the subtree at `path`.
+    Search {
+        path: String,
+        query: String,
+        limit: usize,
+    },
+    /// Per-repository and daemon status.
+    Status,
+    /// Ask the daemon to exit cleanly.
+    Shutdown,
+}
+
+/// One response line. A request gets zero or more `Progress` lines, then exactly one final line.
+#[derive(Debug, Clone, Serialize, Deserialize)]
+#[serde(tag = "type", rename_all = "snake_case")]
+pub enum Response {
+    Pong {
+        version: String,
+        pid: u32,
+    },
+    Progress(Progress),
+    Indexed {
+        repo: String,
+        commit: String,
+        blocks: u64,
+    },
+    Search {
+        /// The repository root the result paths are relative to.
+        repo_root: String,
+        hits: Vec<Hit>,
+    },
+    Status(Status),
+    ShuttingDown,
+    Error {
+        code: ErrorCode,
+        message: String,
+    },
+}
+
+impl Response {
+    /// Whether this is the last line for its request.
+    pub fn is_final(&self) -> bool {
+        !matches!(self, Response::Progress(_))
+    }
+
+    pub fn error(code: ErrorCode, message: impl Into<String>) -> Self {
+        Response::Error {
+            code,
+            message: message.into(),
+        }
+    }
+}
+
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Serialize, Deserialize)]
+#[serde(rename_all = "snake_case")]
+pub enum ErrorCode {
+    /// The frame was not valid JSON or not a known request.
+    BadRequest,
+    /// The frame was longer than [`MAX_FRAME_BYTES`].
+    FrameTooLarge,
+    /// The client speaks another protocol version.
+    VersionMismatch,
+    /// The path is not inside a git work tree.
+    NotARepository,
+    /// The model or runtime is not installed (`hgd setup`).
+    NotSetUp,
+    /// Anything else; the message says what.
+    Internal,
+}
+
+/// Indexing progress for one repository.
+#[derive(Debug, Clone, Default, Serialize, Deserialize)]
+pub struct Progress {
+    pub repo: String,
+    pub phase: String,
+    /// Blocks embedded so far in this job.
+    pub done: u64,
+    /// Blocks this job has to embed (grows while files are still being parsed).
+    pub total: u64,
+    /// True once all files are parsed and `total` is final.
+    pub total_known: bool,
+}
+
+/// One search result. Paths are relative to the repository root; the client rewrites them
+/// relative to the current directory.
+#[derive(Debug, Clone, Serialize, Deserialize)]
+pub struct Hit {
+    pub path: String,
+    /// 1-based, inclusive.
+    pub line: u32,
+    pub end_line: u32,
+    pub kind: String,
+    pub name: String,
+    pub language: String,
+    pub score: f32,
+    pub content: String,
+}
+
+#[derive(Debug, Clone, Serialize, Deserialize)]
+pub struct Status {
+    pub pid: u32,
+    pub version: String,
+    pub uptime_secs: u64,
+    pub resident_bytes: u64,
+    pub model: String,
+    pub blocks_embedded: u64,
+    pub repos: Vec<RepoStatus>,
+}
+
+#[derive(Debug, Clone, Serialize, Deserialize)]
+pub struct RepoStatus {
+    pub root: String,
+    pub scopes: Vec<String>,
+    pub indexed_commit: Option<String>,
+    pub head: Option<String>,
+    /// `idle`, `indexing` or `failed`.
+    pub state: String,
+    pub progress: Option<Progress>,
+    pub error: Option<String>,
+    pub blocks: u64,
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn request_lines_round_trip() {
+        let line = serde_json::to_string(&Envelope::new(Request::Search {
+            path: "/r".into(),
+            query: "hash a file".into(),
+            limit: 5,
+        }))
+        .unwrap();
+        assert_eq!(
+            line,
+            r#"{"v":1,"request":{"type":"search","path":"/r","query":"hash a file","limit":5}}"#
+        );
+        let back: Envelope = serde_json::from_str(&line).unwrap();
+        assert!(matches!(back.request, Request::Search { limit: 5, .. }));
+    }
+
+    #[test]
+    fn only_progress_is_not_final() {
+        assert!(!Response::Progress(Progress::default()).is_final());
+        assert!(Response::ShuttingDown.is_final());
+    }
+}

@@ -1,0 +1,31 @@
+# Sourced by the scripts: system packages the build needs, and a cargo target dir outside the clone
+# so that repeated runs (and CI on the same machine) build incrementally.
+set -euo pipefail
+
+need=()
+command -v protoc >/dev/null 2>&1 || need+=(protobuf-compiler)   # lance's build scripts
+command -v cc >/dev/null 2>&1 || need+=(gcc)                       # tree-sitter grammars, onig
+if [ "$(uname -s)" = Linux ]; then
+  command -v mold >/dev/null 2>&1 || need+=(mold)                  # links the daemon several times faster
+fi
+if [ ${#need[@]} -gt 0 ]; then
+  if command -v apt-get >/dev/null 2>&1; then
+    sudo=""; [ "$(id -u)" = 0 ] || sudo=sudo
+    echo "hgd: installing ${need[*]}" >&2
+    $sudo apt-get update -qq >&2
+    DEBIAN_FRONTEND=noninteractive $sudo apt-get install -y -qq "${need[@]}" >&2
+  elif command -v brew >/dev/null 2>&1; then
+    brew install protobuf >&2
+  else
+    echo "hgd: please install: ${need[*]}" >&2
+    exit 2
+  fi
+fi
+
+export CARGO_TARGET_DIR="${CARGO_TARGET_DIR:-$HOME/.cache/hgd/target}"
+if [ "$(uname -s)" = Linux ] && [ -z "${RUSTFLAGS:-}" ]; then
+  # Keep this string identical across scripts: a different RUSTFLAGS rebuilds everything.
+  export RUSTFLAGS="-C link-arg=-fuse-ld=mold"
+fi
+HGD_BIN="$CARGO_TARGET_DIR/debug"
+export HGD_BIN

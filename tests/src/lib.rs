@@ -1,0 +1,265 @@
+//! Helpers for end-to-end tests: real git repositories in temp dirs, the real `hgd` and
+//! `hgd-daemon` binaries, a daemon per test on its own home, and the model installed by `hgd setup`.
+
+use std::io::{BufRead, BufReader, Write};
+use std::os::unix::net::UnixStream;
+use std::path::{Path, PathBuf};
+use std::process::{Command, Output, Stdio};
+use std::time::{Duration, Instant};
+
+use hgd_protocol::home::Home;
+
+/// Folder with the built binaries: tests run from `target/<profile>/deps/`.
+pub fn bin_dir() -> PathBuf {
+    if let Some(dir) = std::env::var_os("HGD_BIN") {
+        return PathBuf::from(dir);
+    }
+    let exe = std::env::current_exe().expect("test executable path");
+    exe.parent()
+        .and_then(Path::parent)
+        .expect("target/<profile>/deps")
+        .to_path_buf()
+}
+
+pub fn bin(name: &str) -> PathBuf {
+    let path = bin_dir().join(name);
+    assert!(
+        path.is_file(),
+        "{} is missing: build the binaries first (`cargo build --workspace --bins`)",
+        path.display()
+    );
+    path
+}
+
+/// The home `hgd setup` provisioned (HGD_HOME or the platform default); tests share its runtime and
+/// model and never write to it.
+pub fn provisioned() -> (PathBuf, PathBuf) {
+    let home = Home::from_env().expect("a home directory");
+    let model = home.model_dir();
+    let runtime = std::fs::read_dir(home.runtime_dir())
+        .ok()
+        .and_then(|mut entries| entries.find_map(|e| e.ok().map(|e| e.path())))
+        .unwrap_or_else(|| home.runtime_dir().join("missing"));
+    assert!(
+        model.join("model.onnx").is_file() && runtime.is_file(),
+        "the model and runtime are not installed in {}: run `hgd setup` first",
+        home.root().display()
+    );
+    (runtime, model)
+}
+
+/// One isolated hgd installation: its own home (socket, index, logs), the shared model.
+pub struct Hgd {
+    pub dir: tempfile::TempDir,
+    runtime: PathBuf,
+    model: PathBuf,
+}
+
+impl Default for Hgd {
+    fn default() -> Self {
+        Self::new()
+    }
+}
+
+impl Hgd {
+    pub fn new() -> Hgd {
+        let (runtime, model) = provisioned();
+        Hgd {
+            dir: tempfile::Builder::new().prefix("hgd").tempdir().expect("temp dir"),
+            runtime,
+            model,
+        }
+    }
+
+    pub fn home(&self) -> PathBuf {
+        self.dir.path().join("home")
+    }
+
+    pub fn socket(&self) -> PathBuf {
+        self.home().join("hgd.sock")
+    }
+
+    /// A command for one of the binaries with this installation's environment.
+    pub fn command(&self, binary: &str) -> Command {
+        let mut cmd = Command::new(bin(binary));
+        cmd.env("HGD_HOME", self.home())
+            .env("HGD_MODEL_DIR", &self.model)
+            .env("HGD_ORT_DYLIB", &self.runtime)
+            .env("HGD_DAEMON_BIN", bin("hgd-daemon"))
+            .env("HGD_THREADS", "1")
+            .env("NO_COLOR", "1")
+            .env_remove("HGD_LOG");
+        cmd
+    }
+
+    /// Runs `hgd ARGS` in `cwd`.
+    pub fn hgd(&self, cwd: &Path, args: &[&str]) -> Output {
+        self.command("hgd")
+            .current_dir(cwd)
+            .args(args)
+            .stdin(Stdio::null())
+            .output()
+            .expect("run hgd")
+    }
+
+    /// Runs `hgd search --json -n N QUERY [PATH]` and returns the parsed results.
+    pub fn search_json(&self, cwd: &Path, query: &str, n: usize) -> Vec<serde_json::Value> {
+        let n = n.to_string();
+        let out = self.hgd(cwd, &["search", "--json", "-n", &n, query]);
+        assert!(
+            out.status.code() == Some(0) || out.status.code() == Some(1),
+            "hgd search failed: {}\n{}",
+            String::from_utf8_lossy(&out.stderr),
+            self.log()
+        );
+        serde_json::from_slice(&out.stdout).expect("--json prints a JSON array")
+    }
+
+    /// Starts `hgd-daemon daemon` in the foreground as a child and waits for its socket.
+    pub fn start_daemon(&self) -> std::process::Child {
+        let log = std::fs::File::create(self.dir.path().join("daemon.out")).expect("log file");
+        let child = self
+            .command("hgd-daemon")
+            .arg("daemon")
+            .stdout(log.try_clone().expect("log"))
+            .stderr(log)
+            .spawn()
+            .expect("start the daemon");
+        self.wait_for_socket();
+        child
+    }
+
+    pub fn wait_for_socket(&self) {
+        let deadline = Instant::now() + Duration::from_secs(60);
+        while Instant::now() < deadline {
+            if UnixStream::connect(self.socket()).is_ok() {
+                return;
+            }
+            std::thread::sleep(Duration::from_millis(20));
+        }
+        panic!("the daemon did not listen within 60s\n{}", self.log());
+    }
+
+    /// Raw socket connection, for protocol-level tests.
+    pub fn connect(&self) -> RawClient {
+        let stream = UnixStream::connect(self.socket()).expect("connect to the daemon");
+        stream
+            .set_read_timeout(Some(Duration::from_secs(120)))
+            .expect("timeout");
+        RawClient {
+            reader: BufReader::new(stream),
+        }
+    }
+
+    /// Everything the daemon logged, for failure messages.
+    pub fn log(&self) -> String {
+        let mut text = String::new();
+        for path in [
+            self.dir.path().join("daemon.out"),
+            self.home().join("logs").join("daemon.log"),
+        ] {
+            if let Ok(s) = std::fs::read_to_string(&path) {
+                text.push_str(&format!("--- {}\n{s}", path.display()));
+            }
+        }
+        text
+    }
+}
+
+impl Drop for Hgd {
+    fn drop(&mut self) {
+        // Stop any daemon this test started (auto-started ones included).
+        if self.socket().exists() {
+            let _ = self.command("hgd").arg("stop").output();
+        }
+    }
+}
+
+pub struct RawClient {
+    reader: BufReader<UnixStream>,
+}
+
+impl RawClient {
+    pub fn send_raw(&mut self, bytes: &[u8]) {
+        self.reader.get_mut().write_all(bytes).expect("write");
+    }
+
+    /// Reads one response line as JSON.
+    pub fn read(&mut self) -> serde_json::Value {
+        let mut line = String::new();
+        self.reader.read_line(&mut line).expect("read a reply");
+        serde_json::from_str(&line).unwrap_or_else(|e| panic!("reply {line:?} is not JSON: {e}"))
+    }
+
+    /// Reads lines until a final (non-progress) one.
+    pub fn read_final(&mut self) -> serde_json::Value {
+        loop {
+            let reply = self.read();
+            if reply["type"] != "progress" {
+                return reply;
+            }
+        }
+    }
+}
+
+/// A real git repository in a temp dir.
+pub struct GitRepo {
+    pub dir: tempfile::TempDir,
+}
+
+impl Default for GitRepo {
+    fn default() -> Self {
+        Self::new()
+    }
+}
+
+impl GitRepo {
+    pub fn new() -> GitRepo {
+        let repo = GitRepo {
+            dir: tempfile::Builder::new().prefix("repo").tempdir().expect("temp dir"),
+        };
+        repo.git(&["init", "-q", "-b", "main"]);
+        repo.git(&["config", "user.email", "test@example.com"]);
+        repo.git(&["config", "user.name", "hgd test"]);
+        repo.git(&["config", "commit.gpgsign", "false"]);
+        repo
+    }
+
+    pub fn path(&self) -> PathBuf {
+        self.dir.path().canonicalize().expect("repo path")
+    }
+
+    pub fn git(&self, args: &[&str]) -> String {
+        let out = Command::new("git")
+            .current_dir(self.dir.path())
+            .args(args)
+            .env("GIT_CONFIG_NOSYSTEM", "1")
+            .output()
+            .expect("run git");
+        assert!(
+            out.status.success(),
+            "git {args:?}: {}",
+            String::from_utf8_lossy(&out.stderr)
+        );
+        String::from_utf8_lossy(&out.stdout).into_owned()
+    }
+
+    pub fn write(&self, path: &str, content: impl AsRef<[u8]>) {
+        let full = self.dir.path().join(path);
+        std::fs::create_dir_all(full.parent().expect("parent")).expect("mkdir");
+        std::fs::write(full, content).expect("write file");
+    }
+
+    pub fn commit_all(&self, message: &str) {
+        self.git(&["add", "-A"]);
+        self.git(&["commit", "-q", "-m", message]);
+    }
+}
+
+/// The `file` fields of search results.
+pub fn files(results: &[serde_json::Value]) -> Vec<String> {
+    results
+        .iter()
+        .map(|r| r["file"].as_str().unwrap_or_default().to_owned())
+        .collect()
+}

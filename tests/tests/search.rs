@@ -1,0 +1,239 @@
+//! End to end: a real daemon on its own home, real git repositories, `hgd index` and `hgd search`.
+
+use std::process::Command;
+use std::time::Duration;
+
+use hgd_tests::{files, GitRepo, Hgd};
+
+/// A small project whose files share few words with the queries used below.
+fn sample_repo() -> GitRepo {
+    let repo = GitRepo::new();
+    repo.write(
+        "src/fingerprint.py",
+        "import hashlib\n\n\ndef fingerprint(path):\n    h = hashlib.sha256()\n    with open(path, 'rb') as fh:\n        for piece in iter(lambda: fh.read(65536), b''):\n            h.update(piece)\n    return h.hexdigest()\n",
+    );
+    repo.write(
+        "src/server.js",
+        "const http = require('http');\n\nfunction startServer(port) {\n  const server = http.createServer((req, res) => {\n    res.writeHead(200, {'Content-Type': 'text/plain'});\n    res.end('ok');\n  });\n  server.listen(port);\n  return server;\n}\n\nmodule.exports = { startServer };\n",
+    );
+    repo.write(
+        "src/dates.go",
+        "package dates\n\nimport \"time\"\n\n// Weekday names the day of the week of t in English.\nfunc Weekday(t time.Time) string {\n\treturn t.Weekday().String()\n}\n",
+    );
+    repo.write(
+        "lib/strings.rb",
+        "module Text\n  def self.slugify(title)\n    title.downcase.strip.gsub(/[^a-z0-9]+/, '-')\n  end\nend\n",
+    );
+    repo.write(
+        "docs/guide.md",
+        "# Guide\n\nHow to use the tool.\n\n## Installing\n\nRun the installer and follow the prompts.\n",
+    );
+    repo.commit_all("initial");
+    repo
+}
+
+#[test]
+fn finds_a_function_by_meaning_with_json_fields() {
+    let hgd = Hgd::new();
+    let repo = sample_repo();
+    let out = hgd.hgd(&repo.path(), &["index", "."]);
+    assert!(out.status.success(), "{}\n{}", String::from_utf8_lossy(&out.stderr), hgd.log());
+
+    // No word of the query appears in fingerprint.py.
+    let results = hgd.search_json(&repo.path(), "compute checksum digest of a file's bytes", 3);
+    assert_eq!(files(&results)[0], "src/fingerprint.py", "{results:#?}");
+    let top = &results[0];
+    assert_eq!(top["line"], 4, "{top:#?}");
+    assert_eq!(top["end_line"], 9);
+    assert_eq!(top["type"], "function");
+    assert_eq!(top["name"], "fingerprint");
+    assert!(top["score"].as_f64().unwrap() > 0.0);
+    assert!(top["content"].as_str().unwrap().contains("hashlib.sha256()"));
+
+    let results = hgd.search_json(&repo.path(), "turn a headline into a url-friendly identifier", 3);
+    assert_eq!(files(&results)[0], "lib/strings.rb", "{results:#?}");
+}
+
+#[test]
+fn results_are_scoped_to_the_searched_folder_and_relative_to_it() {
+    let hgd = Hgd::new();
+    let repo = GitRepo::new();
+    for side in ["backend", "frontend"] {
+        repo.write(
+            &format!("{side}/auth.py"),
+            format!("def check_password_{side}(user, password):\n    return user.password_hash == hash(password)\n"),
+        );
+        repo.write(
+            &format!("{side}/render.py"),
+            format!("def draw_chart_{side}(values):\n    return ''.join('#' * v for v in values)\n"),
+        );
+    }
+    repo.commit_all("two halves");
+    let frontend = repo.path().join("frontend");
+    let results = hgd.search_json(&frontend, "verify a login password", 10);
+    assert!(!results.is_empty());
+    for file in files(&results) {
+        assert!(
+            file == "auth.py" || file == "render.py",
+            "result outside frontend/ or not relative to it: {file}"
+        );
+    }
+    // From the repository root both halves are visible, paths relative to the root.
+    let results = hgd.search_json(&repo.path(), "verify a login password", 10);
+    let all = files(&results);
+    assert!(all.contains(&"backend/auth.py".to_owned()), "{all:?}");
+    assert!(all.contains(&"frontend/auth.py".to_owned()), "{all:?}");
+}
+
+#[test]
+fn exit_codes_follow_grep() {
+    let hgd = Hgd::new();
+    let repo = sample_repo();
+    let out = hgd.hgd(&repo.path(), &["search", "http server"]);
+    assert_eq!(out.status.code(), Some(0), "{}", String::from_utf8_lossy(&out.stderr));
+    let text = String::from_utf8_lossy(&out.stdout);
+    assert!(text.contains("src/server.js:3-10 function startServer"), "{text}");
+
+    // A folder with nothing indexable: no results.
+    repo.write("assets/logo.bin", [0u8, 1, 2, 3, 0, 255]);
+    repo.commit_all("binary");
+    let out = hgd.hgd(&repo.path().join("assets"), &["search", "http server"]);
+    assert_eq!(out.status.code(), Some(1), "{}", String::from_utf8_lossy(&out.stderr));
+
+    // Not a git repository.
+    let plain = tempfile::tempdir().unwrap();
+    let out = hgd.hgd(plain.path(), &["search", "anything"]);
+    assert_eq!(out.status.code(), Some(2));
+    assert!(String::from_utf8_lossy(&out.stderr).contains("not in a git repository"));
+}
+
+#[test]
+fn skips_binary_huge_non_utf8_and_generated_files_without_failing() {
+    let hgd = Hgd::new();
+    let repo = GitRepo::new();
+    repo.write("ok.py", "def parse_config_file(path):\n    return open(path).read()\n");
+    let mut binary = b"zebra_binary_marker ".to_vec();
+    binary.extend([0u8; 64]);
+    repo.write("data.bin", binary);
+    repo.write("huge.txt", "zebra_huge_marker\n".repeat(70_000));
+    repo.write("latin1.txt", b"zebra_latin_marker caf\xe9\n");
+    repo.write("gen/api.py", "def zebra_generated_marker():\n    pass\n");
+    repo.write(".gitattributes", "gen/** linguist-generated\n");
+    repo.commit_all("mixed content");
+    let out = hgd.hgd(&repo.path(), &["index"]);
+    assert!(out.status.success(), "{}", String::from_utf8_lossy(&out.stderr));
+    let results = hgd.search_json(&repo.path(), "zebra marker", 20);
+    let found = files(&results);
+    for skipped in ["data.bin", "huge.txt", "latin1.txt", "gen/api.py"] {
+        assert!(!found.contains(&skipped.to_owned()), "{skipped} was indexed: {found:?}");
+    }
+    assert!(found.contains(&"ok.py".to_owned()));
+}
+
+#[test]
+fn malformed_frames_get_errors_and_the_daemon_keeps_serving() {
+    let hgd = Hgd::new();
+    let mut daemon = hgd.start_daemon();
+    let mut client = hgd.connect();
+
+    client.send_raw(b"this is not json\n");
+    let reply = client.read();
+    assert_eq!(reply["type"], "error");
+    assert_eq!(reply["code"], "bad_request");
+
+    client.send_raw(b"{\"v\":1,\"request\":{\"type\":\"launch_missiles\"}}\n");
+    assert_eq!(client.read()["code"], "bad_request");
+
+    client.send_raw(b"{\"v\":99,\"request\":{\"type\":\"ping\"}}\n");
+    assert_eq!(client.read()["code"], "version_mismatch");
+
+    let mut huge = vec![b'x'; 2 << 20];
+    huge.push(b'\n');
+    client.send_raw(&huge);
+    assert_eq!(client.read()["code"], "frame_too_large");
+
+    // The same connection still works, and so does a new one.
+    client.send_raw(b"{\"v\":1,\"request\":{\"type\":\"ping\"}}\n");
+    assert_eq!(client.read()["type"], "pong");
+    let mut other = hgd.connect();
+    other.send_raw(b"{\"v\":1,\"request\":{\"type\":\"ping\"}}\n");
+    assert_eq!(other.read()["type"], "pong");
+
+    // Invalid UTF-8 closes only that connection.
+    let mut rude = hgd.connect();
+    rude.send_raw(b"\xff\xfe\xfd\n");
+    assert_eq!(rude.read()["code"], "bad_request");
+    other.send_raw(b"{\"v\":1,\"request\":{\"type\":\"ping\"}}\n");
+    assert_eq!(other.read()["type"], "pong");
+
+    other.send_raw(b"{\"v\":1,\"request\":{\"type\":\"shutdown\"}}\n");
+    assert_eq!(other.read()["type"], "shutting_down");
+    let status = daemon.wait().unwrap();
+    assert!(status.success());
+    assert!(!hgd.socket().exists(), "socket left behind");
+}
+
+#[test]
+fn two_clients_search_at_once() {
+    let hgd = Hgd::new();
+    let repo = sample_repo();
+    let out = hgd.hgd(&repo.path(), &["index"]);
+    assert!(out.status.success(), "{}", String::from_utf8_lossy(&out.stderr));
+    std::thread::scope(|s| {
+        let a = s.spawn(|| hgd.search_json(&repo.path(), "day of the week", 2));
+        let b = s.spawn(|| hgd.search_json(&repo.path(), "listen for web requests", 2));
+        assert_eq!(files(&a.join().unwrap())[0], "src/dates.go");
+        assert_eq!(files(&b.join().unwrap())[0], "src/server.js");
+    });
+}
+
+#[test]
+fn the_client_starts_the_daemon_and_stop_removes_the_socket() {
+    let hgd = Hgd::new();
+    let repo = sample_repo();
+    assert!(!hgd.socket().exists());
+    let status = hgd.hgd(&repo.path(), &["status"]);
+    assert!(String::from_utf8_lossy(&status.stdout).contains("not running"));
+
+    let results = hgd.search_json(&repo.path(), "day of the week", 1);
+    assert_eq!(files(&results), ["src/dates.go"]);
+    assert!(hgd.socket().exists(), "auto-started daemon is not listening");
+    assert!(hgd.home().join("logs").join("daemon.log").is_file());
+
+    let status = hgd.hgd(&repo.path(), &["status", "--json"]);
+    let status: serde_json::Value = serde_json::from_slice(&status.stdout).unwrap();
+    assert_eq!(status["running"], true);
+    assert_eq!(status["repos"][0]["root"], repo.path().to_string_lossy().as_ref());
+    assert_eq!(status["repos"][0]["state"], "idle");
+    assert!(status["repos"][0]["blocks"].as_u64().unwrap() >= 5);
+
+    let out = hgd.hgd(&repo.path(), &["stop"]);
+    assert!(out.status.success());
+    assert!(!hgd.socket().exists());
+}
+
+#[test]
+fn sigterm_shuts_down_cleanly_and_a_second_daemon_is_refused() {
+    let hgd = Hgd::new();
+    let mut daemon = hgd.start_daemon();
+
+    let second = hgd.command("hgd-daemon").arg("daemon").output().unwrap();
+    assert!(!second.status.success());
+    assert!(
+        String::from_utf8_lossy(&second.stderr).contains("already running"),
+        "{}",
+        String::from_utf8_lossy(&second.stderr)
+    );
+    // The refused daemon did not take the socket away from the running one.
+    hgd.connect();
+
+    let killed = Command::new("kill")
+        .args(["-TERM", &daemon.id().to_string()])
+        .status()
+        .unwrap();
+    assert!(killed.success());
+    let status = daemon.wait().unwrap();
+    assert!(status.success(), "daemon exited with {status}\n{}", hgd.log());
+    std::thread::sleep(Duration::from_millis(50));
+    assert!(!hgd.socket().exists(), "socket left behind after SIGTERM");
+}
