@@ -108,8 +108,7 @@ pub fn daemon_binary() -> PathBuf {
 
 /// Starts `hgd-daemon daemon` detached from this terminal, logging to the home's logs folder.
 fn start_daemon(home: &Home) -> Result<std::process::Child> {
-    fs::create_dir_all(home.logs())
-        .with_context(|| format!("create {}", home.logs().display()))?;
+    fs::create_dir_all(home.logs()).with_context(|| format!("create {}", home.logs().display()))?;
     let log = fs::OpenOptions::new()
         .create(true)
         .append(true)

@@ -71,7 +71,12 @@ impl Printer {
     }
 
     /// `path:line-end kind name` then the first lines of the block, numbered.
-    pub fn text(&self, out: &mut impl Write, hits: &[Hit], display_paths: &[String]) -> io::Result<()> {
+    pub fn text(
+        &self,
+        out: &mut impl Write,
+        hits: &[Hit],
+        display_paths: &[String],
+    ) -> io::Result<()> {
         for (i, (hit, path)) in hits.iter().zip(display_paths).enumerate() {
             if i > 0 {
                 writeln!(out)?;
@@ -94,13 +99,25 @@ impl Printer {
                 writeln!(out, "{}: {}", self.paint(GREEN, &number), line.trim_end())?;
             }
             if lines.len() > self.context_lines {
-                writeln!(out, "{}", self.paint(DIM, &format!("  … {} more lines", lines.len() - self.context_lines)))?;
+                writeln!(
+                    out,
+                    "{}",
+                    self.paint(
+                        DIM,
+                        &format!("  … {} more lines", lines.len() - self.context_lines)
+                    )
+                )?;
             }
         }
         Ok(())
     }
 
-    pub fn json(&self, out: &mut impl Write, hits: &[Hit], display_paths: &[String]) -> io::Result<()> {
+    pub fn json(
+        &self,
+        out: &mut impl Write,
+        hits: &[Hit],
+        display_paths: &[String],
+    ) -> io::Result<()> {
         let rows: Vec<JsonHit> = hits
             .iter()
             .zip(display_paths)
@@ -146,9 +163,18 @@ mod tests {
 
     #[test]
     fn relative_paths() {
-        assert_eq!(relative_path(Path::new("/r/src/a.rs"), Path::new("/r")), "src/a.rs");
-        assert_eq!(relative_path(Path::new("/r/src/a.rs"), Path::new("/r/src")), "a.rs");
-        assert_eq!(relative_path(Path::new("/r/lib/b.rs"), Path::new("/r/src")), "../lib/b.rs");
+        assert_eq!(
+            relative_path(Path::new("/r/src/a.rs"), Path::new("/r")),
+            "src/a.rs"
+        );
+        assert_eq!(
+            relative_path(Path::new("/r/src/a.rs"), Path::new("/r/src")),
+            "a.rs"
+        );
+        assert_eq!(
+            relative_path(Path::new("/r/lib/b.rs"), Path::new("/r/src")),
+            "../lib/b.rs"
+        );
         assert_eq!(relative_path(Path::new("/r"), Path::new("/r")), ".");
     }
 }

@@ -72,7 +72,10 @@ fn init_runtime(path: &Path) -> Result<ort::environment::Environment, EmbedError
 fn execution_providers() -> Vec<(&'static str, ort::ep::ExecutionProviderDispatch)> {
     #[cfg(target_os = "macos")]
     {
-        vec![("CoreML", ort::ep::CoreML::default().build().error_on_failure())]
+        vec![(
+            "CoreML",
+            ort::ep::CoreML::default().build().error_on_failure(),
+        )]
     }
     #[cfg(not(target_os = "macos"))]
     {
@@ -231,7 +234,11 @@ impl Embedder {
                     .map_err(|e| EmbedError::Encode(e.to_string()))?;
                 Ok(Encoded {
                     ids: encoding.get_ids().iter().map(|&i| i64::from(i)).collect(),
-                    type_ids: encoding.get_type_ids().iter().map(|&i| i64::from(i)).collect(),
+                    type_ids: encoding
+                        .get_type_ids()
+                        .iter()
+                        .map(|&i| i64::from(i))
+                        .collect(),
                 })
             })
             .collect()
@@ -274,16 +281,25 @@ impl Embedder {
         }
         let shape = [rows, seq];
         let mut inputs: Vec<(&str, ort::session::SessionInputValue)> = vec![
-            ("input_ids", ort::value::Tensor::from_array((shape, ids)).map_err(ort_err)?.into()),
+            (
+                "input_ids",
+                ort::value::Tensor::from_array((shape, ids))
+                    .map_err(ort_err)?
+                    .into(),
+            ),
             (
                 "attention_mask",
-                ort::value::Tensor::from_array((shape, mask.clone())).map_err(ort_err)?.into(),
+                ort::value::Tensor::from_array((shape, mask.clone()))
+                    .map_err(ort_err)?
+                    .into(),
             ),
         ];
         if self.has_token_type_ids {
             inputs.push((
                 "token_type_ids",
-                ort::value::Tensor::from_array((shape, types)).map_err(ort_err)?.into(),
+                ort::value::Tensor::from_array((shape, types))
+                    .map_err(ort_err)?
+                    .into(),
             ));
         }
         let outputs = session.run(inputs).map_err(ort_err)?;
@@ -302,7 +318,12 @@ impl Embedder {
             _ => (0..rows)
                 .map(|r| {
                     let hidden = &data[r * seq * dims..(r + 1) * seq * dims];
-                    pool(hidden, &mask[r * seq..(r + 1) * seq], dims, self.config.pooling)
+                    pool(
+                        hidden,
+                        &mask[r * seq..(r + 1) * seq],
+                        dims,
+                        self.config.pooling,
+                    )
                 })
                 .collect(),
         };
@@ -328,7 +349,9 @@ fn build_session(
                 tracing::info!("execution provider: {name}");
             }
             Err(e) => {
-                tracing::warn!("{name} execution provider failed to register ({e}); falling back to CPU");
+                tracing::warn!(
+                    "{name} execution provider failed to register ({e}); falling back to CPU"
+                );
                 builder = e.recover();
             }
         }

@@ -30,7 +30,8 @@ pub fn locate(path: &Path) -> Result<Located, GitError> {
     let canonical = path
         .canonicalize()
         .map_err(|_| GitError::NotARepository(path.to_path_buf()))?;
-    let repo = gix::discover(&canonical).map_err(|_| GitError::NotARepository(path.to_path_buf()))?;
+    let repo =
+        gix::discover(&canonical).map_err(|_| GitError::NotARepository(path.to_path_buf()))?;
     let root = repo
         .workdir()
         .ok_or_else(|| GitError::NotARepository(path.to_path_buf()))?
@@ -120,7 +121,10 @@ impl Repo {
         let index = self.inner.index_from_tree(&tree).map_err(&err)?;
         let mut attributes = self
             .inner
-            .attributes_only(&index, gix::worktree::stack::state::attributes::Source::IdMapping)
+            .attributes_only(
+                &index,
+                gix::worktree::stack::state::attributes::Source::IdMapping,
+            )
             .map_err(&err)?;
         let mut outcome =
             attributes.selected_attribute_matches(["linguist-generated", "linguist-vendored"]);

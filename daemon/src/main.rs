@@ -10,11 +10,15 @@ use hgd_daemon::embed::{self, EmbedOptions, Embedder};
 use hgd_daemon::server;
 use hgd_daemon::service::Service;
 use hgd_daemon::store::Store;
-use tokio_util::sync::CancellationToken;
 use hgd_protocol::home::Home;
+use tokio_util::sync::CancellationToken;
 
 #[derive(Parser)]
-#[command(name = "hgd-daemon", version, about = "The hgd indexing and search daemon")]
+#[command(
+    name = "hgd-daemon",
+    version,
+    about = "The hgd indexing and search daemon"
+)]
 struct Cli {
     #[command(subcommand)]
     command: Command,
@@ -52,9 +56,19 @@ enum Command {
     },
 }
 
-fn main() -> Result<()> {
+fn main() -> std::process::ExitCode {
     let cli = Cli::parse();
     init_logging();
+    match run(cli) {
+        Ok(()) => std::process::ExitCode::SUCCESS,
+        Err(e) => {
+            eprintln!("hgd-daemon: {e:#}");
+            std::process::ExitCode::FAILURE
+        }
+    }
+}
+
+fn run(cli: Cli) -> Result<()> {
     let home = Home::from_env()?;
     match cli.command {
         Command::Daemon => run_daemon(home),
@@ -87,7 +101,8 @@ fn main() -> Result<()> {
             if let Some(threads) = threads {
                 options.threads = threads;
             }
-            let embedder = Embedder::open(&embed::runtime_path(&home), &home.model_dir(), &options)?;
+            let embedder =
+                Embedder::open(&embed::runtime_path(&home), &home.model_dir(), &options)?;
             let started = Instant::now();
             let vectors = if query {
                 texts
@@ -117,7 +132,8 @@ fn chunk_files(files: &[std::path::PathBuf], texts_only: bool) -> Result<()> {
     let mut blocks = Vec::new();
     let mut texts = Vec::new();
     for file in files {
-        let source = std::fs::read_to_string(file).with_context(|| format!("read {}", file.display()))?;
+        let source =
+            std::fs::read_to_string(file).with_context(|| format!("read {}", file.display()))?;
         let path = file.to_string_lossy();
         for block in chunk::chunk(&path, &source, &chunk::Limits::default()) {
             texts.push(hgd_daemon::indexer::embed_text(&path, &block));
@@ -131,7 +147,11 @@ fn chunk_files(files: &[std::path::PathBuf], texts_only: bool) -> Result<()> {
             }));
         }
     }
-    let out = if texts_only { serde_json::to_string_pretty(&texts)? } else { serde_json::to_string_pretty(&blocks)? };
+    let out = if texts_only {
+        serde_json::to_string_pretty(&texts)?
+    } else {
+        serde_json::to_string_pretty(&blocks)?
+    };
     println!("{out}");
     Ok(())
 }
@@ -143,7 +163,12 @@ fn run_daemon(home: Home) -> Result<()> {
         .build()
         .context("start the async runtime")?;
     runtime.block_on(async move {
-        tracing::info!("hgd daemon {} (pid {}) on {}", env!("CARGO_PKG_VERSION"), std::process::id(), home.root().display());
+        tracing::info!(
+            "hgd daemon {} (pid {}) on {}",
+            env!("CARGO_PKG_VERSION"),
+            std::process::id(),
+            home.root().display()
+        );
         let embedder = {
             let runtime_path = embed::runtime_path(&home);
             let model_dir = home.model_dir();
@@ -168,7 +193,10 @@ fn run_daemon(home: Home) -> Result<()> {
 /// SIGTERM or SIGINT: stop accepting, finish what is open, remove the socket.
 async fn shutdown_on_signal(shutdown: CancellationToken) {
     use tokio::signal::unix::{signal, SignalKind};
-    let (Ok(mut term), Ok(mut int)) = (signal(SignalKind::terminate()), signal(SignalKind::interrupt())) else {
+    let (Ok(mut term), Ok(mut int)) = (
+        signal(SignalKind::terminate()),
+        signal(SignalKind::interrupt()),
+    ) else {
         tracing::warn!("cannot install signal handlers");
         return;
     };
@@ -181,10 +209,12 @@ async fn shutdown_on_signal(shutdown: CancellationToken) {
 }
 
 fn init_logging() {
-    let filter = tracing_subscriber::EnvFilter::try_from_env("HGD_LOG")
-        .unwrap_or_else(|_| tracing_subscriber::EnvFilter::new("info,lance=warn,lancedb=warn,ort=warn"));
+    let filter = tracing_subscriber::EnvFilter::try_from_env("HGD_LOG").unwrap_or_else(|_| {
+        tracing_subscriber::EnvFilter::new("info,lance=warn,lancedb=warn,ort=warn")
+    });
     tracing_subscriber::fmt()
         .with_env_filter(filter)
         .with_writer(std::io::stderr)
+        .with_ansi(std::io::IsTerminal::is_terminal(&std::io::stderr()))
         .init();
 }

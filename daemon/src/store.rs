@@ -120,7 +120,13 @@ fn repos_schema() -> SchemaRef {
 fn table_name(model_id: &str) -> String {
     let safe: String = model_id
         .chars()
-        .map(|c| if c.is_ascii_alphanumeric() || c == '-' { c } else { '_' })
+        .map(|c| {
+            if c.is_ascii_alphanumeric() || c == '-' {
+                c
+            } else {
+                '_'
+            }
+        })
         .collect();
     format!("blocks_{safe}")
 }
@@ -267,7 +273,12 @@ impl Store {
         for batch in &batches {
             for row in rows_of(batch)? {
                 // The same blob may be stored under several paths; one copy of each block is enough.
-                if seen.insert((row.start_line, row.end_line, row.kind.clone(), row.name.clone())) {
+                if seen.insert((
+                    row.start_line,
+                    row.end_line,
+                    row.kind.clone(),
+                    row.name.clone(),
+                )) {
                     rows.push(row);
                 }
             }
@@ -349,7 +360,12 @@ impl Store {
         hits_of(&batches)
     }
 
-    pub async fn text_search(&self, query: &str, filter: &str, limit: usize) -> Result<Vec<StoredHit>> {
+    pub async fn text_search(
+        &self,
+        query: &str,
+        filter: &str,
+        limit: usize,
+    ) -> Result<Vec<StoredHit>> {
         if !self.has_fts_index().await? {
             return Ok(Vec::new());
         }
@@ -396,8 +412,12 @@ impl Store {
                 col(|r| &r.language),
                 col(|r| &r.kind),
                 col(|r| &r.name),
-                Arc::new(UInt32Array::from_iter_values(rows.iter().map(|r| r.start_line))),
-                Arc::new(UInt32Array::from_iter_values(rows.iter().map(|r| r.end_line))),
+                Arc::new(UInt32Array::from_iter_values(
+                    rows.iter().map(|r| r.start_line),
+                )),
+                Arc::new(UInt32Array::from_iter_values(
+                    rows.iter().map(|r| r.end_line),
+                )),
                 col(|r| &r.content),
                 col(|r| &r.text),
                 Arc::new(vectors),
@@ -483,18 +503,18 @@ fn rows_of(batch: &RecordBatch) -> Result<Vec<BlockRow>> {
                 .downcast_ref::<Float32Array>()
                 .ok_or(StoreError::Column("vector"))?;
             Ok(BlockRow {
-            repo: repo.value(i).to_owned(),
-            path: path.value(i).to_owned(),
-            oid: oid.value(i).to_owned(),
-            language: language.value(i).to_owned(),
-            kind: kind.value(i).to_owned(),
-            name: name.value(i).to_owned(),
-            start_line: start.value(i),
-            end_line: end.value(i),
-            content: content.value(i).to_owned(),
-            text: text.value(i).to_owned(),
-            vector: vector.values().to_vec(),
-        })
+                repo: repo.value(i).to_owned(),
+                path: path.value(i).to_owned(),
+                oid: oid.value(i).to_owned(),
+                language: language.value(i).to_owned(),
+                kind: kind.value(i).to_owned(),
+                name: name.value(i).to_owned(),
+                start_line: start.value(i),
+                end_line: end.value(i),
+                content: content.value(i).to_owned(),
+                text: text.value(i).to_owned(),
+                vector: vector.values().to_vec(),
+            })
         })
         .collect()
 }

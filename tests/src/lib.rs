@@ -65,7 +65,10 @@ impl Hgd {
     pub fn new() -> Hgd {
         let (runtime, model) = provisioned();
         Hgd {
-            dir: tempfile::Builder::new().prefix("hgd").tempdir().expect("temp dir"),
+            dir: tempfile::Builder::new()
+                .prefix("hgd")
+                .tempdir()
+                .expect("temp dir"),
             runtime,
             model,
         }
@@ -216,7 +219,10 @@ impl Default for GitRepo {
 impl GitRepo {
     pub fn new() -> GitRepo {
         let repo = GitRepo {
-            dir: tempfile::Builder::new().prefix("repo").tempdir().expect("temp dir"),
+            dir: tempfile::Builder::new()
+                .prefix("repo")
+                .tempdir()
+                .expect("temp dir"),
         };
         repo.git(&["init", "-q", "-b", "main"]);
         repo.git(&["config", "user.email", "test@example.com"]);

@@ -80,20 +80,29 @@ fn a_query_about_hashing_ranks_the_sha256_function_first() {
     assert_eq!(best, 0, "scores {scores:?}");
 }
 
+/// What a user sees when the runtime is not installed: `hgd search` starts the daemon, which cannot
+/// load ONNX Runtime; the client reports why and how to fix it.
 #[test]
 fn a_missing_runtime_names_hgd_setup() {
     let hgd = Hgd::new();
+    let repo = hgd_tests::GitRepo::new();
+    repo.write("a.py", "def f():\n    return 1\n");
+    repo.commit_all("one file");
     let out = hgd
-        .command("hgd-daemon")
-        .arg("embed")
-        .env("HGD_ORT_DYLIB", hgd.dir.path().join("no-such-libonnxruntime.so"))
-        .stdin(Stdio::null())
+        .command("hgd")
+        .args(["search", "anything"])
+        .current_dir(repo.path())
+        .env(
+            "HGD_ORT_DYLIB",
+            hgd.dir.path().join("no-such-libonnxruntime.so"),
+        )
         .output()
         .unwrap();
-    assert!(!out.status.success());
+    assert_eq!(out.status.code(), Some(2));
     let stderr = String::from_utf8_lossy(&out.stderr);
-    assert!(stderr.contains("hgd setup"), "stderr: {stderr}");
+    assert!(stderr.contains("run `hgd setup`"), "stderr: {stderr}");
     assert!(!stderr.contains("panicked"), "stderr: {stderr}");
+    assert!(!hgd.socket().exists());
 }
 
 #[test]

@@ -37,7 +37,12 @@ fn finds_a_function_by_meaning_with_json_fields() {
     let hgd = Hgd::new();
     let repo = sample_repo();
     let out = hgd.hgd(&repo.path(), &["index", "."]);
-    assert!(out.status.success(), "{}\n{}", String::from_utf8_lossy(&out.stderr), hgd.log());
+    assert!(
+        out.status.success(),
+        "{}\n{}",
+        String::from_utf8_lossy(&out.stderr),
+        hgd.log()
+    );
 
     // No word of the query appears in fingerprint.py.
     let results = hgd.search_json(&repo.path(), "compute checksum digest of a file's bytes", 3);
@@ -48,9 +53,16 @@ fn finds_a_function_by_meaning_with_json_fields() {
     assert_eq!(top["type"], "function");
     assert_eq!(top["name"], "fingerprint");
     assert!(top["score"].as_f64().unwrap() > 0.0);
-    assert!(top["content"].as_str().unwrap().contains("hashlib.sha256()"));
+    assert!(top["content"]
+        .as_str()
+        .unwrap()
+        .contains("hashlib.sha256()"));
 
-    let results = hgd.search_json(&repo.path(), "turn a headline into a url-friendly identifier", 3);
+    let results = hgd.search_json(
+        &repo.path(),
+        "turn a headline into a url-friendly identifier",
+        3,
+    );
     assert_eq!(files(&results)[0], "lib/strings.rb", "{results:#?}");
 }
 
@@ -65,7 +77,9 @@ fn results_are_scoped_to_the_searched_folder_and_relative_to_it() {
         );
         repo.write(
             &format!("{side}/render.py"),
-            format!("def draw_chart_{side}(values):\n    return ''.join('#' * v for v in values)\n"),
+            format!(
+                "def draw_chart_{side}(values):\n    return ''.join('#' * v for v in values)\n"
+            ),
         );
     }
     repo.commit_all("two halves");
@@ -90,15 +104,28 @@ fn exit_codes_follow_grep() {
     let hgd = Hgd::new();
     let repo = sample_repo();
     let out = hgd.hgd(&repo.path(), &["search", "http server"]);
-    assert_eq!(out.status.code(), Some(0), "{}", String::from_utf8_lossy(&out.stderr));
+    assert_eq!(
+        out.status.code(),
+        Some(0),
+        "{}",
+        String::from_utf8_lossy(&out.stderr)
+    );
     let text = String::from_utf8_lossy(&out.stdout);
-    assert!(text.contains("src/server.js:3-10 function startServer"), "{text}");
+    assert!(
+        text.contains("src/server.js:3-10 function startServer"),
+        "{text}"
+    );
 
     // A folder with nothing indexable: no results.
     repo.write("assets/logo.bin", [0u8, 1, 2, 3, 0, 255]);
     repo.commit_all("binary");
     let out = hgd.hgd(&repo.path().join("assets"), &["search", "http server"]);
-    assert_eq!(out.status.code(), Some(1), "{}", String::from_utf8_lossy(&out.stderr));
+    assert_eq!(
+        out.status.code(),
+        Some(1),
+        "{}",
+        String::from_utf8_lossy(&out.stderr)
+    );
 
     // Not a git repository.
     let plain = tempfile::tempdir().unwrap();
@@ -111,7 +138,10 @@ fn exit_codes_follow_grep() {
 fn skips_binary_huge_non_utf8_and_generated_files_without_failing() {
     let hgd = Hgd::new();
     let repo = GitRepo::new();
-    repo.write("ok.py", "def parse_config_file(path):\n    return open(path).read()\n");
+    repo.write(
+        "ok.py",
+        "def parse_config_file(path):\n    return open(path).read()\n",
+    );
     let mut binary = b"zebra_binary_marker ".to_vec();
     binary.extend([0u8; 64]);
     repo.write("data.bin", binary);
@@ -121,11 +151,18 @@ fn skips_binary_huge_non_utf8_and_generated_files_without_failing() {
     repo.write(".gitattributes", "gen/** linguist-generated\n");
     repo.commit_all("mixed content");
     let out = hgd.hgd(&repo.path(), &["index"]);
-    assert!(out.status.success(), "{}", String::from_utf8_lossy(&out.stderr));
+    assert!(
+        out.status.success(),
+        "{}",
+        String::from_utf8_lossy(&out.stderr)
+    );
     let results = hgd.search_json(&repo.path(), "zebra marker", 20);
     let found = files(&results);
     for skipped in ["data.bin", "huge.txt", "latin1.txt", "gen/api.py"] {
-        assert!(!found.contains(&skipped.to_owned()), "{skipped} was indexed: {found:?}");
+        assert!(
+            !found.contains(&skipped.to_owned()),
+            "{skipped} was indexed: {found:?}"
+        );
     }
     assert!(found.contains(&"ok.py".to_owned()));
 }
@@ -178,7 +215,11 @@ fn two_clients_search_at_once() {
     let hgd = Hgd::new();
     let repo = sample_repo();
     let out = hgd.hgd(&repo.path(), &["index"]);
-    assert!(out.status.success(), "{}", String::from_utf8_lossy(&out.stderr));
+    assert!(
+        out.status.success(),
+        "{}",
+        String::from_utf8_lossy(&out.stderr)
+    );
     std::thread::scope(|s| {
         let a = s.spawn(|| hgd.search_json(&repo.path(), "day of the week", 2));
         let b = s.spawn(|| hgd.search_json(&repo.path(), "listen for web requests", 2));
@@ -197,13 +238,19 @@ fn the_client_starts_the_daemon_and_stop_removes_the_socket() {
 
     let results = hgd.search_json(&repo.path(), "day of the week", 1);
     assert_eq!(files(&results), ["src/dates.go"]);
-    assert!(hgd.socket().exists(), "auto-started daemon is not listening");
+    assert!(
+        hgd.socket().exists(),
+        "auto-started daemon is not listening"
+    );
     assert!(hgd.home().join("logs").join("daemon.log").is_file());
 
     let status = hgd.hgd(&repo.path(), &["status", "--json"]);
     let status: serde_json::Value = serde_json::from_slice(&status.stdout).unwrap();
     assert_eq!(status["running"], true);
-    assert_eq!(status["repos"][0]["root"], repo.path().to_string_lossy().as_ref());
+    assert_eq!(
+        status["repos"][0]["root"],
+        repo.path().to_string_lossy().as_ref()
+    );
     assert_eq!(status["repos"][0]["state"], "idle");
     assert!(status["repos"][0]["blocks"].as_u64().unwrap() >= 5);
 
@@ -233,7 +280,11 @@ fn sigterm_shuts_down_cleanly_and_a_second_daemon_is_refused() {
         .unwrap();
     assert!(killed.success());
     let status = daemon.wait().unwrap();
-    assert!(status.success(), "daemon exited with {status}\n{}", hgd.log());
+    assert!(
+        status.success(),
+        "daemon exited with {status}\n{}",
+        hgd.log()
+    );
     std::thread::sleep(Duration::from_millis(50));
     assert!(!hgd.socket().exists(), "socket left behind after SIGTERM");
 }

@@ -132,7 +132,10 @@ impl Language {
                     .child_by_field_name("definition")
                     .and_then(|d| self.definition_kind(&d, source));
             }
-            (Language::JavaScript | Language::TypeScript | Language::Tsx, "lexical_declaration" | "variable_declaration") => {
+            (
+                Language::JavaScript | Language::TypeScript | Language::Tsx,
+                "lexical_declaration" | "variable_declaration",
+            ) => {
                 return js_function_declarator(node).map(|_| "function");
             }
             (Language::Elixir, "call") => return elixir_definition(node, source).map(|(k, _)| k),
@@ -141,7 +144,10 @@ impl Language {
                 let container = node.named_children(&mut cursor).any(|c| {
                     matches!(
                         c.kind(),
-                        "struct_declaration" | "enum_declaration" | "union_declaration" | "opaque_declaration"
+                        "struct_declaration"
+                            | "enum_declaration"
+                            | "union_declaration"
+                            | "opaque_declaration"
                     )
                 });
                 return container.then_some("struct");
@@ -160,7 +166,10 @@ impl Language {
                     },
                 );
             }
-            (Language::C | Language::Cpp, "struct_specifier" | "union_specifier" | "enum_specifier" | "class_specifier") => {
+            (
+                Language::C | Language::Cpp,
+                "struct_specifier" | "union_specifier" | "enum_specifier" | "class_specifier",
+            ) => {
                 node.child_by_field_name("body")?;
                 if kind == "enum_specifier" {
                     "enum"
@@ -181,11 +190,43 @@ impl Language {
             (Language::Haskell, "data_type" | "newtype") => "type",
             (Language::Haskell, "class") => "interface",
             (Language::Haskell, "instance") => "impl",
-            (_, "function_definition" | "function_declaration" | "function_item" | "generator_function_declaration" | "function" | "singleton_method") => "function",
-            (_, "method_definition" | "method_declaration" | "method" | "constructor_declaration" | "secondary_constructor" | "init_declaration" | "deinit_declaration" | "operator_declaration") => "method",
-            (_, "class_definition" | "class_declaration" | "abstract_class_declaration" | "class" | "record_declaration" | "object_definition" | "object_declaration" | "companion_object" | "singleton_class") => "class",
+            (
+                _,
+                "function_definition"
+                | "function_declaration"
+                | "function_item"
+                | "generator_function_declaration"
+                | "function"
+                | "singleton_method",
+            ) => "function",
+            (
+                _,
+                "method_definition"
+                | "method_declaration"
+                | "method"
+                | "constructor_declaration"
+                | "secondary_constructor"
+                | "init_declaration"
+                | "deinit_declaration"
+                | "operator_declaration",
+            ) => "method",
+            (
+                _,
+                "class_definition"
+                | "class_declaration"
+                | "abstract_class_declaration"
+                | "class"
+                | "record_declaration"
+                | "object_definition"
+                | "object_declaration"
+                | "companion_object"
+                | "singleton_class",
+            ) => "class",
             (_, "struct_item" | "struct_declaration" | "union_item") => "struct",
-            (_, "interface_declaration" | "protocol_declaration" | "annotation_type_declaration") => "interface",
+            (
+                _,
+                "interface_declaration" | "protocol_declaration" | "annotation_type_declaration",
+            ) => "interface",
             (_, "trait_item" | "trait_definition" | "trait_declaration") => "trait",
             (_, "enum_item" | "enum_declaration" | "enum_definition") => "enum",
             (_, "impl_item" | "extension_definition" | "given_definition") => "impl",
@@ -193,7 +234,10 @@ impl Language {
                 node.child_by_field_name("body")?;
                 "module"
             }
-            (_, "module" | "namespace_definition" | "namespace_declaration" | "internal_module") => "module",
+            (
+                _,
+                "module" | "namespace_definition" | "namespace_declaration" | "internal_module",
+            ) => "module",
             (_, "type_declaration" | "type_alias_declaration" | "type_definition") => "type",
             (_, "macro_definition") => "macro",
             (_, "test_declaration") => "test",
@@ -214,8 +258,13 @@ impl Language {
                     return self.definition_name(&def, source);
                 }
             }
-            (Language::JavaScript | Language::TypeScript | Language::Tsx, "lexical_declaration" | "variable_declaration") => {
-                if let Some(name) = js_function_declarator(node).and_then(|d| d.child_by_field_name("name")) {
+            (
+                Language::JavaScript | Language::TypeScript | Language::Tsx,
+                "lexical_declaration" | "variable_declaration",
+            ) => {
+                if let Some(name) =
+                    js_function_declarator(node).and_then(|d| d.child_by_field_name("name"))
+                {
                     return text(&name, source);
                 }
             }
@@ -252,7 +301,12 @@ impl Language {
         while let Some(declarator) = current.child_by_field_name("declarator") {
             if matches!(
                 declarator.kind(),
-                "identifier" | "field_identifier" | "qualified_identifier" | "destructor_name" | "operator_name" | "type_identifier"
+                "identifier"
+                    | "field_identifier"
+                    | "qualified_identifier"
+                    | "destructor_name"
+                    | "operator_name"
+                    | "type_identifier"
             ) {
                 return text(&declarator, source);
             }
@@ -261,15 +315,25 @@ impl Language {
         let mut cursor = node.walk();
         let named = node.named_children(&mut cursor).find(|c| {
             let k = c.kind();
-            k.contains("identifier") || k == "constant" || k == "name" || k == "type_constructor" || k == "variable"
+            k.contains("identifier")
+                || k == "constant"
+                || k == "name"
+                || k == "type_constructor"
+                || k == "variable"
         });
-        named.map(|n| first_line(&text(&n, source))).unwrap_or_default()
+        named
+            .map(|n| first_line(&text(&n, source)))
+            .unwrap_or_default()
     }
 
     /// Nodes that sit just above a definition and belong to it (doc comments, attributes, decorators).
     pub fn is_leading_trivia(self, node: &tree_sitter::Node) -> bool {
         let kind = node.kind();
-        kind.contains("comment") || kind == "attribute_item" || kind == "decorator" || kind == "annotation" || kind == "attribute_list"
+        kind.contains("comment")
+            || kind == "attribute_item"
+            || kind == "decorator"
+            || kind == "annotation"
+            || kind == "attribute_list"
     }
 }
 
@@ -285,7 +349,11 @@ fn js_function_declarator<'t>(node: &tree_sitter::Node<'t>) -> Option<tree_sitte
             let value = one.child_by_field_name("value")?;
             matches!(
                 value.kind(),
-                "arrow_function" | "function_expression" | "function" | "generator_function" | "class"
+                "arrow_function"
+                    | "function_expression"
+                    | "function"
+                    | "generator_function"
+                    | "class"
             )
             .then_some(*one)
         }

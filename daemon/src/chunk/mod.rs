@@ -286,7 +286,11 @@ fn emit(lines: &[&str], span: Span, limits: &Limits, out: &mut Vec<Block>) {
             break;
         }
         let next = window_end.saturating_sub(limits.overlap);
-        window_start = if next > window_start { next } else { window_end };
+        window_start = if next > window_start {
+            next
+        } else {
+            window_end
+        };
     }
 }
 
@@ -311,35 +315,149 @@ mod tests {
 
     #[test]
     fn definitions_in_every_benchmark_language() {
-        has("a.py", "import os\n\ndef hash_file(p):\n    return p\n", "function", "hash_file");
-        has("a.js", "const add = (a, b) => {\n  return a + b;\n};\n", "function", "add");
-        has("a.js", "function install() {\n  return 1;\n}\n", "function", "install");
-        has("a.ts", "interface Shape {\n  area(): number;\n}\n", "interface", "Shape");
-        has("a.tsx", "export function App() {\n  return <div/>;\n}\n", "function", "App");
-        has("a.go", "package main\n\nfunc Walk(dir string) error {\n\treturn nil\n}\n", "function", "Walk");
-        has("a.go", "package main\n\ntype Server struct {\n\taddr string\n}\n", "type", "Server");
-        has("a.rs", "/// Docs.\nfn parse_args() -> u32 {\n    1\n}\n", "function", "parse_args");
-        has("A.java", "class A {\n  void run() {\n    go();\n  }\n}\n", "class", "A");
-        has("a.c", "static int open_file(const char *p) {\n  return 0;\n}\n", "function", "open_file");
-        has("a.cpp", "namespace n {\nint Parser::parse(int x) {\n  return x;\n}\n}\n", "module", "n");
-        has("a.cs", "class Cache {\n  public int Get(int k) {\n    return k;\n  }\n}\n", "class", "Cache");
-        has("a.rb", "class Repo\n  def clone_url\n    @url\n  end\nend\n", "class", "Repo");
-        has("a.php", "<?php\nfunction render_page($x) {\n  return $x;\n}\n", "function", "render_page");
-        has("a.kt", "fun greet(name: String): String {\n    return name\n}\n", "function", "greet");
-        has("a.swift", "struct Point {\n  var x: Int\n}\n", "struct", "Point");
-        has("a.scala", "object Main {\n  def main(args: Array[String]): Unit = {\n    println(1)\n  }\n}\n", "class", "Main");
-        has("a.ex", "defmodule Shop.Cart do\n  def total(items) do\n    Enum.sum(items)\n  end\nend\n", "module", "Shop.Cart");
-        has("a.hs", "module Main where\n\ncompute :: Int -> Int\ncompute x = x + 1\n", "function", "compute");
-        has("a.lua", "function M.load_config(path)\n  return path\nend\n", "function", "M.load_config");
-        has("a.sh", "install_hooks() {\n  echo installing hooks\n}\n", "function", "install_hooks");
-        has("a.zig", "pub fn allocate(n: usize) usize {\n    return n;\n}\n", "function", "allocate");
+        has(
+            "a.py",
+            "import os\n\ndef hash_file(p):\n    return p\n",
+            "function",
+            "hash_file",
+        );
+        has(
+            "a.js",
+            "const add = (a, b) => {\n  return a + b;\n};\n",
+            "function",
+            "add",
+        );
+        has(
+            "a.js",
+            "function install() {\n  return 1;\n}\n",
+            "function",
+            "install",
+        );
+        has(
+            "a.ts",
+            "interface Shape {\n  area(): number;\n}\n",
+            "interface",
+            "Shape",
+        );
+        has(
+            "a.tsx",
+            "export function App() {\n  return <div/>;\n}\n",
+            "function",
+            "App",
+        );
+        has(
+            "a.go",
+            "package main\n\nfunc Walk(dir string) error {\n\treturn nil\n}\n",
+            "function",
+            "Walk",
+        );
+        has(
+            "a.go",
+            "package main\n\ntype Server struct {\n\taddr string\n}\n",
+            "type",
+            "Server",
+        );
+        has(
+            "a.rs",
+            "/// Docs.\nfn parse_args() -> u32 {\n    1\n}\n",
+            "function",
+            "parse_args",
+        );
+        has(
+            "A.java",
+            "class A {\n  void run() {\n    go();\n  }\n}\n",
+            "class",
+            "A",
+        );
+        has(
+            "a.c",
+            "static int open_file(const char *p) {\n  return 0;\n}\n",
+            "function",
+            "open_file",
+        );
+        has(
+            "a.cpp",
+            "namespace n {\nint Parser::parse(int x) {\n  return x;\n}\n}\n",
+            "module",
+            "n",
+        );
+        has(
+            "a.cs",
+            "class Cache {\n  public int Get(int k) {\n    return k;\n  }\n}\n",
+            "class",
+            "Cache",
+        );
+        has(
+            "a.rb",
+            "class Repo\n  def clone_url\n    @url\n  end\nend\n",
+            "class",
+            "Repo",
+        );
+        has(
+            "a.php",
+            "<?php\nfunction render_page($x) {\n  return $x;\n}\n",
+            "function",
+            "render_page",
+        );
+        has(
+            "a.kt",
+            "fun greet(name: String): String {\n    return name\n}\n",
+            "function",
+            "greet",
+        );
+        has(
+            "a.swift",
+            "struct Point {\n  var x: Int\n}\n",
+            "struct",
+            "Point",
+        );
+        has(
+            "a.scala",
+            "object Main {\n  def main(args: Array[String]): Unit = {\n    println(1)\n  }\n}\n",
+            "class",
+            "Main",
+        );
+        has(
+            "a.ex",
+            "defmodule Shop.Cart do\n  def total(items) do\n    Enum.sum(items)\n  end\nend\n",
+            "module",
+            "Shop.Cart",
+        );
+        has(
+            "a.hs",
+            "module Main where\n\ncompute :: Int -> Int\ncompute x = x + 1\n",
+            "function",
+            "compute",
+        );
+        has(
+            "a.lua",
+            "function M.load_config(path)\n  return path\nend\n",
+            "function",
+            "M.load_config",
+        );
+        has(
+            "a.sh",
+            "install_hooks() {\n  echo installing hooks\n}\n",
+            "function",
+            "install_hooks",
+        );
+        has(
+            "a.zig",
+            "pub fn allocate(n: usize) usize {\n    return n;\n}\n",
+            "function",
+            "allocate",
+        );
     }
 
     #[test]
     fn code_between_definitions_is_kept() {
         let src = "import os\nimport sys\n\nCONFIG_PATH = os.environ['HOME']\n\ndef f():\n    return 1\n\nprint(f())\n";
         let blocks = chunk("m.py", src, &Limits::default());
-        let all: String = blocks.iter().map(|b| b.content.clone()).collect::<Vec<_>>().join("\n");
+        let all: String = blocks
+            .iter()
+            .map(|b| b.content.clone())
+            .collect::<Vec<_>>()
+            .join("\n");
         for line in src.lines().filter(|l| !l.trim().is_empty()) {
             assert!(all.contains(line), "lost line {line:?}");
         }
@@ -349,13 +467,21 @@ mod tests {
 
     #[test]
     fn big_classes_split_into_methods_with_qualified_names() {
-        let mut src = String::from("class Store:\n    \"\"\"Keeps things.\"\"\"\n    limit = 10\n\n");
+        let mut src =
+            String::from("class Store:\n    \"\"\"Keeps things.\"\"\"\n    limit = 10\n\n");
         for i in 0..30 {
-            src.push_str(&format!("    def method_{i}(self):\n        x = {i}\n        return x\n\n"));
+            src.push_str(&format!(
+                "    def method_{i}(self):\n        x = {i}\n        return x\n\n"
+            ));
         }
         let blocks = chunk("s.py", &src, &Limits::default());
-        assert!(blocks.iter().any(|b| b.kind == "method" && b.name == "Store.method_7"));
-        let header = blocks.iter().find(|b| b.kind == "class").expect("class header block");
+        assert!(blocks
+            .iter()
+            .any(|b| b.kind == "method" && b.name == "Store.method_7"));
+        let header = blocks
+            .iter()
+            .find(|b| b.kind == "class")
+            .expect("class header block");
         assert!(header.content.contains("Keeps things"));
         assert_eq!(header.start_line, 1);
     }
@@ -368,7 +494,9 @@ mod tests {
         }
         let blocks = chunk("l.py", &src, &Limits::default());
         assert!(blocks.len() >= 3);
-        assert!(blocks.iter().all(|b| b.name == "long" && b.end_line - b.start_line < 80));
+        assert!(blocks
+            .iter()
+            .all(|b| b.name == "long" && b.end_line - b.start_line < 80));
         assert!(blocks[1].start_line < blocks[0].end_line, "windows overlap");
         assert_eq!(blocks.last().unwrap().end_line, 201);
     }

@@ -9,7 +9,12 @@ use super::{error_reply, wait_with_progress};
 use crate::server::Replies;
 use crate::service::Service;
 
-pub async fn run(service: &Arc<Service>, path: &str, wait: bool, replies: &mut Replies<'_>) -> bool {
+pub async fn run(
+    service: &Arc<Service>,
+    path: &str,
+    wait: bool,
+    replies: &mut Replies<'_>,
+) -> bool {
     let (located, ticket) = match service.ensure_indexed(Path::new(path)).await {
         Ok(found) => found,
         Err(e) => return replies.send(&error_reply(&e)).await,

@@ -18,7 +18,10 @@ pub async fn run(
 ) -> bool {
     if query.trim().is_empty() {
         return replies
-            .send(&Response::error(ErrorCode::BadRequest, "the query is empty"))
+            .send(&Response::error(
+                ErrorCode::BadRequest,
+                "the query is empty",
+            ))
             .await;
     }
     let (located, ticket) = match service.ensure_indexed(Path::new(path)).await {
