@@ -6,7 +6,7 @@ here="$(cd "$(dirname "$0")/.." && pwd)"
 cd "$here"
 source scripts/env.sh
 threads="${1:-2}"
-rounds="${2:-3}"
+rounds="${2:-5}"
 cargo build --workspace --bins --quiet
 "$HGD_BIN/hgd" setup >/dev/null
 model_dir="$("$HGD_BIN/hgd-daemon" model-dir)"
@@ -24,10 +24,20 @@ trap 'rm -f "$texts" "$texts.rust" "$texts.py"' EXIT
 "$HGD_BIN/hgd-daemon" chunk --texts $(cat bench/embed-files.txt) > "$texts"
 echo "texts: $(python3 -c "import json,sys; print(len(json.load(open(sys.argv[1]))))" "$texts") blocks of $(wc -l < bench/embed-files.txt) files; threads $threads; batch 32"
 
+rust=(); py=()
 for _ in $(seq "$rounds"); do
-  "$HGD_BIN/hgd-daemon" embed --bench --threads "$threads" < "$texts"
-  "$venv/bin/python" bench/embed_python.py "$texts" --model-dir "$model_dir" --threads "$threads"
-done 2>&1
+  r=$("$HGD_BIN/hgd-daemon" embed --bench --threads "$threads" < "$texts" 2>&1 | grep 'texts/s')
+  p=$("$venv/bin/python" bench/embed_python.py "$texts" --model-dir "$model_dir" --threads "$threads")
+  echo "$r"; echo "$p"
+  rust+=("$(echo "$r" | grep -oE '= [0-9.]+' | tr -d '= ')")
+  py+=("$(echo "$p" | grep -oE '= [0-9.]+' | tr -d '= ')")
+done
+python3 - "${rust[*]}" "${py[*]}" <<'PY'
+import statistics, sys
+rust, py = ([float(x) for x in a.split()] for a in sys.argv[1:3])
+r, p = statistics.median(rust), statistics.median(py)
+print(f"median texts/s: hgd {r:.1f}, Python {p:.1f}; hgd/Python = {r / p:.2f}x ({len(rust)} alternating rounds)")
+PY
 
 # Same vectors? (Rust ort and Python ort, independent pooling code.)
 "$HGD_BIN/hgd-daemon" embed --threads "$threads" < "$texts" > "$texts.rust"

@@ -22,6 +22,7 @@ def main():
     ap.add_argument("--model-dir", required=True)
     ap.add_argument("--threads", type=int, default=2)
     ap.add_argument("--batch-size", type=int, default=32)
+    ap.add_argument("--max-batch-tokens", type=int, default=512)
     ap.add_argument("--vectors", help="write the vectors (input order) here as JSON")
     args = ap.parse_args()
 
@@ -40,8 +41,15 @@ def main():
     encodings = tok.encode_batch([prefix + t for t in texts])
     order = sorted(range(len(texts)), key=lambda i: len(encodings[i].ids))
     out = [None] * len(texts)
-    for b in range(0, len(order), args.batch_size):
-        batch = order[b : b + args.batch_size]
+    batches, rest = [], order
+    while rest:
+        # Same rule as hgd: grow while the padded size stays within the token budget.
+        n = 1
+        while n < len(rest) and n < args.batch_size and (n + 1) * len(encodings[rest[n]].ids) <= args.max_batch_tokens:
+            n += 1
+        batches.append(rest[:n])
+        rest = rest[n:]
+    for batch in batches:
         seq = max(len(encodings[i].ids) for i in batch)
         ids = np.zeros((len(batch), seq), dtype=np.int64)
         mask = np.zeros_like(ids)
@@ -70,7 +78,7 @@ def main():
     secs = time.perf_counter() - start
     print(
         f"Python onnxruntime {ort.__version__}: {len(texts)} texts in {secs:.2f}s = "
-        f"{len(texts) / secs:.1f} texts/s ({args.threads} threads, batch {args.batch_size})"
+        f"{len(texts) / secs:.1f} texts/s ({args.threads} threads, batch {args.batch_size}, {args.max_batch_tokens} tokens)"
     )
     if args.vectors:
         json.dump([v.tolist() for v in out], open(args.vectors, "w"))

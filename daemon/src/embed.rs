@@ -68,7 +68,8 @@ fn init_runtime(path: &Path) -> Result<ort::environment::Environment, EmbedError
         .map_err(|e| load_err(e.to_string()))
 }
 
-/// The one place execution providers are chosen: CoreML on macOS, plain CPU elsewhere.
+/// The one place execution providers are chosen: CoreML on macOS; elsewhere none is registered and
+/// ONNX Runtime uses its built-in CPU provider (registering it explicitly measured no faster).
 fn execution_providers() -> Vec<(&'static str, ort::ep::ExecutionProviderDispatch)> {
     #[cfg(target_os = "macos")]
     {
@@ -88,6 +89,10 @@ pub struct EmbedOptions {
     /// Intra-op threads for indexing; queries use one thread so they stay quick during a job.
     pub threads: usize,
     pub batch_size: usize,
+    /// Upper bound on texts x padded length per batch. Attention memory grows with
+    /// batch x length², and on CPU small batches of long texts are faster, not slower (measured in
+    /// BENCHMARKS.md): 512 gave the best throughput at a third of the memory of 4096.
+    pub max_batch_tokens: usize,
     pub query_cache: usize,
 }
 
@@ -102,6 +107,10 @@ impl Default for EmbedOptions {
         EmbedOptions {
             threads,
             batch_size: 32,
+            max_batch_tokens: std::env::var("HGD_BATCH_TOKENS")
+                .ok()
+                .and_then(|v| v.parse().ok())
+                .unwrap_or(512),
             query_cache: 128,
         }
     }
@@ -118,6 +127,7 @@ pub struct Embedder {
     /// On accelerators every distinct input shape is compiled once; pad to a few fixed lengths.
     fixed_shapes: bool,
     batch_size: usize,
+    max_batch_tokens: usize,
     query_cache: Mutex<lru::LruCache<String, Vec<f32>>>,
     _environment: ort::environment::Environment,
 }
@@ -176,6 +186,7 @@ impl Embedder {
             has_token_type_ids,
             fixed_shapes,
             batch_size: options.batch_size.max(1),
+            max_batch_tokens: options.max_batch_tokens.max(1),
             query_cache: Mutex::new(lru::LruCache::new(cache)),
             _environment: environment,
         })
@@ -220,28 +231,26 @@ impl Embedder {
     }
 
     fn encode<S: AsRef<str>>(&self, texts: &[S], prefix: &str) -> Result<Vec<Encoded>, EmbedError> {
-        texts
+        let inputs: Vec<String> = texts
             .iter()
-            .map(|text| {
-                let input = if prefix.is_empty() {
-                    text.as_ref().to_owned()
-                } else {
-                    format!("{prefix}{}", text.as_ref())
-                };
-                let encoding = self
-                    .tokenizer
-                    .encode(input, true)
-                    .map_err(|e| EmbedError::Encode(e.to_string()))?;
-                Ok(Encoded {
-                    ids: encoding.get_ids().iter().map(|&i| i64::from(i)).collect(),
-                    type_ids: encoding
-                        .get_type_ids()
-                        .iter()
-                        .map(|&i| i64::from(i))
-                        .collect(),
-                })
+            .map(|text| format!("{prefix}{}", text.as_ref()))
+            .collect();
+        // encode_batch tokenises in parallel.
+        let encodings = self
+            .tokenizer
+            .encode_batch(inputs, true)
+            .map_err(|e| EmbedError::Encode(e.to_string()))?;
+        Ok(encodings
+            .iter()
+            .map(|encoding| Encoded {
+                ids: encoding.get_ids().iter().map(|&i| i64::from(i)).collect(),
+                type_ids: encoding
+                    .get_type_ids()
+                    .iter()
+                    .map(|&i| i64::from(i))
+                    .collect(),
             })
-            .collect()
+            .collect())
     }
 
     fn embed_encoded(
@@ -252,7 +261,19 @@ impl Embedder {
         let mut order: Vec<usize> = (0..encoded.len()).collect();
         order.sort_by_key(|&i| encoded[i].ids.len());
         let mut out = vec![Vec::new(); encoded.len()];
-        for batch in order.chunks(self.batch_size) {
+        let mut rest = &order[..];
+        while !rest.is_empty() {
+            // Sorted ascending, so the last text of a batch is its longest: grow the batch while
+            // its padded size stays within the token budget.
+            let mut n = 1;
+            while n < rest.len()
+                && n < self.batch_size
+                && (n + 1) * encoded[rest[n]].ids.len() <= self.max_batch_tokens
+            {
+                n += 1;
+            }
+            let (batch, tail) = rest.split_at(n);
+            rest = tail;
             let items: Vec<&Encoded> = batch.iter().map(|&i| &encoded[i]).collect();
             let vectors = self.run_batch(session, &items)?;
             for (&i, vector) in batch.iter().zip(vectors) {
@@ -346,7 +367,7 @@ fn build_session(
             Ok(with) => {
                 builder = with;
                 accelerated = true;
-                tracing::info!("execution provider: {name}");
+                tracing::info!("execution provider: {name}, {threads} intra-op threads");
             }
             Err(e) => {
                 tracing::warn!(

@@ -38,6 +38,9 @@ enum Command {
         /// Texts per batch.
         #[arg(long, default_value_t = 32)]
         batch_size: usize,
+        /// Most texts x padded tokens per batch (default: HGD_BATCH_TOKENS, else 512).
+        #[arg(long)]
+        max_batch_tokens: Option<usize>,
         /// Intra-op threads (default: HGD_THREADS, else all cores).
         #[arg(long)]
         threads: Option<usize>,
@@ -87,6 +90,7 @@ fn run(cli: Cli) -> Result<()> {
         Command::Embed {
             query,
             batch_size,
+            max_batch_tokens,
             threads,
             bench,
         } => {
@@ -100,6 +104,9 @@ fn run(cli: Cli) -> Result<()> {
             };
             if let Some(threads) = threads {
                 options.threads = threads;
+            }
+            if let Some(max) = max_batch_tokens {
+                options.max_batch_tokens = max;
             }
             let embedder =
                 Embedder::open(&embed::runtime_path(&home), &home.model_dir(), &options)?;
@@ -115,10 +122,11 @@ fn run(cli: Cli) -> Result<()> {
             let secs = started.elapsed().as_secs_f64();
             if bench {
                 eprintln!(
-                    "hgd (Rust ort): {} texts in {secs:.2}s = {:.1} texts/s ({} threads, batch {batch_size})",
+                    "hgd (Rust ort): {} texts in {secs:.2}s = {:.1} texts/s ({} threads, batch {batch_size}, {} tokens)",
                     texts.len(),
                     texts.len() as f64 / secs,
-                    options.threads
+                    options.threads,
+                    options.max_batch_tokens
                 );
             } else {
                 println!("{}", serde_json::to_string(&vectors)?);

@@ -179,14 +179,13 @@ impl Language {
                     "struct"
                 }
             }
-            (Language::Haskell, "function" | "bind") => {
-                // Only top-level equations; local `where` bindings stay inside their function.
-                if node.parent().is_some_and(|p| p.kind() == "declarations") {
-                    "function"
-                } else {
-                    return None;
-                }
+            // Only top-level equations; local `where` bindings stay inside their function.
+            (Language::Haskell, "function" | "bind")
+                if node.parent().is_some_and(|p| p.kind() == "declarations") =>
+            {
+                "function"
             }
+            (Language::Haskell, "function" | "bind") => return None,
             (Language::Haskell, "data_type" | "newtype") => "type",
             (Language::Haskell, "class") => "interface",
             (Language::Haskell, "instance") => "impl",
