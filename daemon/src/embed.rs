@@ -200,9 +200,22 @@ impl Embedder {
         self.config.dims
     }
 
-    /// Number of tokens `text` becomes (after truncation), for progress and batching decisions.
-    pub fn count_tokens(&self, text: &str) -> Result<usize, EmbedError> {
-        Ok(self.encode(&[text], "")?[0].ids.len())
+    /// Tokens `text` becomes without special tokens (capped at the model's limit), so the chunker
+    /// can cut blocks the model reads whole.
+    pub fn count_tokens(&self, text: &str) -> usize {
+        self.tokenizer
+            .encode(text, false)
+            .map_or(text.len() / 3, |e| e.get_ids().len())
+    }
+
+    /// The chunker's token limit for this model: its sequence length less room for the special
+    /// tokens and the path/kind/name line that precedes each block's content.
+    pub fn token_limit(self: &std::sync::Arc<Self>) -> crate::chunk::TokenLimit {
+        let embedder = self.clone();
+        crate::chunk::TokenLimit {
+            max: self.config.max_tokens.saturating_sub(32).max(16),
+            count: std::sync::Arc::new(move |text| embedder.count_tokens(text)),
+        }
     }
 
     /// Embeds documents for the index (with the model's document prefix), in input order.

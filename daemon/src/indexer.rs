@@ -116,18 +116,26 @@ impl Indexer {
             .cloned()
             .collect();
         let known = self.store.known_oids().await?;
-        let (reuse, fresh): (Vec<_>, Vec<_>) =
+        let (mut reuse, candidates): (Vec<_>, Vec<_>) =
             wanted.into_iter().partition(|f| known.contains(&f.oid));
+        // Identical new files in this job: embed the first, copy the others once it is stored.
+        let mut first_seen = std::collections::HashSet::new();
+        let (fresh, copies): (Vec<_>, Vec<_>) = candidates
+            .into_iter()
+            .partition(|f| first_seen.insert(f.oid.clone()));
 
         let mut report = JobReport {
             commit: snapshot.commit.clone(),
             files_removed: stale.len(),
-            files_reused: reuse.len(),
+            files_reused: reuse.len() + copies.len(),
             files_embedded: fresh.len(),
             ..JobReport::default()
         };
 
+        report.blocks_embedded = self.embed_fresh(&root, fresh, &progress, &cancel).await?;
+
         // Renames, copies and blobs shared with other repositories: copy rows, embed nothing.
+        reuse.extend(copies);
         let mut pending: Vec<BlockRow> = Vec::new();
         for file in &reuse {
             if cancel.load(Ordering::Relaxed) {
@@ -146,9 +154,6 @@ impl Indexer {
             }
         }
         self.store.add(&pending).await?;
-        pending.clear();
-
-        report.blocks_embedded = self.embed_fresh(&root, fresh, &progress, &cancel).await?;
 
         let mut done = record.clone();
         done.indexed_commit = snapshot.commit;
@@ -171,7 +176,7 @@ impl Indexer {
             let root = root.to_owned();
             let progress = progress.clone();
             let cancel = cancel.clone();
-            let limits = self.limits;
+            let limits = self.limits.clone();
             move || -> Result<(), IndexError> {
                 let repo = Repo::open(&PathBuf::from(&root))?;
                 for file in fresh {

@@ -95,7 +95,10 @@ impl Service {
         let indexer = Indexer {
             store: store.clone(),
             embedder: embedder.clone(),
-            limits: Limits::default(),
+            limits: Limits {
+                tokens: Some(embedder.token_limit()),
+                ..Limits::default()
+            },
             blocks_embedded: blocks_embedded.clone(),
         };
         let mut repos = HashMap::new();

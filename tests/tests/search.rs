@@ -288,3 +288,26 @@ fn sigterm_shuts_down_cleanly_and_a_second_daemon_is_refused() {
     std::thread::sleep(Duration::from_millis(50));
     assert!(!hgd.socket().exists(), "socket left behind after SIGTERM");
 }
+
+#[test]
+fn identical_files_are_embedded_once_and_both_found() {
+    let hgd = Hgd::new();
+    let repo = GitRepo::new();
+    let body = "def merge_sorted_lists(left, right):\n    out = []\n    while left and right:\n        out.append(left.pop(0) if left[0] < right[0] else right.pop(0))\n    return out + left + right\n";
+    repo.write("a/merge.py", body);
+    repo.write("b/merge_copy.py", body);
+    repo.commit_all("same content twice");
+    let out = hgd.hgd(&repo.path(), &["index"]);
+    assert!(
+        out.status.success(),
+        "{}",
+        String::from_utf8_lossy(&out.stderr)
+    );
+    let status = hgd.hgd(&repo.path(), &["status", "--json"]);
+    let status: serde_json::Value = serde_json::from_slice(&status.stdout).unwrap();
+    assert_eq!(status["blocks_embedded"], 1, "{status:#}");
+    assert_eq!(status["repos"][0]["blocks"], 2, "{status:#}");
+    let found = files(&hgd.search_json(&repo.path(), "combine two ordered sequences", 5));
+    assert!(found.contains(&"a/merge.py".to_owned()), "{found:?}");
+    assert!(found.contains(&"b/merge_copy.py".to_owned()), "{found:?}");
+}

@@ -25,22 +25,38 @@ pub struct Block {
 }
 
 /// Size limits of one block.
-#[derive(Debug, Clone, Copy)]
+#[derive(Debug, Clone)]
 pub struct Limits {
     pub max_lines: usize,
     pub max_chars: usize,
     /// Lines shared by consecutive windows of a split block.
     pub overlap: usize,
+    /// The embedding model's limit: a block over it is cut into windows the model reads whole.
+    pub tokens: Option<TokenLimit>,
+}
+
+/// Counts model tokens (without special tokens) and the most one block may have.
+#[derive(Clone)]
+pub struct TokenLimit {
+    pub max: usize,
+    pub count: std::sync::Arc<dyn Fn(&str) -> usize + Send + Sync>,
+}
+
+impl std::fmt::Debug for TokenLimit {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        write!(f, "TokenLimit({})", self.max)
+    }
 }
 
 impl Default for Limits {
     fn default() -> Self {
-        // About what the default model reads (256 tokens ~ 1000 characters of code) with room for
-        // lexical search to see a whole definition.
+        // Room for lexical search to see a whole definition; the token limit, when set, cuts
+        // further so the model sees every part of a long one.
         Limits {
             max_lines: 80,
             max_chars: 3000,
             overlap: 8,
+            tokens: None,
         }
     }
 }
@@ -51,7 +67,7 @@ pub fn chunk(path: &str, source: &str, limits: &Limits) -> Vec<Block> {
     let blocks = match language {
         Language::Markdown => markdown_sections(&lines),
         Language::Text => vec![Span::new(0, lines.len(), "text", String::new())],
-        _ => match parse_definitions(language, source) {
+        _ => match parse_definitions(language, source, limits) {
             Some(spans) => spans,
             None => vec![Span::new(0, lines.len(), "code", String::new())],
         },
@@ -91,21 +107,20 @@ struct Definition {
     has_children: bool,
 }
 
-fn parse_definitions(language: Language, source: &str) -> Option<Vec<Span>> {
+fn parse_definitions(language: Language, source: &str, limits: &Limits) -> Option<Vec<Span>> {
     let grammar = language.grammar()?;
     let mut parser = Parser::new();
     parser.set_language(&grammar).ok()?;
     let tree = parser.parse(source, None)?;
     let line_count = source.lines().count();
     let mut defs = Vec::new();
-    let limits = Limits::default();
     collect(
         language,
         tree.root_node(),
         source.as_bytes(),
         "",
         0,
-        &limits,
+        limits,
         &mut defs,
     );
 
@@ -262,16 +277,35 @@ fn emit(lines: &[&str], span: Span, limits: &Limits, out: &mut Vec<Block>) {
     if substance < 6 {
         return;
     }
+    // Per-line token counts, only for spans the model could not read whole.
+    let line_tokens: Option<(usize, Vec<usize>)> = limits.tokens.as_ref().and_then(|t| {
+        let whole = (t.count)(&lines[start..end].join("\n"));
+        (whole > t.max).then(|| {
+            (
+                t.max,
+                lines[start..end].iter().map(|l| (t.count)(l)).collect(),
+            )
+        })
+    });
     let mut window_start = start;
     loop {
         let mut window_end = window_start;
         let mut chars = 0;
+        let mut tokens = 0;
         while window_end < end && window_end - window_start < limits.max_lines {
             let len = lines[window_end].len() + 1;
-            if chars + len > limits.max_chars && window_end > window_start {
+            let (over_tokens, line_cost) = match &line_tokens {
+                Some((max, counts)) => {
+                    let cost = counts[window_end - start];
+                    (tokens + cost > *max, cost)
+                }
+                None => (false, 0),
+            };
+            if (chars + len > limits.max_chars || over_tokens) && window_end > window_start {
                 break;
             }
             chars += len;
+            tokens += line_cost;
             window_end += 1;
         }
         let content = lines[window_start..window_end].join("\n");
@@ -499,6 +533,35 @@ mod tests {
             .all(|b| b.name == "long" && b.end_line - b.start_line < 80));
         assert!(blocks[1].start_line < blocks[0].end_line, "windows overlap");
         assert_eq!(blocks.last().unwrap().end_line, 201);
+    }
+
+    #[test]
+    fn token_limit_cuts_windows_the_model_reads_whole() {
+        let mut src = String::from("def tokens_heavy():\n");
+        for i in 0..30 {
+            src.push_str(&format!("    call_{i}(alpha, beta, gamma, delta)\n"));
+        }
+        let words = |s: &str| s.split_whitespace().count();
+        let limits = Limits {
+            tokens: Some(TokenLimit {
+                max: 40,
+                count: std::sync::Arc::new(words),
+            }),
+            ..Limits::default()
+        };
+        let blocks = chunk("t.py", &src, &limits);
+        assert!(blocks.len() > 3, "{} blocks", blocks.len());
+        for b in &blocks {
+            assert!(
+                words(&b.content) <= 40,
+                "{} words in {:?}",
+                words(&b.content),
+                b
+            );
+        }
+        assert_eq!(blocks.last().unwrap().end_line, 31);
+        // Without a token limit the function is one block.
+        assert_eq!(chunk("t.py", &src, &Limits::default()).len(), 1);
     }
 
     #[test]
