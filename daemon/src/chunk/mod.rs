@@ -319,7 +319,9 @@ fn emit(lines: &[&str], span: Span, limits: &Limits, out: &mut Vec<Block>) {
         if window_end >= end {
             break;
         }
-        let next = window_end.saturating_sub(limits.overlap);
+        // Short (token-limited) windows share proportionally fewer lines: overlap costs embedding.
+        let overlap = limits.overlap.min((window_end - window_start) / 4);
+        let next = window_end.saturating_sub(overlap);
         window_start = if next > window_start {
             next
         } else {
