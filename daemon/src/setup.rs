@@ -146,6 +146,7 @@ pub struct Report {
 
 pub fn run(home: &Home) -> Result<Report, SetupError> {
     fs::create_dir_all(home.root()).map_err(io_err(format!("create {}", home.root().display())))?;
+    remove_stale_staging(home);
     let mut report = Report::default();
     let runtime = [runtime_artifact()?];
     install_group(
@@ -167,6 +168,18 @@ pub fn run(home: &Home) -> Result<Report, SetupError> {
         &mut report,
     )?;
     Ok(report)
+}
+
+/// A setup killed mid-download (Ctrl-C, SIGKILL) cannot clean its staging folder; the next one does.
+fn remove_stale_staging(home: &Home) {
+    let Ok(entries) = fs::read_dir(home.root()) else {
+        return;
+    };
+    for entry in entries.flatten() {
+        if entry.file_name().to_string_lossy().starts_with(".setup-") {
+            let _ = fs::remove_dir_all(entry.path());
+        }
+    }
 }
 
 /// Installs `artifacts` into `dest` unless every file there already has its pinned checksum.

@@ -311,3 +311,65 @@ fn identical_files_are_embedded_once_and_both_found() {
     assert!(found.contains(&"a/merge.py".to_owned()), "{found:?}");
     assert!(found.contains(&"b/merge_copy.py".to_owned()), "{found:?}");
 }
+
+/// Another model (here: the same files under another name) gets its own vectors: everything is
+/// embedded again instead of mixing two models' vectors in one table.
+#[test]
+fn changing_the_model_re_embeds_instead_of_mixing_vectors() {
+    let hgd = Hgd::new();
+    let repo = sample_repo();
+    let out = hgd.hgd(&repo.path(), &["index"]);
+    assert!(
+        out.status.success(),
+        "{}",
+        String::from_utf8_lossy(&out.stderr)
+    );
+    let first: serde_json::Value =
+        serde_json::from_slice(&hgd.hgd(&repo.path(), &["status", "--json"]).stdout).unwrap();
+    let embedded = first["blocks_embedded"].as_u64().unwrap();
+    assert!(embedded > 0);
+    assert!(hgd.hgd(&repo.path(), &["stop"]).status.success());
+
+    let (_, model) = hgd_tests::provisioned();
+    let other = hgd.dir.path().join("other-model");
+    std::fs::create_dir_all(&other).unwrap();
+    for file in ["model.onnx", "tokenizer.json"] {
+        std::fs::copy(model.join(file), other.join(file)).unwrap();
+    }
+    let toml = std::fs::read_to_string(model.join("model.toml")).unwrap();
+    let renamed = toml.replace(
+        "name = \"all-MiniLM-L6-v2-int8\"",
+        "name = \"renamed-model\"",
+    );
+    assert_ne!(toml, renamed, "model.toml has no name line to change");
+    std::fs::write(other.join("model.toml"), renamed).unwrap();
+
+    let out = hgd
+        .command("hgd")
+        .args(["index"])
+        .current_dir(repo.path())
+        .env("HGD_MODEL_DIR", &other)
+        .output()
+        .unwrap();
+    assert!(
+        out.status.success(),
+        "{}",
+        String::from_utf8_lossy(&out.stderr)
+    );
+    let second: serde_json::Value = serde_json::from_slice(
+        &hgd.command("hgd")
+            .args(["status", "--json"])
+            .env("HGD_MODEL_DIR", &other)
+            .output()
+            .unwrap()
+            .stdout,
+    )
+    .unwrap();
+    assert_eq!(second["model"], "renamed-model-384d");
+    assert_eq!(
+        second["blocks_embedded"].as_u64().unwrap(),
+        embedded,
+        "{second:#}"
+    );
+    assert_eq!(second["repos"][0]["blocks"], first["repos"][0]["blocks"]);
+}
