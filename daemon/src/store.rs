@@ -452,28 +452,48 @@ fn u32s<'b>(batch: &'b RecordBatch, name: &'static str) -> Result<&'b UInt32Arra
         .ok_or(StoreError::Column(name))
 }
 
+/// The columns a search hit is read from.
+struct HitColumns<'b> {
+    path: &'b StringArray,
+    language: &'b StringArray,
+    kind: &'b StringArray,
+    name: &'b StringArray,
+    content: &'b StringArray,
+    start: &'b UInt32Array,
+    end: &'b UInt32Array,
+}
+
+impl<'b> HitColumns<'b> {
+    fn of(batch: &'b RecordBatch) -> Result<HitColumns<'b>> {
+        Ok(HitColumns {
+            path: strings(batch, "path")?,
+            language: strings(batch, "language")?,
+            kind: strings(batch, "kind")?,
+            name: strings(batch, "name")?,
+            content: strings(batch, "content")?,
+            start: u32s(batch, "start_line")?,
+            end: u32s(batch, "end_line")?,
+        })
+    }
+
+    fn hit(&self, i: usize) -> StoredHit {
+        StoredHit {
+            path: self.path.value(i).to_owned(),
+            language: self.language.value(i).to_owned(),
+            kind: self.kind.value(i).to_owned(),
+            name: self.name.value(i).to_owned(),
+            start_line: self.start.value(i),
+            end_line: self.end.value(i),
+            content: self.content.value(i).to_owned(),
+        }
+    }
+}
+
 fn hits_of(batches: &[RecordBatch]) -> Result<Vec<StoredHit>> {
     let mut out = Vec::new();
     for batch in batches {
-        let (path, language, kind, name, content) = (
-            strings(batch, "path")?,
-            strings(batch, "language")?,
-            strings(batch, "kind")?,
-            strings(batch, "name")?,
-            strings(batch, "content")?,
-        );
-        let (start, end) = (u32s(batch, "start_line")?, u32s(batch, "end_line")?);
-        for i in 0..batch.num_rows() {
-            out.push(StoredHit {
-                path: path.value(i).to_owned(),
-                language: language.value(i).to_owned(),
-                kind: kind.value(i).to_owned(),
-                name: name.value(i).to_owned(),
-                start_line: start.value(i),
-                end_line: end.value(i),
-                content: content.value(i).to_owned(),
-            });
-        }
+        let columns = HitColumns::of(batch)?;
+        out.extend((0..batch.num_rows()).map(|i| columns.hit(i)));
     }
     Ok(out)
 }
@@ -483,18 +503,12 @@ fn rows_of(batch: &RecordBatch) -> Result<Vec<BlockRow>> {
         .column_by_name("vector")
         .and_then(|c| c.as_any().downcast_ref::<FixedSizeListArray>())
         .ok_or(StoreError::Column("vector"))?;
-    let s = |name| strings(batch, name);
-    let (repo, path, oid, language, kind, name, content, text) = (
-        s("repo")?,
-        s("path")?,
-        s("oid")?,
-        s("language")?,
-        s("kind")?,
-        s("name")?,
-        s("content")?,
-        s("text")?,
+    let columns = HitColumns::of(batch)?;
+    let (repo, oid, text) = (
+        strings(batch, "repo")?,
+        strings(batch, "oid")?,
+        strings(batch, "text")?,
     );
-    let (start, end) = (u32s(batch, "start_line")?, u32s(batch, "end_line")?);
     (0..batch.num_rows())
         .map(|i| {
             let vector = vectors.value(i);
@@ -502,16 +516,17 @@ fn rows_of(batch: &RecordBatch) -> Result<Vec<BlockRow>> {
                 .as_any()
                 .downcast_ref::<Float32Array>()
                 .ok_or(StoreError::Column("vector"))?;
+            let hit = columns.hit(i);
             Ok(BlockRow {
                 repo: repo.value(i).to_owned(),
-                path: path.value(i).to_owned(),
+                path: hit.path,
                 oid: oid.value(i).to_owned(),
-                language: language.value(i).to_owned(),
-                kind: kind.value(i).to_owned(),
-                name: name.value(i).to_owned(),
-                start_line: start.value(i),
-                end_line: end.value(i),
-                content: content.value(i).to_owned(),
+                language: hit.language,
+                kind: hit.kind,
+                name: hit.name,
+                start_line: hit.start_line,
+                end_line: hit.end_line,
+                content: hit.content,
                 text: text.value(i).to_owned(),
                 vector: vector.values().to_vec(),
             })

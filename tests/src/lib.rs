@@ -105,6 +105,23 @@ impl Hgd {
             .expect("run hgd")
     }
 
+    /// Runs `hgd index` in `cwd` and fails the test if it fails.
+    pub fn index(&self, cwd: &Path) {
+        let out = self.hgd(cwd, &["index"]);
+        assert!(
+            out.status.success(),
+            "hgd index failed: {}\n{}",
+            String::from_utf8_lossy(&out.stderr),
+            self.log()
+        );
+    }
+
+    /// `hgd status --json`, parsed.
+    pub fn status(&self, cwd: &Path) -> serde_json::Value {
+        let out = self.hgd(cwd, &["status", "--json"]);
+        serde_json::from_slice(&out.stdout).expect("status --json prints JSON")
+    }
+
     /// Runs `hgd search --json -n N QUERY [PATH]` and returns the parsed results.
     pub fn search_json(&self, cwd: &Path, query: &str, n: usize) -> Vec<serde_json::Value> {
         let n = n.to_string();

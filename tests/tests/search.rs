@@ -150,12 +150,7 @@ fn skips_binary_huge_non_utf8_and_generated_files_without_failing() {
     repo.write("gen/api.py", "def zebra_generated_marker():\n    pass\n");
     repo.write(".gitattributes", "gen/** linguist-generated\n");
     repo.commit_all("mixed content");
-    let out = hgd.hgd(&repo.path(), &["index"]);
-    assert!(
-        out.status.success(),
-        "{}",
-        String::from_utf8_lossy(&out.stderr)
-    );
+    hgd.index(&repo.path());
     let results = hgd.search_json(&repo.path(), "zebra marker", 20);
     let found = files(&results);
     for skipped in ["data.bin", "huge.txt", "latin1.txt", "gen/api.py"] {
@@ -214,12 +209,7 @@ fn malformed_frames_get_errors_and_the_daemon_keeps_serving() {
 fn two_clients_search_at_once() {
     let hgd = Hgd::new();
     let repo = sample_repo();
-    let out = hgd.hgd(&repo.path(), &["index"]);
-    assert!(
-        out.status.success(),
-        "{}",
-        String::from_utf8_lossy(&out.stderr)
-    );
+    hgd.index(&repo.path());
     std::thread::scope(|s| {
         let a = s.spawn(|| hgd.search_json(&repo.path(), "day of the week", 2));
         let b = s.spawn(|| hgd.search_json(&repo.path(), "listen for web requests", 2));
@@ -244,8 +234,7 @@ fn the_client_starts_the_daemon_and_stop_removes_the_socket() {
     );
     assert!(hgd.home().join("logs").join("daemon.log").is_file());
 
-    let status = hgd.hgd(&repo.path(), &["status", "--json"]);
-    let status: serde_json::Value = serde_json::from_slice(&status.stdout).unwrap();
+    let status = hgd.status(&repo.path());
     assert_eq!(status["running"], true);
     assert_eq!(
         status["repos"][0]["root"],
@@ -297,14 +286,8 @@ fn identical_files_are_embedded_once_and_both_found() {
     repo.write("a/merge.py", body);
     repo.write("b/merge_copy.py", body);
     repo.commit_all("same content twice");
-    let out = hgd.hgd(&repo.path(), &["index"]);
-    assert!(
-        out.status.success(),
-        "{}",
-        String::from_utf8_lossy(&out.stderr)
-    );
-    let status = hgd.hgd(&repo.path(), &["status", "--json"]);
-    let status: serde_json::Value = serde_json::from_slice(&status.stdout).unwrap();
+    hgd.index(&repo.path());
+    let status = hgd.status(&repo.path());
     assert_eq!(status["blocks_embedded"], 1, "{status:#}");
     assert_eq!(status["repos"][0]["blocks"], 2, "{status:#}");
     let found = files(&hgd.search_json(&repo.path(), "combine two ordered sequences", 5));
@@ -318,14 +301,8 @@ fn identical_files_are_embedded_once_and_both_found() {
 fn changing_the_model_re_embeds_instead_of_mixing_vectors() {
     let hgd = Hgd::new();
     let repo = sample_repo();
-    let out = hgd.hgd(&repo.path(), &["index"]);
-    assert!(
-        out.status.success(),
-        "{}",
-        String::from_utf8_lossy(&out.stderr)
-    );
-    let first: serde_json::Value =
-        serde_json::from_slice(&hgd.hgd(&repo.path(), &["status", "--json"]).stdout).unwrap();
+    hgd.index(&repo.path());
+    let first = hgd.status(&repo.path());
     let embedded = first["blocks_embedded"].as_u64().unwrap();
     assert!(embedded > 0);
     assert!(hgd.hgd(&repo.path(), &["stop"]).status.success());
