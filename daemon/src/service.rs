@@ -188,34 +188,19 @@ impl Service {
                     return;
                 }
             };
-            let mut repos = self.lock_repos();
-            let Some(entry) = repos.get_mut(&root) else {
+            let Some((again, changed_store)) = self.finish_job(&root, ticket, result, started)
+            else {
                 continue;
             };
-            entry.running = None;
-            entry.completed = ticket;
-            match result {
-                Ok(report) => {
-                    tracing::info!(
-                        "indexed {root} at {}: {} files embedded ({} blocks), {} re-used, {} removed in {:.1?}",
-                        report.commit.as_deref().unwrap_or("(no commits)"),
-                        report.files_embedded,
-                        report.blocks_embedded,
-                        report.files_reused,
-                        report.files_removed,
-                        started.elapsed()
-                    );
-                    entry.record.indexed_commit = report.commit;
-                    entry.error = None;
-                }
-                Err(e) => {
-                    tracing::error!("indexing {root} failed: {e}");
-                    entry.error = Some(e.to_string());
+            if changed_store {
+                // Fold the new rows into the full-text index and merge the small fragments that
+                // many adds leave; otherwise every query flat-scans the unindexed rows.
+                let started = Instant::now();
+                match self.store.optimize().await {
+                    Ok(()) => tracing::info!("optimised the store in {:.1?}", started.elapsed()),
+                    Err(e) => tracing::warn!("optimising the store failed: {e}"),
                 }
             }
-            entry.changed.send_modify(|v| *v += 1);
-            let again = entry.requested > entry.completed;
-            drop(repos);
             if again {
                 let mut queue = self.queue.lock().unwrap_or_else(|p| p.into_inner());
                 if !queue.iter().any(|r| r == &root) {
@@ -223,6 +208,46 @@ impl Service {
                 }
             }
         }
+    }
+
+    /// Records a finished job and wakes its waiters. Returns whether another job is due and whether
+    /// the store changed, or `None` if the repository is no longer tracked.
+    fn finish_job(
+        &self,
+        root: &str,
+        ticket: u64,
+        result: Result<crate::indexer::JobReport, crate::indexer::IndexError>,
+        started: Instant,
+    ) -> Option<(bool, bool)> {
+        let mut repos = self.lock_repos();
+        let entry = repos.get_mut(root)?;
+        entry.running = None;
+        entry.completed = ticket;
+        let mut changed_store = false;
+        match result {
+            Ok(report) => {
+                changed_store = report.blocks_embedded > 0
+                    || report.files_reused > 0
+                    || report.files_removed > 0;
+                tracing::info!(
+                    "indexed {root} at {}: {} files embedded ({} blocks), {} re-used, {} removed in {:.1?}",
+                    report.commit.as_deref().unwrap_or("(no commits)"),
+                    report.files_embedded,
+                    report.blocks_embedded,
+                    report.files_reused,
+                    report.files_removed,
+                    started.elapsed()
+                );
+                entry.record.indexed_commit = report.commit;
+                entry.error = None;
+            }
+            Err(e) => {
+                tracing::error!("indexing {root} failed: {e}");
+                entry.error = Some(e.to_string());
+            }
+        }
+        entry.changed.send_modify(|v| *v += 1);
+        Some((entry.requested > entry.completed, changed_store))
     }
 
     /// Makes sure the repository containing `path` is tracked with a scope covering `path`, and that a
