@@ -2,6 +2,7 @@
 //! needed) and prints. It links neither LanceDB nor ONNX Runtime, so it starts in milliseconds.
 
 mod connect;
+mod hooks;
 mod printer;
 
 use std::io::{IsTerminal, Write};
@@ -61,12 +62,37 @@ enum Cmd {
         #[arg(long)]
         json: bool,
     },
+    /// Install or remove the git hooks that keep the index current after commits, merges,
+    /// checkouts and rewrites.
+    Hooks {
+        #[command(subcommand)]
+        action: HooksAction,
+    },
+    /// Tell a running daemon that HEAD of PATH's repository may have moved (what the hooks run).
+    /// Never starts the daemon and never fails: a daemon that is down catches up when it starts.
+    Notify { path: Option<PathBuf> },
     /// Run the daemon in the foreground.
     Daemon,
     /// Stop the daemon.
     Stop,
     /// Install the ONNX Runtime library and the default model (idempotent).
     Setup,
+}
+
+#[derive(Subcommand)]
+enum HooksAction {
+    /// Write post-commit, post-merge, post-checkout and post-rewrite hooks (existing hooks are kept
+    /// and run after hgd's).
+    Install {
+        /// The repository (default: the current directory).
+        #[arg(long)]
+        repo: Option<PathBuf>,
+    },
+    /// Remove hgd's hooks and restore the ones they replaced.
+    Uninstall {
+        #[arg(long)]
+        repo: Option<PathBuf>,
+    },
 }
 
 fn main() -> ExitCode {
@@ -93,6 +119,24 @@ fn run(cli: Cli) -> Result<ExitCode> {
         } => search(&home, &query, path, num, json, lines, color),
         Cmd::Index { path, no_wait } => index(&home, path, no_wait),
         Cmd::Status { json } => status(&home, json),
+        Cmd::Hooks { action } => {
+            let lines = match action {
+                HooksAction::Install { repo } => {
+                    let repo = target_dir(repo)?;
+                    let exe = std::env::current_exe().context("find the hgd executable")?;
+                    hooks::install(&repo, &exe)?
+                }
+                HooksAction::Uninstall { repo } => hooks::uninstall(&target_dir(repo)?)?,
+            };
+            for line in lines {
+                println!("{line}");
+            }
+            Ok(ExitCode::SUCCESS)
+        }
+        Cmd::Notify { path } => {
+            notify(&home, path);
+            Ok(ExitCode::SUCCESS)
+        }
         Cmd::Daemon => exec_daemon("daemon"),
         Cmd::Setup => exec_daemon("setup"),
         Cmd::Stop => stop(&home),
@@ -238,13 +282,14 @@ fn status(home: &Home, json: bool) -> Result<ExitCode> {
         return Ok(ExitCode::SUCCESS);
     }
     println!(
-        "hgd daemon {}: pid {}, up {}s, {} MiB resident, model {}, {} blocks embedded since start",
+        "hgd daemon {}: pid {}, up {}s, {} MiB resident, model {}, {} blocks embedded since start, index {} MiB",
         status.version,
         status.pid,
         status.uptime_secs,
         status.resident_bytes >> 20,
         status.model,
-        status.blocks_embedded
+        status.blocks_embedded,
+        status.store_bytes >> 20
     );
     for repo in &status.repos {
         let short = |c: &Option<String>| {
@@ -274,6 +319,21 @@ fn status(home: &Home, json: bool) -> Result<ExitCode> {
         }
     }
     Ok(ExitCode::SUCCESS)
+}
+
+/// Best effort by design: hooks call this after every commit and must never slow or fail git.
+fn notify(home: &Home, path: Option<PathBuf>) {
+    let Ok(dir) = target_dir(path) else {
+        return;
+    };
+    if let Some(mut conn) = Connection::try_connect(home) {
+        let _ = conn.request(
+            Request::Notify {
+                path: dir.to_string_lossy().into_owned(),
+            },
+            |_| {},
+        );
+    }
 }
 
 fn stop(home: &Home) -> Result<ExitCode> {

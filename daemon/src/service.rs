@@ -250,6 +250,23 @@ impl Service {
         Some((entry.requested > entry.completed, changed_store))
     }
 
+    /// A hook says HEAD of the repository containing `path` moved: queue a job if it is tracked.
+    /// Never adds scopes (a hook does not know which folders the user searches).
+    pub async fn notify(&self, path: &Path) -> Result<bool, ServiceError> {
+        let located = {
+            let path = path.to_path_buf();
+            tokio::task::spawn_blocking(move || git::locate(&path))
+                .await
+                .map_err(|e| ServiceError::Internal(e.to_string()))??
+        };
+        let root = located.root.to_string_lossy().into_owned();
+        if !self.lock_repos().contains_key(&root) {
+            return Ok(false);
+        }
+        self.request_job(&root);
+        Ok(true)
+    }
+
     /// Makes sure the repository containing `path` is tracked with a scope covering `path`, and that a
     /// job will bring it to HEAD. Returns where it is and the ticket to wait for (`None` when the
     /// index is already current).
@@ -394,6 +411,7 @@ impl Service {
                 progress,
                 error,
                 blocks,
+                vectors: blocks,
             });
         }
         out.sort_by(|a, b| a.root.cmp(&b.root));

@@ -72,6 +72,9 @@ pub struct RepoRecord {
 
 pub struct Store {
     blocks: Table,
+    /// Blocks of blobs no longer at any tracked path, kept so that switching back to a branch (or
+    /// undoing a delete) copies them instead of embedding again. Never searched.
+    retired: Table,
     repos: Table,
     dims: usize,
     /// Serialises writers; readers never wait for it.
@@ -135,14 +138,21 @@ impl Store {
     pub async fn open(dir: &std::path::Path, model_id: &str, dims: usize) -> Result<Store> {
         let db = lancedb::connect(&dir.to_string_lossy()).execute().await?;
         let names = db.table_names().execute().await?;
-        let blocks_name = table_name(model_id);
-        let blocks = if names.contains(&blocks_name) {
-            db.open_table(&blocks_name).execute().await?
-        } else {
-            db.create_empty_table(&blocks_name, blocks_schema(dims))
-                .execute()
-                .await?
+        let open_blocks = |name: String| {
+            let db = db.clone();
+            let exists = names.contains(&name);
+            async move {
+                if exists {
+                    db.open_table(&name).execute().await
+                } else {
+                    db.create_empty_table(&name, blocks_schema(dims))
+                        .execute()
+                        .await
+                }
+            }
         };
+        let blocks = open_blocks(table_name(model_id)).await?;
+        let retired = open_blocks(format!("retired_{}", table_name(model_id))).await?;
         let repos = if names.iter().any(|n| n == "repos") {
             db.open_table("repos").execute().await?
         } else {
@@ -152,6 +162,7 @@ impl Store {
         };
         Ok(Store {
             blocks,
+            retired,
             repos,
             dims,
             write_lock: Mutex::new(()),
@@ -238,36 +249,34 @@ impl Store {
         Ok(out)
     }
 
-    /// Blob oids that have blocks anywhere in the store (any repository, any path).
+    /// Blob oids that have blocks anywhere in the store (any repository, any path, or retired).
     pub async fn known_oids(&self) -> Result<HashSet<String>> {
-        let batches: Vec<RecordBatch> = self
-            .blocks
-            .query()
-            .select(Select::columns(&["oid"]))
-            .execute()
-            .await?
-            .try_collect()
-            .await?;
-        let mut out = HashSet::new();
-        for batch in &batches {
-            let oids = strings(batch, "oid")?;
-            for i in 0..batch.num_rows() {
-                out.insert(oids.value(i).to_owned());
-            }
-        }
+        let mut out = oids_in(&self.blocks, None).await?;
+        out.extend(oids_in(&self.retired, None).await?);
         Ok(out)
     }
 
     /// The stored blocks of one blob, to re-use under another path without embedding again.
     pub async fn blocks_of_blob(&self, oid: &str) -> Result<Vec<BlockRow>> {
-        let batches: Vec<RecordBatch> = self
+        let filter = format!("oid = {}", quote(oid));
+        let mut batches: Vec<RecordBatch> = self
             .blocks
             .query()
-            .only_if(format!("oid = {}", quote(oid)))
+            .only_if(&filter)
             .execute()
             .await?
             .try_collect()
             .await?;
+        if batches.iter().all(|b| b.num_rows() == 0) {
+            batches = self
+                .retired
+                .query()
+                .only_if(&filter)
+                .execute()
+                .await?
+                .try_collect()
+                .await?;
+        }
         let mut rows = Vec::new();
         let mut seen = HashSet::new();
         for batch in &batches {
@@ -313,14 +322,41 @@ impl Store {
             .any(|i| i.columns.iter().any(|c| c == "text")))
     }
 
-    /// Removes every block of `paths` in `repo`.
+    /// Removes every block of `paths` in `repo`, keeping a copy of blobs the store would otherwise
+    /// lose in the retired table.
     pub async fn delete_paths(&self, repo: &str, paths: &[String]) -> Result<()> {
         let _guard = self.write_lock.lock().await;
         for chunk in paths.chunks(500) {
             let list = chunk.iter().map(|p| quote(p)).collect::<Vec<_>>().join(",");
-            self.blocks
-                .delete(format!("repo = {} AND path IN ({list})", quote(repo)).as_str())
+            let filter = format!("repo = {} AND path IN ({list})", quote(repo));
+            let batches: Vec<RecordBatch> = self
+                .blocks
+                .query()
+                .only_if(&filter)
+                .execute()
+                .await?
+                .try_collect()
                 .await?;
+            let mut rows = Vec::new();
+            for batch in &batches {
+                rows.extend(rows_of(batch)?);
+            }
+            let oids: HashSet<&str> = rows.iter().map(|r| r.oid.as_str()).collect();
+            if !oids.is_empty() {
+                let list = oids.iter().map(|o| quote(o)).collect::<Vec<_>>().join(",");
+                let already = oids_in(&self.retired, Some(format!("oid IN ({list})"))).await?;
+                let mut seen = HashSet::new();
+                let keep: Vec<BlockRow> = rows
+                    .iter()
+                    .filter(|r| !already.contains(&r.oid))
+                    .filter(|r| seen.insert((r.oid.clone(), r.start_line, r.end_line)))
+                    .cloned()
+                    .collect();
+                if !keep.is_empty() {
+                    self.retired.add(self.batch(&keep)?).execute().await?;
+                }
+            }
+            self.blocks.delete(filter.as_str()).await?;
         }
         Ok(())
     }
@@ -330,11 +366,35 @@ impl Store {
         Ok(self.blocks.count_rows(filter).await? as u64)
     }
 
-    /// Folds new rows into the full-text index and compacts small fragments.
+    /// Folds new rows into the full-text index, compacts small fragments, prunes old versions and
+    /// bounds the retired table.
     pub async fn optimize(&self) -> Result<()> {
         let _guard = self.write_lock.lock().await;
         self.blocks.optimize(OptimizeAction::All).await?;
+        // Crude but bounded: past the cap, forget retired blobs wholesale (they only save embedding).
+        if self.retired.count_rows(None).await? > RETIRED_MAX_ROWS {
+            self.retired.delete("true").await?;
+        }
+        self.retired.optimize(OptimizeAction::All).await?;
         Ok(())
+    }
+
+    /// Bytes the database occupies on disk.
+    pub fn disk_bytes(dir: &std::path::Path) -> u64 {
+        fn walk(dir: &std::path::Path) -> u64 {
+            std::fs::read_dir(dir)
+                .map(|entries| {
+                    entries
+                        .flatten()
+                        .map(|e| match e.file_type() {
+                            Ok(t) if t.is_dir() => walk(&e.path()),
+                            _ => e.metadata().map_or(0, |m| m.len()),
+                        })
+                        .sum()
+                })
+                .unwrap_or(0)
+        }
+        walk(dir)
     }
 
     // ---- search -------------------------------------------------------------------------------
@@ -424,6 +484,25 @@ impl Store {
             ],
         )?)
     }
+}
+
+/// Retired blocks kept at most (about 300 MB with 384-dim vectors).
+const RETIRED_MAX_ROWS: usize = 200_000;
+
+async fn oids_in(table: &Table, filter: Option<String>) -> Result<HashSet<String>> {
+    let mut query = table.query().select(Select::columns(&["oid"]));
+    if let Some(filter) = filter {
+        query = query.only_if(filter);
+    }
+    let batches: Vec<RecordBatch> = query.execute().await?.try_collect().await?;
+    let mut out = HashSet::new();
+    for batch in &batches {
+        let oids = strings(batch, "oid")?;
+        for i in 0..batch.num_rows() {
+            out.insert(oids.value(i).to_owned());
+        }
+    }
+    Ok(out)
 }
 
 fn hit_columns() -> Select {

@@ -47,6 +47,9 @@ pub enum Request {
         query: String,
         limit: usize,
     },
+    /// A git hook saw HEAD move: bring the repository containing `path` up to date if it is tracked.
+    /// Answered at once; the job runs in the background and bursts coalesce.
+    Notify { path: String },
     /// Per-repository and daemon status.
     Status,
     /// Ask the daemon to exit cleanly.
@@ -66,6 +69,10 @@ pub enum Response {
         repo: String,
         commit: String,
         blocks: u64,
+    },
+    /// Reply to `Notify`: whether the repository is tracked (and so a job was queued).
+    Notified {
+        tracked: bool,
     },
     Search {
         /// The repository root the result paths are relative to.
@@ -146,7 +153,10 @@ pub struct Status {
     pub uptime_secs: u64,
     pub resident_bytes: u64,
     pub model: String,
+    /// Blocks embedded since the daemon started (a rename or a branch switch back adds nothing).
     pub blocks_embedded: u64,
+    /// Bytes the index occupies on disk (all repositories and models).
+    pub store_bytes: u64,
     pub repos: Vec<RepoStatus>,
 }
 
@@ -161,6 +171,8 @@ pub struct RepoStatus {
     pub progress: Option<Progress>,
     pub error: Option<String>,
     pub blocks: u64,
+    /// Vectors stored for this repository (one per block).
+    pub vectors: u64,
 }
 
 #[cfg(test)]

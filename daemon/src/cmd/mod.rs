@@ -26,6 +26,13 @@ pub async fn dispatch(service: &Arc<Service>, request: Request, replies: &mut Re
         Request::Search { path, query, limit } => {
             search::run(service, &path, &query, limit, replies).await
         }
+        Request::Notify { path } => {
+            let reply = match service.notify(std::path::Path::new(&path)).await {
+                Ok(tracked) => Response::Notified { tracked },
+                Err(e) => error_reply(&e),
+            };
+            replies.send(&reply).await
+        }
         Request::Status => status::run(service, replies).await,
         Request::Shutdown => {
             let sent = replies.send(&Response::ShuttingDown).await;

@@ -1,0 +1,367 @@
+//! Incremental indexing: after the first index, work follows what changed in git, renames and
+//! branch switches embed nothing new, hooks keep the index current, and a killed daemon resumes into
+//! the same index a fresh one builds.
+
+use std::process::Command;
+use std::time::{Duration, Instant};
+
+use hgd_tests::{files, GitRepo, Hgd};
+
+fn embedded(hgd: &Hgd, repo: &GitRepo) -> u64 {
+    hgd.status(&repo.path())["blocks_embedded"]
+        .as_u64()
+        .expect("blocks_embedded")
+}
+
+fn base_repo() -> GitRepo {
+    let repo = GitRepo::new();
+    repo.write(
+        "checksum.py",
+        "import hashlib\n\ndef file_digest(path):\n    return hashlib.sha256(open(path, 'rb').read()).hexdigest()\n",
+    );
+    repo.write(
+        "dates.py",
+        "import datetime\n\ndef weekday_name(day):\n    return day.strftime('%A')\n",
+    );
+    repo.commit_all("base");
+    repo
+}
+
+#[test]
+fn add_modify_delete_and_rename_are_reflected_and_a_rename_embeds_nothing() {
+    let hgd = Hgd::new();
+    let repo = base_repo();
+    hgd.index(&repo.path());
+
+    // Add.
+    repo.write(
+        "config.py",
+        "def read_ini_settings(path):\n    import configparser\n    c = configparser.ConfigParser()\n    c.read(path)\n    return c\n",
+    );
+    repo.commit_all("add config");
+    let found = files(&hgd.search_json(&repo.path(), "load settings from an ini file", 3));
+    assert_eq!(found[0], "config.py", "{found:?}");
+
+    // Modify a function: the new body is found, the old one is gone.
+    repo.write(
+        "dates.py",
+        "import datetime\n\ndef days_until_new_year(day):\n    return (datetime.date(day.year + 1, 1, 1) - day).days\n",
+    );
+    repo.commit_all("modify dates");
+    let results = hgd.search_json(&repo.path(), "how many days remain before january first", 5);
+    let dates = results
+        .iter()
+        .find(|r| r["file"] == "dates.py")
+        .expect("dates.py found");
+    assert!(dates["content"]
+        .as_str()
+        .unwrap()
+        .contains("days_until_new_year"));
+    assert!(results
+        .iter()
+        .all(|r| !r["content"].as_str().unwrap().contains("weekday_name")));
+
+    // Delete.
+    repo.git(&["rm", "-q", "checksum.py"]);
+    repo.commit_all("delete checksum");
+    let found = files(&hgd.search_json(&repo.path(), "sha256 digest of a file", 10));
+    assert!(!found.contains(&"checksum.py".to_owned()), "{found:?}");
+
+    // Rename: the blocks are copied, nothing is embedded.
+    let before = embedded(&hgd, &repo);
+    std::fs::create_dir_all(repo.path().join("settings")).unwrap();
+    repo.git(&["mv", "config.py", "settings/ini.py"]);
+    repo.commit_all("rename");
+    let found = files(&hgd.search_json(&repo.path(), "load settings from an ini file", 3));
+    assert_eq!(found[0], "settings/ini.py", "{found:?}");
+    assert!(!found.contains(&"config.py".to_owned()));
+    assert_eq!(embedded(&hgd, &repo), before, "a rename embedded blocks");
+}
+
+#[test]
+fn switching_branches_and_back_embeds_nothing_the_second_time() {
+    let hgd = Hgd::new();
+    let repo = base_repo();
+    hgd.index(&repo.path());
+    repo.git(&["checkout", "-q", "-b", "feature"]);
+    repo.write(
+        "dates.py",
+        "def parse_iso_timestamp(text):\n    from datetime import datetime\n    return datetime.fromisoformat(text)\n",
+    );
+    repo.write(
+        "extra.py",
+        "def ring_buffer_push(buf, item, cap):\n    buf.append(item)\n    del buf[:-cap]\n",
+    );
+    repo.commit_all("feature work");
+
+    let found = files(&hgd.search_json(&repo.path(), "fixed size circular queue append", 3));
+    assert_eq!(found[0], "extra.py");
+    repo.git(&["checkout", "-q", "main"]);
+    let found = files(&hgd.search_json(&repo.path(), "fixed size circular queue append", 10));
+    assert!(!found.contains(&"extra.py".to_owned()), "{found:?}");
+    let after_first_switch = embedded(&hgd, &repo);
+
+    repo.git(&["checkout", "-q", "feature"]);
+    let found = files(&hgd.search_json(&repo.path(), "fixed size circular queue append", 3));
+    assert_eq!(found[0], "extra.py");
+    repo.git(&["checkout", "-q", "main"]);
+    let results = hgd.search_json(&repo.path(), "name of the day of the week", 3);
+    assert!(results[0]["content"]
+        .as_str()
+        .unwrap()
+        .contains("weekday_name"));
+    assert_eq!(
+        embedded(&hgd, &repo),
+        after_first_switch,
+        "switching to a branch seen before embedded blocks"
+    );
+}
+
+#[test]
+fn amend_rebase_and_merge_are_reflected() {
+    let hgd = Hgd::new();
+    let repo = base_repo();
+    hgd.index(&repo.path());
+
+    // Amend replaces the commit's content.
+    repo.write("net.py", "def open_tcp_socket(host, port):\n    import socket\n    return socket.create_connection((host, port))\n");
+    repo.commit_all("net");
+    repo.write(
+        "net.py",
+        "def resolve_hostname(name):\n    import socket\n    return socket.gethostbyname(name)\n",
+    );
+    repo.git(&["add", "-A"]);
+    repo.git(&["commit", "-q", "--amend", "-m", "net, amended"]);
+    let results = hgd.search_json(&repo.path(), "resolve a hostname over the network", 10);
+    let net = results
+        .iter()
+        .find(|r| r["file"] == "net.py")
+        .expect("net.py found");
+    assert!(net["content"].as_str().unwrap().contains("gethostbyname"));
+    assert!(
+        results
+            .iter()
+            .all(|r| !r["content"].as_str().unwrap().contains("create_connection")),
+        "the commit replaced by --amend is still indexed"
+    );
+
+    // Rebase a branch onto new work on main.
+    repo.git(&["checkout", "-q", "-b", "topic"]);
+    repo.write(
+        "topic.py",
+        "def levenshtein_distance(a, b):\n    return 0 if a == b else max(len(a), len(b))\n",
+    );
+    repo.commit_all("topic");
+    repo.git(&["checkout", "-q", "main"]);
+    repo.write(
+        "main_only.py",
+        "def gzip_compress_bytes(data):\n    import gzip\n    return gzip.compress(data)\n",
+    );
+    repo.commit_all("main work");
+    repo.git(&["checkout", "-q", "topic"]);
+    repo.git(&["rebase", "-q", "main"]);
+    let found = files(&hgd.search_json(&repo.path(), "compress bytes with gzip", 3));
+    assert_eq!(found[0], "main_only.py", "{found:?}");
+    let found = files(&hgd.search_json(&repo.path(), "edit distance between two strings", 3));
+    assert_eq!(found[0], "topic.py", "{found:?}");
+
+    // Merge the topic into main.
+    repo.git(&["checkout", "-q", "main"]);
+    let found = files(&hgd.search_json(&repo.path(), "edit distance between two strings", 10));
+    assert!(!found.contains(&"topic.py".to_owned()));
+    repo.git(&["merge", "-q", "--no-edit", "topic"]);
+    let found = files(&hgd.search_json(&repo.path(), "edit distance between two strings", 3));
+    assert_eq!(found[0], "topic.py", "{found:?}");
+}
+
+fn wait_until_indexed_at_head(hgd: &Hgd, repo: &GitRepo) {
+    let head = repo.git(&["rev-parse", "HEAD"]).trim().to_owned();
+    let deadline = Instant::now() + Duration::from_secs(60);
+    loop {
+        let status = hgd.status(&repo.path());
+        let repo_status = &status["repos"][0];
+        if repo_status["indexed_commit"] == head.as_str() && repo_status["state"] == "idle" {
+            return;
+        }
+        assert!(
+            Instant::now() < deadline,
+            "never indexed {head}: {status:#}"
+        );
+        std::thread::sleep(Duration::from_millis(100));
+    }
+}
+
+#[test]
+fn hooks_keep_the_index_current_chain_existing_hooks_and_uninstall_cleanly() {
+    let hgd = Hgd::new();
+    let repo = base_repo();
+    let hooks_dir = repo.path().join(".git").join("hooks");
+    std::fs::create_dir_all(&hooks_dir).unwrap();
+    let original = "#!/bin/sh\necho ran >> \"$(git rev-parse --git-dir)/original-hook-ran\"\n";
+    let hook = hooks_dir.join("post-commit");
+    std::fs::write(&hook, original).unwrap();
+    std::fs::set_permissions(&hook, std::os::unix::fs::PermissionsExt::from_mode(0o755)).unwrap();
+
+    let out = hgd.hgd(&repo.path(), &["hooks", "install"]);
+    assert!(
+        out.status.success(),
+        "{}",
+        String::from_utf8_lossy(&out.stderr)
+    );
+    for name in ["post-commit", "post-merge", "post-checkout", "post-rewrite"] {
+        assert!(hooks_dir.join(name).is_file(), "{name} missing");
+    }
+    hgd.index(&repo.path());
+
+    // A commit alone (no search, no `hgd index`) brings the index to the new HEAD.
+    repo.write(
+        "queue.py",
+        "def bounded_work_queue(limit):\n    import queue\n    return queue.Queue(maxsize=limit)\n",
+    );
+    repo.git(&["add", "-A"]);
+    // git runs with this test's HGD_HOME, so the hook talks to this test's daemon.
+    let out = Command::new("git")
+        .current_dir(repo.path())
+        .args(["commit", "-q", "-m", "queue"])
+        .env("HGD_HOME", hgd.home())
+        .output()
+        .unwrap();
+    assert!(
+        out.status.success(),
+        "{}",
+        String::from_utf8_lossy(&out.stderr)
+    );
+    assert!(
+        repo.path().join(".git").join("original-hook-ran").is_file(),
+        "the chained hook did not run"
+    );
+    wait_until_indexed_at_head(&hgd, &repo);
+
+    let out = hgd.hgd(&repo.path(), &["hooks", "uninstall"]);
+    assert!(out.status.success());
+    assert_eq!(std::fs::read_to_string(&hook).unwrap(), original);
+    assert!(!hooks_dir.join("post-merge").exists());
+}
+
+#[test]
+fn git_commit_succeeds_with_hooks_installed_and_no_daemon() {
+    let hgd = Hgd::new();
+    let repo = base_repo();
+    repo.git(&["config", "core.hooksPath", ".githooks"]);
+    let out = hgd.hgd(&repo.path(), &["hooks", "install"]);
+    assert!(
+        out.status.success(),
+        "{}",
+        String::from_utf8_lossy(&out.stderr)
+    );
+    assert!(
+        repo.path().join(".githooks").join("post-commit").is_file(),
+        "core.hooksPath ignored"
+    );
+
+    repo.write("new.py", "def f():\n    return 2\n");
+    let started = Instant::now();
+    let out = Command::new("git")
+        .current_dir(repo.path())
+        .args(["add", "-A"])
+        .output()
+        .unwrap();
+    assert!(out.status.success());
+    let out = Command::new("git")
+        .current_dir(repo.path())
+        .args(["commit", "-q", "-m", "no daemon"])
+        .env("HGD_HOME", hgd.home())
+        .output()
+        .unwrap();
+    assert!(
+        out.status.success(),
+        "{}",
+        String::from_utf8_lossy(&out.stderr)
+    );
+    assert!(started.elapsed() < Duration::from_secs(5));
+    // The hook does not start a daemon.
+    std::thread::sleep(Duration::from_millis(300));
+    assert!(!hgd.socket().exists());
+}
+
+#[test]
+fn hooks_of_an_uninstalled_hgd_do_not_break_git() {
+    let hgd = Hgd::new();
+    let repo = base_repo();
+    // Install from a copy of hgd, then remove the copy: the hook's hgd is gone and none is on PATH.
+    let copy = hgd.dir.path().join("hgd-copy");
+    std::fs::copy(hgd_tests::bin("hgd"), &copy).unwrap();
+    let out = Command::new(&copy)
+        .args(["hooks", "install"])
+        .current_dir(repo.path())
+        .env("HGD_HOME", hgd.home())
+        .output()
+        .unwrap();
+    assert!(
+        out.status.success(),
+        "{}",
+        String::from_utf8_lossy(&out.stderr)
+    );
+    std::fs::remove_file(&copy).unwrap();
+    let out = Command::new("git")
+        .current_dir(repo.path())
+        .args(["commit", "-q", "--allow-empty", "-m", "hgd is gone"])
+        .env("PATH", "/usr/bin:/bin")
+        .output()
+        .unwrap();
+    assert!(
+        out.status.success(),
+        "{}",
+        String::from_utf8_lossy(&out.stderr)
+    );
+}
+
+/// Kill -9 the daemon at several points of a large job; after a restart the index must equal a fresh
+/// full index of the same commit: the same blocks, no duplicates, the same answers.
+#[test]
+fn sigkill_during_indexing_then_restart_gives_the_same_index_as_a_fresh_one() {
+    let repo = GitRepo::new();
+    let topics = [
+        "parse", "render", "encode", "decode", "hash", "sort", "merge", "split", "fetch", "store",
+    ];
+    for (i, topic) in topics.iter().cycle().take(120).enumerate() {
+        repo.write(
+            &format!("pkg{}/mod_{i}.py", i % 6),
+            format!(
+                "def {topic}_item_{i}(value):\n    \"\"\"{topic} step number {i} of the pipeline.\"\"\"\n    result = value * {i} + {}\n    return result\n",
+                i * 7
+            ),
+        );
+    }
+    repo.commit_all("many files");
+    let queries = ["hash step 17", "merge the items", "render value 42"];
+
+    let fresh = Hgd::new();
+    fresh.index(&repo.path());
+    let fresh_blocks = fresh.status(&repo.path())["repos"][0]["blocks"].clone();
+    let expected: Vec<Vec<String>> = queries
+        .iter()
+        .map(|q| files(&fresh.search_json(&repo.path(), q, 10)))
+        .collect();
+
+    let crashed = Hgd::new();
+    for delay_ms in [300u64, 1200, 2500] {
+        let mut daemon = crashed.start_daemon();
+        let out = crashed.hgd(&repo.path(), &["index", "--no-wait"]);
+        assert!(out.status.success());
+        std::thread::sleep(Duration::from_millis(delay_ms));
+        daemon.kill().unwrap(); // SIGKILL
+        daemon.wait().unwrap();
+    }
+    // Restart (the client starts the daemon) and let it finish.
+    crashed.index(&repo.path());
+    let status = crashed.status(&repo.path());
+    assert_eq!(status["repos"][0]["blocks"], fresh_blocks, "{status:#}");
+    for (q, want) in queries.iter().zip(&expected) {
+        assert_eq!(
+            &files(&crashed.search_json(&repo.path(), q, 10)),
+            want,
+            "query {q}"
+        );
+    }
+}
