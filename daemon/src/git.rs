@@ -53,6 +53,9 @@ pub struct TrackedFile {
     pub oid: String,
 }
 
+/// `path -> blob` a path should hold now; `None`: it holds nothing indexable any more.
+pub type PathChanges = Vec<(String, Option<String>)>;
+
 /// What HEAD holds under the tracked scopes.
 #[derive(Debug)]
 pub struct HeadSnapshot {
@@ -82,6 +85,15 @@ pub fn in_subtree(path: &str, subtree: &str) -> bool {
     subtree.is_empty()
         || path == subtree
         || (path.starts_with(subtree) && path.as_bytes().get(subtree.len()) == Some(&b'/'))
+}
+
+/// Whether a `linguist-generated`/`linguist-vendored` attribute is set (or `true`).
+fn marked(outcome: &gix::attrs::search::Outcome) -> bool {
+    outcome.iter_selected().any(|m| match m.assignment.state {
+        gix::attrs::StateRef::Set => true,
+        gix::attrs::StateRef::Value(v) => v.as_bstr() == "true",
+        _ => false,
+    })
 }
 
 impl Repo {
@@ -147,16 +159,8 @@ impl Repo {
                 .at_entry(path_bytes, Some(entry.mode))
                 .map_err(&err)?;
             outcome.reset();
-            if platform.matching_attributes(&mut outcome) {
-                let marked = outcome.iter_selected().any(|m| {
-                    matches!(
-                        m.assignment.state,
-                        gix::attrs::StateRef::Set
-                    ) || matches!(m.assignment.state, gix::attrs::StateRef::Value(v) if v.as_bstr() == "true")
-                });
-                if marked {
-                    continue;
-                }
+            if platform.matching_attributes(&mut outcome) && marked(&outcome) {
+                continue;
             }
             files.push(TrackedFile {
                 path: path.to_owned(),
@@ -167,6 +171,123 @@ impl Repo {
             commit: Some(commit),
             files,
         })
+    }
+
+    /// What changed under `scopes` between `old_commit`'s tree and HEAD's, as `path -> new blob`
+    /// (`None`: the path no longer holds an indexable file). Rename tracking is on; a rename shows
+    /// as its source removed and its destination added. `Ok(None)` when `old_commit` is not in the
+    /// object database any more (history rewritten and collected): the caller compares against
+    /// what it stored instead.
+    pub fn changes_since(
+        &self,
+        old_commit: &str,
+        scopes: &[String],
+    ) -> Result<Option<(String, PathChanges)>, GitError> {
+        let err = gix_err(&self.root);
+        let Some(head) = self.head_commit()? else {
+            return Ok(None);
+        };
+        let Ok(old_id) = gix::ObjectId::from_hex(old_commit.as_bytes()) else {
+            return Ok(None);
+        };
+        let old_tree = match self.inner.find_commit(old_id).and_then(|c| c.tree()) {
+            Ok(tree) => tree,
+            Err(_) => return Ok(None),
+        };
+        let new_tree = self
+            .inner
+            .head_commit()
+            .and_then(|c| c.tree())
+            .map_err(&err)?;
+        let mut options = gix::diff::Options::default();
+        options
+            .track_path()
+            .track_rewrites(Some(gix::diff::Rewrites::default()));
+        let changes = self
+            .inner
+            .diff_tree_to_tree(&old_tree, &new_tree, options)
+            .map_err(&err)?;
+
+        // Attributes come from the work tree's index (`linguist-generated` and friends).
+        let index = self
+            .inner
+            .index_or_load_from_head_or_empty()
+            .map_err(&err)?;
+        let mut attributes = self
+            .inner
+            .attributes_only(
+                &index,
+                gix::worktree::stack::state::attributes::Source::IdMapping,
+            )
+            .map_err(&err)?;
+        let mut outcome =
+            attributes.selected_attribute_matches(["linguist-generated", "linguist-vendored"]);
+        let mut indexable =
+            |path: &str, mode: gix::object::tree::EntryMode| -> Result<bool, GitError> {
+                if !mode.is_blob() || !in_scopes(path, scopes) {
+                    return Ok(false);
+                }
+                let platform = attributes.at_entry(path, None).map_err(&err)?;
+                outcome.reset();
+                Ok(!(platform.matching_attributes(&mut outcome) && marked(&outcome)))
+            };
+        let mut out = Vec::new();
+        use gix::object::tree::diff::ChangeDetached as Change;
+        for change in changes {
+            match change {
+                Change::Addition {
+                    location,
+                    entry_mode,
+                    id,
+                    ..
+                }
+                | Change::Modification {
+                    location,
+                    entry_mode,
+                    id,
+                    ..
+                } => {
+                    let Ok(path) = location.to_str() else {
+                        continue;
+                    };
+                    let keep = indexable(path, entry_mode)?;
+                    if in_scopes(path, scopes) {
+                        out.push((path.to_owned(), keep.then(|| id.to_string())));
+                    }
+                }
+                Change::Deletion { location, .. } => {
+                    if let Ok(path) = location.to_str() {
+                        if in_scopes(path, scopes) {
+                            out.push((path.to_owned(), None));
+                        }
+                    }
+                }
+                Change::Rewrite {
+                    source_location,
+                    location,
+                    entry_mode,
+                    id,
+                    copy,
+                    ..
+                } => {
+                    if !copy {
+                        if let Ok(source) = source_location.to_str() {
+                            if in_scopes(source, scopes) {
+                                out.push((source.to_owned(), None));
+                            }
+                        }
+                    }
+                    let Ok(path) = location.to_str() else {
+                        continue;
+                    };
+                    let keep = indexable(path, entry_mode)?;
+                    if in_scopes(path, scopes) {
+                        out.push((path.to_owned(), keep.then(|| id.to_string())));
+                    }
+                }
+            }
+        }
+        Ok(Some((head, out)))
     }
 
     /// The blob's text, or `None` when it should not be indexed: too large, binary (NUL in the first

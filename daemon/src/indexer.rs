@@ -14,7 +14,7 @@ use tokio::sync::mpsc;
 
 use crate::chunk::{self, Block, Language, Limits};
 use crate::embed::{EmbedError, Embedder};
-use crate::git::{GitError, Repo};
+use crate::git::{GitError, PathChanges, Repo, TrackedFile};
 use crate::store::{BlockRow, RepoRecord, Store, StoreError};
 
 #[derive(Debug, thiserror::Error)]
@@ -80,42 +80,52 @@ struct Parsed {
     blocks: Vec<Block>,
 }
 
+/// What a job has to do: the commit it brings the index to, what each affected path should hold,
+/// and what the store holds for those paths.
+struct Plan {
+    commit: Option<String>,
+    target: PathChanges,
+    stored: HashMap<String, String>,
+}
+
 impl Indexer {
+    /// Brings `record`'s repository to HEAD. With `full`, compares everything stored against
+    /// HEAD's files (first index, new scopes); otherwise diffs the indexed commit's tree against
+    /// HEAD's, so the work follows the change, falling back to the full comparison when the indexed
+    /// commit is gone.
     pub async fn run(
         &self,
         record: &RepoRecord,
+        full: bool,
         progress: Arc<JobProgress>,
         cancel: Arc<AtomicBool>,
     ) -> Result<JobReport, IndexError> {
         let root = record.root.clone();
-        let scopes = record.scopes.clone();
-        let snapshot = tokio::task::spawn_blocking({
-            let root = root.clone();
-            move || Repo::open(&PathBuf::from(&root))?.head_snapshot(&scopes)
-        })
-        .await
-        .map_err(|e| IndexError::Internal(e.to_string()))??;
+        let Plan {
+            commit,
+            target,
+            stored,
+        } = self.plan(record, full).await?;
 
-        let stored = self.store.stored_files(&root).await?;
-        let head: HashMap<&str, &str> = snapshot
-            .files
+        // Paths whose stored blob is not the one they should hold.
+        let stale: Vec<String> = target
             .iter()
-            .map(|f| (f.path.as_str(), f.oid.as_str()))
-            .collect();
-        let stale: Vec<String> = stored
-            .iter()
-            .filter(|(path, oid)| head.get(path.as_str()) != Some(&oid.as_str()))
+            .filter(|(path, oid)| stored.get(path).is_some_and(|s| Some(s) != oid.as_ref()))
             .map(|(path, _)| path.clone())
             .collect();
         self.store.delete_paths(&root, &stale).await?;
 
-        let wanted: Vec<_> = snapshot
-            .files
-            .iter()
+        let wanted: Vec<TrackedFile> = target
+            .into_iter()
+            .filter_map(|(path, oid)| oid.map(|oid| TrackedFile { path, oid }))
             .filter(|f| stored.get(&f.path) != Some(&f.oid))
-            .cloned()
             .collect();
-        let known = self.store.known_oids().await?;
+        let snapshot = crate::git::HeadSnapshot {
+            commit,
+            files: Vec::new(),
+        };
+        let oids: Vec<&str> = wanted.iter().map(|f| f.oid.as_str()).collect();
+        let known = self.store.known_among(&oids).await?;
         let (mut reuse, candidates): (Vec<_>, Vec<_>) =
             wanted.into_iter().partition(|f| known.contains(&f.oid));
         // Identical new files in this job: embed the first, copy the others once it is stored.
@@ -159,6 +169,68 @@ impl Indexer {
         done.indexed_commit = snapshot.commit;
         self.store.put_repo(&done).await?;
         Ok(report)
+    }
+
+    /// What HEAD should hold (`path -> blob`, `None` for paths to drop) and what is stored for
+    /// those paths.
+    async fn plan(
+        &self,
+        record: &RepoRecord,
+        full: bool,
+    ) -> Result<
+        (
+            Option<String>,
+            Vec<(String, Option<String>)>,
+            HashMap<String, String>,
+        ),
+        IndexError,
+    > {
+        let root = record.root.clone();
+        let scopes = record.scopes.clone();
+        let since = record.indexed_commit.clone().filter(|_| !full);
+        let (commit, delta, snapshot) = tokio::task::spawn_blocking(move || {
+            let repo = Repo::open(&PathBuf::from(&root))?;
+            if let Some(old) = since {
+                if let Some((head, changes)) = repo.changes_since(&old, &scopes)? {
+                    return Ok::<_, IndexError>((Some(head), Some(changes), None));
+                }
+            }
+            let snapshot = repo.head_snapshot(&scopes)?;
+            Ok((snapshot.commit.clone(), None, Some(snapshot)))
+        })
+        .await
+        .map_err(|e| IndexError::Internal(e.to_string()))??;
+
+        match (delta, snapshot) {
+            (Some(changes), _) => {
+                let paths: Vec<String> = changes.iter().map(|(p, _)| p.clone()).collect();
+                let stored = self.store.stored_files_at(&record.root, &paths).await?;
+                Ok(Plan {
+                    commit,
+                    target: changes,
+                    stored,
+                })
+            }
+            (None, snapshot) => {
+                let files = snapshot.map(|s| s.files).unwrap_or_default();
+                let stored = self.store.stored_files(&record.root).await?;
+                let in_head: std::collections::HashSet<&str> =
+                    files.iter().map(|f| f.path.as_str()).collect();
+                let gone: Vec<(String, Option<String>)> = stored
+                    .keys()
+                    .filter(|p| !in_head.contains(p.as_str()))
+                    .map(|p| (p.clone(), None))
+                    .collect();
+                let mut target: PathChanges =
+                    files.into_iter().map(|f| (f.path, Some(f.oid))).collect();
+                target.extend(gone);
+                Ok(Plan {
+                    commit,
+                    target,
+                    stored,
+                })
+            }
+        }
     }
 
     /// Parses, embeds and writes blobs that have no blocks yet. Returns the blocks embedded.

@@ -44,6 +44,9 @@ struct RepoEntry {
     running: Option<Arc<JobProgress>>,
     /// The last job's failure, cleared by the next success.
     error: Option<String>,
+    /// The next job compares everything stored against HEAD instead of diffing commits (a scope
+    /// was added, or the last job failed).
+    full_scan: bool,
     /// Bumped after every job, so waiters wake.
     changed: watch::Sender<u64>,
 }
@@ -56,6 +59,7 @@ impl RepoEntry {
             completed: 0,
             running: None,
             error: None,
+            full_scan: false,
             changed: watch::channel(0).0,
         }
     }
@@ -170,18 +174,19 @@ impl Service {
                     _ = self.shutdown.cancelled() => return,
                 }
             };
-            let (record, ticket, progress) = {
+            let (record, full, ticket, progress) = {
                 let mut repos = self.lock_repos();
                 let Some(entry) = repos.get_mut(&root) else {
                     continue;
                 };
                 let progress = Arc::new(JobProgress::default());
                 entry.running = Some(progress.clone());
-                (entry.record.clone(), entry.requested, progress)
+                let full = std::mem::take(&mut entry.full_scan);
+                (entry.record.clone(), full, entry.requested, progress)
             };
             let started = Instant::now();
             let result = tokio::select! {
-                r = self.indexer.run(&record, progress, self.job_cancel.clone()) => r,
+                r = self.indexer.run(&record, full, progress, self.job_cancel.clone()) => r,
                 _ = self.shutdown.cancelled() => {
                     // The indexed-commit pointer was not advanced; the next start resumes the job.
                     self.job_cancel.store(true, Ordering::Relaxed);
@@ -244,6 +249,7 @@ impl Service {
             Err(e) => {
                 tracing::error!("indexing {root} failed: {e}");
                 entry.error = Some(e.to_string());
+                entry.full_scan = true;
             }
         }
         entry.changed.send_modify(|v| *v += 1);
@@ -303,6 +309,7 @@ impl Service {
                 scopes.retain(|s| !git::in_subtree(s, &located.subtree));
                 scopes.push(located.subtree.clone());
                 scopes.sort();
+                entry.full_scan = true;
             }
             let idle = entry.running.is_none() && entry.requested == entry.completed;
             let current = idle && entry.error.is_none() && entry.record.indexed_commit == head;

@@ -229,10 +229,32 @@ impl Store {
 
     /// `path -> blob oid` of everything stored for `repo`.
     pub async fn stored_files(&self, repo: &str) -> Result<HashMap<String, String>> {
+        self.stored_files_where(format!("repo = {}", quote(repo)))
+            .await
+    }
+
+    /// `path -> blob oid` stored for `paths` of `repo`.
+    pub async fn stored_files_at(
+        &self,
+        repo: &str,
+        paths: &[String],
+    ) -> Result<HashMap<String, String>> {
+        let mut out = HashMap::new();
+        for chunk in paths.chunks(500) {
+            let list = chunk.iter().map(|p| quote(p)).collect::<Vec<_>>().join(",");
+            out.extend(
+                self.stored_files_where(format!("repo = {} AND path IN ({list})", quote(repo)))
+                    .await?,
+            );
+        }
+        Ok(out)
+    }
+
+    async fn stored_files_where(&self, filter: String) -> Result<HashMap<String, String>> {
         let batches: Vec<RecordBatch> = self
             .blocks
             .query()
-            .only_if(format!("repo = {}", quote(repo)))
+            .only_if(filter)
             .select(Select::columns(&["path", "oid"]))
             .execute()
             .await?
@@ -249,10 +271,16 @@ impl Store {
         Ok(out)
     }
 
-    /// Blob oids that have blocks anywhere in the store (any repository, any path, or retired).
-    pub async fn known_oids(&self) -> Result<HashSet<String>> {
-        let mut out = oids_in(&self.blocks, None).await?;
-        out.extend(oids_in(&self.retired, None).await?);
+    /// Those of `oids` that have blocks anywhere in the store (any repository, any path, or
+    /// retired).
+    pub async fn known_among(&self, oids: &[&str]) -> Result<HashSet<String>> {
+        let mut out = HashSet::new();
+        for chunk in oids.chunks(500) {
+            let list = chunk.iter().map(|o| quote(o)).collect::<Vec<_>>().join(",");
+            let filter = format!("oid IN ({list})");
+            out.extend(oids_in(&self.blocks, Some(filter.clone())).await?);
+            out.extend(oids_in(&self.retired, Some(filter)).await?);
+        }
         Ok(out)
     }
 

@@ -365,3 +365,29 @@ fn sigkill_during_indexing_then_restart_gives_the_same_index_as_a_fresh_one() {
         );
     }
 }
+
+/// History rewritten and the old commit garbage-collected: the job cannot diff against it and
+/// compares with what it stored instead.
+#[test]
+fn a_collected_indexed_commit_falls_back_to_comparing_stored_blobs() {
+    let hgd = Hgd::new();
+    let repo = base_repo();
+    hgd.index(&repo.path());
+    repo.write(
+        "dates.py",
+        "def leap_year(y):\n    return y % 4 == 0 and (y % 100 != 0 or y % 400 == 0)\n",
+    );
+    repo.git(&["add", "-A"]);
+    repo.git(&["commit", "-q", "--amend", "-m", "rewritten base"]);
+    repo.git(&["reflog", "expire", "--expire=now", "--all"]);
+    repo.git(&["gc", "-q", "--prune=now"]);
+    let results = hgd.search_json(&repo.path(), "is this year a leap year", 5);
+    assert_eq!(results[0]["file"], "dates.py");
+    assert!(results[0]["content"]
+        .as_str()
+        .unwrap()
+        .contains("leap_year"));
+    assert!(results
+        .iter()
+        .all(|r| !r["content"].as_str().unwrap().contains("weekday_name")));
+}
