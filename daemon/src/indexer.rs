@@ -173,18 +173,7 @@ impl Indexer {
 
     /// What HEAD should hold (`path -> blob`, `None` for paths to drop) and what is stored for
     /// those paths.
-    async fn plan(
-        &self,
-        record: &RepoRecord,
-        full: bool,
-    ) -> Result<
-        (
-            Option<String>,
-            Vec<(String, Option<String>)>,
-            HashMap<String, String>,
-        ),
-        IndexError,
-    > {
+    async fn plan(&self, record: &RepoRecord, full: bool) -> Result<Plan, IndexError> {
         let root = record.root.clone();
         let scopes = record.scopes.clone();
         let since = record.indexed_commit.clone().filter(|_| !full);
