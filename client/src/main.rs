@@ -346,9 +346,10 @@ fn stop(home: &Home) -> Result<ExitCode> {
         Response::Error { code, message } => return Err(daemon_error(code, message)),
         other => bail!("unexpected reply: {other:?}"),
     }
-    // Return once the socket is gone, so `hgd stop && hgd daemon` works.
+    // Return once the daemon has exited (its lock is free), so `hgd stop && hgd daemon` works.
     for _ in 0..400 {
-        if !home.socket().exists() {
+        let lock = std::fs::File::open(home.lock_file());
+        if !home.socket().exists() && lock.is_ok_and(|f| f.try_lock().is_ok()) {
             return Ok(ExitCode::SUCCESS);
         }
         std::thread::sleep(Duration::from_millis(25));

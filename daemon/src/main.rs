@@ -170,7 +170,7 @@ fn run_daemon(home: Home) -> Result<()> {
         .enable_all()
         .build()
         .context("start the async runtime")?;
-    runtime.block_on(async move {
+    let result = runtime.block_on(async move {
         tracing::info!(
             "hgd daemon {} (pid {}) on {}",
             env!("CARGO_PKG_VERSION"),
@@ -193,9 +193,11 @@ fn run_daemon(home: Home) -> Result<()> {
         tokio::spawn(shutdown_on_signal(shutdown));
         server::serve(&home, listener, service).await;
         anyhow::Ok(())
-    })?;
-    // Jobs still running on blocking threads see the cancel flag and stop; do not wait for them.
-    Ok(())
+    });
+    // A job still on a blocking thread saw the cancel flag; its pointer was not advanced, so it is
+    // safe not to wait long for it.
+    runtime.shutdown_timeout(std::time::Duration::from_secs(2));
+    result
 }
 
 /// SIGTERM or SIGINT: stop accepting, finish what is open, remove the socket.
