@@ -40,6 +40,8 @@ pub struct JsonHit<'a> {
     pub language: &'a str,
     pub score: f32,
     pub content: &'a str,
+    /// From an uncommitted work-tree file.
+    pub dirty: bool,
 }
 
 pub struct Printer {
@@ -81,11 +83,14 @@ impl Printer {
             if i > 0 {
                 writeln!(out)?;
             }
-            let label = if hit.name.is_empty() {
+            let mut label = if hit.name.is_empty() {
                 hit.kind.clone()
             } else {
                 format!("{} {}", hit.kind, hit.name)
             };
+            if hit.dirty {
+                label.push_str(" (uncommitted)");
+            }
             writeln!(
                 out,
                 "{}:{} {}",
@@ -130,6 +135,7 @@ impl Printer {
                 language: &h.language,
                 score: h.score,
                 content: &h.content,
+                dirty: h.dirty,
             })
             .collect();
         serde_json::to_writer_pretty(&mut *out, &rows)?;

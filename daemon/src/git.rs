@@ -290,6 +290,55 @@ impl Repo {
         Ok(Some((head, out)))
     }
 
+    /// Paths under `scopes` whose work-tree state differs from HEAD: modified (staged or not),
+    /// deleted, and untracked files that are not ignored. Submodules are not looked into.
+    pub fn dirty_paths(&self, scopes: &[String]) -> Result<Vec<String>, GitError> {
+        let err = gix_err(&self.root);
+        let iter = self
+            .inner
+            .status(gix::progress::Discard)
+            .map_err(&err)?
+            .untracked_files(gix::status::UntrackedFiles::Files)
+            .index_worktree_submodules(None)
+            .into_iter(None)
+            .map_err(&err)?;
+        let mut paths = Vec::new();
+        for item in iter {
+            let item = item.map_err(|e| GitError::Gix {
+                path: self.root.clone(),
+                message: e.to_string(),
+            })?;
+            if let Ok(path) = item.location().to_str() {
+                if in_scopes(path, scopes) {
+                    paths.push(path.to_owned());
+                }
+            }
+        }
+        paths.sort();
+        paths.dedup();
+        Ok(paths)
+    }
+
+    /// A work-tree file's text and the blob id it would have, or `None` when it is gone or should
+    /// not be indexed (same rules as [`Repo::read_text`], plus symlinks).
+    pub fn read_worktree_text(&self, path: &str) -> Option<(String, String)> {
+        let full = self.root.join(path);
+        let meta = std::fs::symlink_metadata(&full).ok()?;
+        if !meta.is_file() || meta.len() > MAX_FILE_BYTES {
+            return None;
+        }
+        let data = std::fs::read(&full).ok()?;
+        if data[..data.len().min(8192)].contains(&0)
+            || data.starts_with(b"version https://git-lfs.github.com/spec/")
+        {
+            return None;
+        }
+        let oid = gix::objs::compute_hash(self.inner.object_hash(), gix::objs::Kind::Blob, &data)
+            .ok()?
+            .to_string();
+        String::from_utf8(data).ok().map(|text| (text, oid))
+    }
+
     /// The blob's text, or `None` when it should not be indexed: too large, binary (NUL in the first
     /// 8 KiB), a Git LFS pointer, or not UTF-8.
     pub fn read_text(&self, oid: &str) -> Result<Option<String>, GitError> {

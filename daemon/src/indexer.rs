@@ -73,11 +73,55 @@ pub struct Indexer {
 }
 
 /// A parsed file waiting for its vectors.
-struct Parsed {
-    path: String,
-    oid: String,
-    language: Language,
-    blocks: Vec<Block>,
+pub struct Parsed {
+    pub path: String,
+    pub oid: String,
+    pub language: Language,
+    pub blocks: Vec<Block>,
+}
+
+impl Parsed {
+    pub fn new(path: String, oid: String, text: &str, limits: &Limits) -> Parsed {
+        Parsed {
+            language: Language::from_path(&path),
+            blocks: chunk::chunk(&path, text, limits),
+            path,
+            oid,
+        }
+    }
+}
+
+/// Embeds the blocks of whole files (blocking) and turns them into rows of `root`.
+pub fn embed_rows(
+    embedder: &Embedder,
+    root: &str,
+    files: Vec<Parsed>,
+) -> Result<Vec<BlockRow>, EmbedError> {
+    let texts: Vec<String> = files
+        .iter()
+        .flat_map(|p| p.blocks.iter().map(|b| embed_text(&p.path, b)))
+        .collect();
+    let mut vectors = embedder.embed_documents(&texts)?.into_iter();
+    let mut texts = texts.into_iter();
+    let mut rows = Vec::with_capacity(texts.len());
+    for parsed in files {
+        for block in parsed.blocks {
+            rows.push(BlockRow {
+                repo: root.to_owned(),
+                path: parsed.path.clone(),
+                oid: parsed.oid.clone(),
+                language: parsed.language.name().to_owned(),
+                kind: block.kind,
+                name: block.name,
+                start_line: block.start_line,
+                end_line: block.end_line,
+                content: block.content,
+                text: texts.next().unwrap_or_default(),
+                vector: vectors.next().unwrap_or_default(),
+            });
+        }
+    }
+    Ok(rows)
 }
 
 /// What a job has to do: the commit it brings the index to, what each affected path should hold,
@@ -252,16 +296,10 @@ impl Indexer {
                             continue;
                         }
                     };
-                    let blocks = chunk::chunk(&file.path, &text, &limits);
+                    let parsed = Parsed::new(file.path, file.oid, &text, &limits);
                     progress
                         .to_embed
-                        .fetch_add(blocks.len() as u64, Ordering::Relaxed);
-                    let parsed = Parsed {
-                        language: Language::from_path(&file.path),
-                        path: file.path,
-                        oid: file.oid,
-                        blocks,
-                    };
+                        .fetch_add(parsed.blocks.len() as u64, Ordering::Relaxed);
                     if parsed_tx.blocking_send(parsed).is_err() {
                         break; // the embedder stopped; its error is reported
                     }
@@ -298,30 +336,7 @@ impl Indexer {
                     if cancel.load(Ordering::Relaxed) {
                         return Err(IndexError::Cancelled);
                     }
-                    let texts: Vec<String> = group
-                        .iter()
-                        .flat_map(|p| p.blocks.iter().map(|b| embed_text(&p.path, b)))
-                        .collect();
-                    let mut vectors = embedder.embed_documents(&texts)?.into_iter();
-                    let mut texts = texts.into_iter();
-                    let mut rows = Vec::with_capacity(count);
-                    for parsed in group.drain(..) {
-                        for block in parsed.blocks {
-                            rows.push(BlockRow {
-                                repo: root.clone(),
-                                path: parsed.path.clone(),
-                                oid: parsed.oid.clone(),
-                                language: parsed.language.name().to_owned(),
-                                kind: block.kind,
-                                name: block.name,
-                                start_line: block.start_line,
-                                end_line: block.end_line,
-                                content: block.content,
-                                text: texts.next().unwrap_or_default(),
-                                vector: vectors.next().unwrap_or_default(),
-                            });
-                        }
-                    }
+                    let rows = embed_rows(&embedder, &root, std::mem::take(&mut group))?;
                     let n = rows.len() as u64;
                     embedded += n;
                     progress.embedded.fetch_add(n, Ordering::Relaxed);

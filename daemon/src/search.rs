@@ -7,7 +7,7 @@ use hgd_protocol::Hit;
 
 use crate::embed::Embedder;
 use crate::git::in_subtree;
-use crate::store::{quote, Store, StoreError, StoredHit};
+use crate::store::{quote, Layer, Store, StoreError, StoredHit};
 
 #[derive(Debug, thiserror::Error)]
 pub enum SearchError {
@@ -37,15 +37,23 @@ fn subtree_filter(repo: &str, subtree: &str) -> String {
     filter
 }
 
+/// Searches `repo` under `subtree`: HEAD's blocks except those of `dirty` paths, plus the overlay
+/// of uncommitted files.
 pub async fn search(
     store: &Store,
     embedder: &std::sync::Arc<Embedder>,
     repo: &str,
     subtree: &str,
+    dirty: &[String],
     query: &str,
     limit: usize,
 ) -> Result<Vec<Hit>, SearchError> {
-    let filter = subtree_filter(repo, subtree);
+    let overlay_filter = subtree_filter(repo, subtree);
+    let mut head_filter = overlay_filter.clone();
+    if !dirty.is_empty() {
+        let list = dirty.iter().map(|p| quote(p)).collect::<Vec<_>>().join(",");
+        head_filter.push_str(&format!(" AND path NOT IN ({list})"));
+    }
     let candidates = (limit * 4).max(40);
     let vector = {
         let embedder = embedder.clone();
@@ -54,40 +62,57 @@ pub async fn search(
             .await
             .map_err(|e| SearchError::Internal(e.to_string()))??
     };
-    let (semantic, lexical) = tokio::join!(
-        store.vector_search(&vector, &filter, candidates),
-        store.text_search(query, &filter, candidates)
+    let (head_vec, head_text) = tokio::join!(
+        store.vector_search(Layer::Head, &vector, &head_filter, candidates),
+        store.text_search(Layer::Head, query, &head_filter, candidates)
     );
-    let (semantic, lexical) = (semantic?, lexical?);
+    let (mut semantic, mut lexical): (Vec<Ranked>, Vec<Ranked>) = (
+        head_vec?.into_iter().map(|h| (h, false)).collect(),
+        head_text?.into_iter().map(|h| (h, false)).collect(),
+    );
+    if !dirty.is_empty() {
+        let (over_vec, over_text) = tokio::join!(
+            store.vector_search(Layer::Overlay, &vector, &overlay_filter, candidates),
+            store.text_search(Layer::Overlay, query, &overlay_filter, candidates)
+        );
+        semantic.extend(over_vec?.into_iter().map(|h| (h, true)));
+        lexical.extend(over_text?.into_iter().map(|h| (h, true)));
+        // One ranking per kind: nearest first, best BM25 first.
+        semantic.sort_by(|a, b| a.0.rank.total_cmp(&b.0.rank));
+        lexical.sort_by(|a, b| b.0.rank.total_cmp(&a.0.rank));
+    }
     Ok(fuse([semantic, lexical], subtree, limit))
 }
 
+/// A hit and whether it comes from the overlay.
+type Ranked = (StoredHit, bool);
+
 /// Reciprocal rank fusion of ranked lists of blocks, keyed by (path, start line).
-fn fuse<const N: usize>(lists: [Vec<StoredHit>; N], subtree: &str, limit: usize) -> Vec<Hit> {
-    let mut scored: HashMap<(String, u32), (f32, StoredHit)> = HashMap::new();
+fn fuse<const N: usize>(lists: [Vec<Ranked>; N], subtree: &str, limit: usize) -> Vec<Hit> {
+    let mut scored: HashMap<(String, u32), (f32, Ranked)> = HashMap::new();
     for list in lists {
         for (rank, hit) in list
             .into_iter()
-            .filter(|h| in_subtree(&h.path, subtree))
+            .filter(|h| in_subtree(&h.0.path, subtree))
             .enumerate()
         {
             let score = 1.0 / (RRF_K + rank as f32 + 1.0);
             scored
-                .entry((hit.path.clone(), hit.start_line))
+                .entry((hit.0.path.clone(), hit.0.start_line))
                 .and_modify(|(s, _)| *s += score)
                 .or_insert((score, hit));
         }
     }
-    let mut ranked: Vec<(f32, StoredHit)> = scored.into_values().collect();
+    let mut ranked: Vec<(f32, Ranked)> = scored.into_values().collect();
     ranked.sort_by(|a, b| {
         b.0.total_cmp(&a.0)
-            .then_with(|| a.1.path.cmp(&b.1.path))
-            .then_with(|| a.1.start_line.cmp(&b.1.start_line))
+            .then_with(|| a.1 .0.path.cmp(&b.1 .0.path))
+            .then_with(|| a.1 .0.start_line.cmp(&b.1 .0.start_line))
     });
     ranked
         .into_iter()
         .take(limit)
-        .map(|(score, h)| Hit {
+        .map(|(score, (h, dirty))| Hit {
             path: h.path,
             line: h.start_line,
             end_line: h.end_line,
@@ -96,6 +121,7 @@ fn fuse<const N: usize>(lists: [Vec<StoredHit>; N], subtree: &str, limit: usize)
             language: h.language,
             score,
             content: h.content,
+            dirty,
         })
         .collect()
 }

@@ -76,6 +76,8 @@ pub struct Service {
     started: Instant,
     blocks_embedded: Arc<AtomicU64>,
     job_cancel: Arc<AtomicBool>,
+    /// One overlay refresh at a time (concurrent searches would embed the same edits twice).
+    overlay_lock: tokio::sync::Mutex<()>,
     pub shutdown: CancellationToken,
 }
 
@@ -120,6 +122,7 @@ impl Service {
             started: Instant::now(),
             blocks_embedded,
             job_cancel: Arc::new(AtomicBool::new(false)),
+            overlay_lock: tokio::sync::Mutex::new(()),
             shutdown,
         });
         // Catch up with commits made while the daemon was down.
@@ -254,6 +257,88 @@ impl Service {
         }
         entry.changed.send_modify(|v| *v += 1);
         Some((entry.requested > entry.completed, changed_store))
+    }
+
+    /// Brings the overlay of `root`'s uncommitted files up to date and returns every dirty path
+    /// (modified, deleted or untracked) under its scopes; HEAD's blocks of those paths are hidden
+    /// from search. Only files whose content changed since the last refresh are parsed, and only
+    /// content never seen before is embedded.
+    pub async fn refresh_overlay(&self, root: &str) -> Result<Vec<String>, ServiceError> {
+        let _guard = self.overlay_lock.lock().await;
+        let scopes = match self.lock_repos().get(root) {
+            Some(entry) => entry.record.scopes.clone(),
+            None => return Ok(Vec::new()),
+        };
+        let root_path = std::path::PathBuf::from(root);
+        let (dirty, files) = tokio::task::spawn_blocking(move || {
+            let repo = Repo::open(&root_path)?;
+            let dirty = repo.dirty_paths(&scopes)?;
+            let files: Vec<(String, String, String)> = dirty
+                .iter()
+                .filter_map(|p| repo.read_worktree_text(p).map(|(t, o)| (p.clone(), t, o)))
+                .collect();
+            Ok::<_, GitError>((dirty, files))
+        })
+        .await
+        .map_err(|e| ServiceError::Internal(e.to_string()))??;
+
+        let stored = self.store.overlay_files(root).await?;
+        let current: HashMap<&str, &str> = files
+            .iter()
+            .map(|(p, _, o)| (p.as_str(), o.as_str()))
+            .collect();
+        let stale: Vec<String> = stored
+            .iter()
+            .filter(|(p, o)| current.get(p.as_str()) != Some(&o.as_str()))
+            .map(|(p, _)| p.clone())
+            .collect();
+        self.store.delete_overlay(root, &stale).await?;
+
+        let new_files: Vec<(String, String, String)> = files
+            .into_iter()
+            .filter(|(p, _, o)| stored.get(p) != Some(o))
+            .collect();
+        if new_files.is_empty() {
+            return Ok(dirty);
+        }
+        let oids: Vec<&str> = new_files.iter().map(|(_, _, o)| o.as_str()).collect();
+        let known = self.store.known_among(&oids).await?;
+        let mut rows = Vec::new();
+        let mut to_embed = Vec::new();
+        for (path, text, oid) in new_files {
+            if known.contains(&oid) {
+                for mut row in self.store.blocks_of_blob(&oid).await? {
+                    row.text = row.text.replacen(&row.path, &path, 1);
+                    row.repo = root.to_owned();
+                    row.path = path.clone();
+                    rows.push(row);
+                }
+            } else {
+                to_embed.push(crate::indexer::Parsed::new(
+                    path,
+                    oid,
+                    &text,
+                    &self.indexer.limits,
+                ));
+            }
+        }
+        if !to_embed.is_empty() {
+            let embedder = self.embedder.clone();
+            let root = root.to_owned();
+            let embedded = tokio::task::spawn_blocking(move || {
+                crate::indexer::embed_rows(&embedder, &root, to_embed)
+            })
+            .await
+            .map_err(|e| ServiceError::Internal(e.to_string()))?
+            .map_err(|e| ServiceError::Internal(e.to_string()))?;
+            self.blocks_embedded
+                .fetch_add(embedded.len() as u64, Ordering::Relaxed);
+            rows.extend(embedded);
+        }
+        self.store
+            .add_to(crate::store::Layer::Overlay, &rows)
+            .await?;
+        Ok(dirty)
     }
 
     /// A hook says HEAD of the repository containing `path` moved: queue a job if it is tracked.

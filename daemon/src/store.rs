@@ -60,6 +60,9 @@ pub struct StoredHit {
     pub start_line: u32,
     pub end_line: u32,
     pub content: String,
+    /// `_distance` of a vector hit (lower is nearer) or `_score` of a full-text hit (higher is
+    /// better), for merging lists from two layers.
+    pub rank: f32,
 }
 
 /// The persisted state of one repository.
@@ -70,8 +73,17 @@ pub struct RepoRecord {
     pub indexed_commit: Option<String>,
 }
 
+/// The searchable tables: blocks of HEAD, and blocks of uncommitted work-tree files.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum Layer {
+    Head,
+    /// Modified and untracked files of the work tree, searched over HEAD and marked dirty.
+    Overlay,
+}
+
 pub struct Store {
     blocks: Table,
+    overlay: Table,
     /// Blocks of blobs no longer at any tracked path, kept so that switching back to a branch (or
     /// undoing a delete) copies them instead of embedding again. Never searched.
     retired: Table,
@@ -153,6 +165,7 @@ impl Store {
         };
         let blocks = open_blocks(table_name(model_id)).await?;
         let retired = open_blocks(format!("retired_{}", table_name(model_id))).await?;
+        let overlay = open_blocks(format!("overlay_{}", table_name(model_id))).await?;
         let repos = if names.iter().any(|n| n == "repos") {
             db.open_table("repos").execute().await?
         } else {
@@ -162,6 +175,7 @@ impl Store {
         };
         Ok(Store {
             blocks,
+            overlay,
             retired,
             repos,
             dims,
@@ -172,6 +186,13 @@ impl Store {
 
     pub fn model_id(&self) -> &str {
         &self.model_id
+    }
+
+    fn table(&self, layer: Layer) -> &Table {
+        match layer {
+            Layer::Head => &self.blocks,
+            Layer::Overlay => &self.overlay,
+        }
     }
 
     // ---- repositories -------------------------------------------------------------------------
@@ -279,6 +300,7 @@ impl Store {
             let list = chunk.iter().map(|o| quote(o)).collect::<Vec<_>>().join(",");
             let filter = format!("oid IN ({list})");
             out.extend(oids_in(&self.blocks, Some(filter.clone())).await?);
+            out.extend(oids_in(&self.overlay, Some(filter.clone())).await?);
             out.extend(oids_in(&self.retired, Some(filter)).await?);
         }
         Ok(out)
@@ -295,9 +317,11 @@ impl Store {
             .await?
             .try_collect()
             .await?;
-        if batches.iter().all(|b| b.num_rows() == 0) {
-            batches = self
-                .retired
+        for fallback in [&self.overlay, &self.retired] {
+            if batches.iter().any(|b| b.num_rows() > 0) {
+                break;
+            }
+            batches = fallback
                 .query()
                 .only_if(&filter)
                 .execute()
@@ -325,15 +349,20 @@ impl Store {
 
     /// Appends rows in one commit.
     pub async fn add(&self, rows: &[BlockRow]) -> Result<()> {
+        self.add_to(Layer::Head, rows).await
+    }
+
+    /// Appends rows to one layer in one commit (and gives it a full-text index on first use).
+    pub async fn add_to(&self, layer: Layer, rows: &[BlockRow]) -> Result<()> {
         if rows.is_empty() {
             return Ok(());
         }
         let batch = self.batch(rows)?;
         let _guard = self.write_lock.lock().await;
-        let was_empty = self.blocks.count_rows(None).await? == 0;
-        self.blocks.add(batch).execute().await?;
-        if was_empty || !self.has_fts_index().await? {
-            self.blocks
+        let table = self.table(layer);
+        table.add(batch).execute().await?;
+        if !has_fts_index(table).await? {
+            table
                 .create_index(&["text"], Index::FTS(FtsIndexBuilder::default()))
                 .execute()
                 .await?;
@@ -341,15 +370,49 @@ impl Store {
         Ok(())
     }
 
-    async fn has_fts_index(&self) -> Result<bool> {
-        Ok(self
-            .blocks
-            .list_indices()
+    /// `path -> blob oid` of the overlay rows of `repo`.
+    pub async fn overlay_files(&self, repo: &str) -> Result<HashMap<String, String>> {
+        let batches: Vec<RecordBatch> = self
+            .overlay
+            .query()
+            .only_if(format!("repo = {}", quote(repo)))
+            .select(Select::columns(&["path", "oid"]))
+            .execute()
             .await?
-            .iter()
-            .any(|i| i.columns.iter().any(|c| c == "text")))
+            .try_collect()
+            .await?;
+        let mut out = HashMap::new();
+        for batch in &batches {
+            let (paths, oids) = (strings(batch, "path")?, strings(batch, "oid")?);
+            for i in 0..batch.num_rows() {
+                out.insert(paths.value(i).to_owned(), oids.value(i).to_owned());
+            }
+        }
+        Ok(out)
     }
 
+    /// Drops the overlay rows of `paths` in `repo` (their files are clean again or changed).
+    pub async fn delete_overlay(&self, repo: &str, paths: &[String]) -> Result<()> {
+        let _guard = self.write_lock.lock().await;
+        for chunk in paths.chunks(500) {
+            let list = chunk.iter().map(|p| quote(p)).collect::<Vec<_>>().join(",");
+            self.overlay
+                .delete(format!("repo = {} AND path IN ({list})", quote(repo)).as_str())
+                .await?;
+        }
+        Ok(())
+    }
+}
+
+async fn has_fts_index(table: &Table) -> Result<bool> {
+    Ok(table
+        .list_indices()
+        .await?
+        .iter()
+        .any(|i| i.columns.iter().any(|c| c == "text")))
+}
+
+impl Store {
     /// Removes every block of `paths` in `repo`, keeping a copy of blobs the store would otherwise
     /// lose in the retired table.
     pub async fn delete_paths(&self, repo: &str, paths: &[String]) -> Result<()> {
@@ -429,12 +492,13 @@ impl Store {
 
     pub async fn vector_search(
         &self,
+        layer: Layer,
         vector: &[f32],
         filter: &str,
         limit: usize,
     ) -> Result<Vec<StoredHit>> {
         let batches: Vec<RecordBatch> = self
-            .blocks
+            .table(layer)
             .query()
             .nearest_to(vector)?
             .distance_type(DistanceType::Cosine)
@@ -450,18 +514,19 @@ impl Store {
 
     pub async fn text_search(
         &self,
+        layer: Layer,
         query: &str,
         filter: &str,
         limit: usize,
     ) -> Result<Vec<StoredHit>> {
-        if !self.has_fts_index().await? {
+        let table = self.table(layer);
+        if !has_fts_index(table).await? {
             return Ok(Vec::new());
         }
         let fts = FullTextSearchQuery::new(query.to_owned())
             .with_column("text".to_owned())
             .map_err(|e| StoreError::Query(e.to_string()))?;
-        let batches: Vec<RecordBatch> = self
-            .blocks
+        let batches: Vec<RecordBatch> = table
             .query()
             .full_text_search(fts)
             .only_if(filter)
@@ -568,6 +633,7 @@ struct HitColumns<'b> {
     content: &'b StringArray,
     start: &'b UInt32Array,
     end: &'b UInt32Array,
+    rank: Option<&'b Float32Array>,
 }
 
 impl<'b> HitColumns<'b> {
@@ -580,11 +646,18 @@ impl<'b> HitColumns<'b> {
             content: strings(batch, "content")?,
             start: u32s(batch, "start_line")?,
             end: u32s(batch, "end_line")?,
+            rank: ["_distance", "_score"].iter().find_map(|name| {
+                batch
+                    .column_by_name(name)
+                    .and_then(|c| c.as_any().downcast_ref::<Float32Array>())
+            }),
         })
     }
 
     fn hit(&self, i: usize) -> StoredHit {
+        let rank = self.rank.map_or(0.0, |r| r.value(i));
         StoredHit {
+            rank,
             path: self.path.value(i).to_owned(),
             language: self.language.value(i).to_owned(),
             kind: self.kind.value(i).to_owned(),

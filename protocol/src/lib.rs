@@ -144,6 +144,9 @@ pub struct Hit {
     pub language: String,
     pub score: f32,
     pub content: String,
+    /// From an uncommitted (modified or untracked) work-tree file rather than HEAD.
+    #[serde(default)]
+    pub dirty: bool,
 }
 
 #[derive(Debug, Clone, Serialize, Deserialize)]

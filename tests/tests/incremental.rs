@@ -391,3 +391,63 @@ fn a_collected_indexed_commit_falls_back_to_comparing_stored_blobs() {
         .iter()
         .all(|r| !r["content"].as_str().unwrap().contains("weekday_name")));
 }
+
+#[test]
+fn uncommitted_edits_and_untracked_files_are_searched_and_ignored_files_are_not() {
+    let hgd = Hgd::new();
+    let repo = base_repo();
+    repo.write(".gitignore", "scratch/\n");
+    repo.commit_all("ignore scratch");
+    hgd.index(&repo.path());
+
+    // An uncommitted edit replaces the committed content in results, marked dirty.
+    repo.write(
+        "dates.py",
+        "def fiscal_quarter(day):\n    return (day.month - 1) // 3 + 1\n",
+    );
+    // An untracked file is found too; an ignored one is not.
+    repo.write(
+        "draft.py",
+        "def exponential_backoff_delay(attempt):\n    return min(60, 2 ** attempt)\n",
+    );
+    repo.write(
+        "scratch/notes.py",
+        "def exponential_backoff_retry_ignored(attempt):\n    return attempt\n",
+    );
+
+    let results = hgd.search_json(&repo.path(), "which quarter of the financial year", 5);
+    let dates = results
+        .iter()
+        .find(|r| r["file"] == "dates.py")
+        .expect("dates.py found");
+    assert_eq!(dates["dirty"], true);
+    assert!(dates["content"]
+        .as_str()
+        .unwrap()
+        .contains("fiscal_quarter"));
+    assert!(results
+        .iter()
+        .all(|r| !r["content"].as_str().unwrap().contains("weekday_name")));
+
+    let results = hgd.search_json(&repo.path(), "wait longer after each failed retry", 10);
+    assert_eq!(results[0]["file"], "draft.py", "{results:#?}");
+    assert_eq!(results[0]["dirty"], true);
+    assert!(!files(&results).contains(&"scratch/notes.py".to_owned()));
+
+    // Committed, the same content is HEAD's and no longer dirty; nothing new is embedded for it.
+    let before = embedded(&hgd, &repo);
+    repo.commit_all("commit the drafts");
+    let results = hgd.search_json(&repo.path(), "wait longer after each failed retry", 3);
+    assert_eq!(results[0]["file"], "draft.py");
+    assert_eq!(results[0]["dirty"], false);
+    assert_eq!(
+        embedded(&hgd, &repo),
+        before,
+        "committing an indexed edit embedded again"
+    );
+
+    // Deleting a file in the work tree hides it before the deletion is committed.
+    std::fs::remove_file(repo.path().join("draft.py")).unwrap();
+    let found = files(&hgd.search_json(&repo.path(), "wait longer after each failed retry", 10));
+    assert!(!found.contains(&"draft.py".to_owned()), "{found:?}");
+}

@@ -41,11 +41,16 @@ pub async fn run(
         }
     }
     let limit = limit.clamp(1, 1000);
+    let dirty = match service.refresh_overlay(&root).await {
+        Ok(dirty) => dirty,
+        Err(e) => return replies.send(&error_reply(&e)).await,
+    };
     match crate::search::search(
         &service.store,
         &service.embedder,
         &root,
         &located.subtree,
+        &dirty,
         query,
         limit,
     )
