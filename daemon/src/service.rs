@@ -47,6 +47,9 @@ struct RepoEntry {
     /// The next job compares everything stored against HEAD instead of diffing commits (a scope
     /// was added, or the last job failed).
     full_scan: bool,
+    /// When a hook last notified: hooks come in bursts (a rebase, a checkout after a merge), so a
+    /// job for a notification waits for the burst to settle.
+    last_notify: Option<Instant>,
     /// Bumped after every job, so waiters wake.
     changed: watch::Sender<u64>,
 }
@@ -60,6 +63,7 @@ impl RepoEntry {
             running: None,
             error: None,
             full_scan: false,
+            last_notify: None,
             changed: watch::channel(0).0,
         }
     }
@@ -75,11 +79,15 @@ pub struct Service {
     queued: Notify,
     started: Instant,
     blocks_embedded: Arc<AtomicU64>,
+    jobs_run: AtomicU64,
     job_cancel: Arc<AtomicBool>,
     /// One overlay refresh at a time (concurrent searches would embed the same edits twice).
     overlay_lock: tokio::sync::Mutex<()>,
     pub shutdown: CancellationToken,
 }
+
+/// Quiet time after a hook's notification before its job starts.
+const NOTIFY_SETTLE: Duration = Duration::from_millis(50);
 
 /// A request waiting for a repository to be indexed.
 pub struct Waiter {
@@ -121,6 +129,7 @@ impl Service {
             queued: Notify::new(),
             started: Instant::now(),
             blocks_embedded,
+            jobs_run: AtomicU64::new(0),
             job_cancel: Arc::new(AtomicBool::new(false)),
             overlay_lock: tokio::sync::Mutex::new(()),
             shutdown,
@@ -140,6 +149,10 @@ impl Service {
 
     pub fn blocks_embedded(&self) -> u64 {
         self.blocks_embedded.load(Ordering::Relaxed)
+    }
+
+    pub fn jobs_run(&self) -> u64 {
+        self.jobs_run.load(Ordering::Relaxed)
     }
 
     pub fn uptime(&self) -> Duration {
@@ -164,6 +177,23 @@ impl Service {
         ticket
     }
 
+    /// Waits until no notification for `root` arrived in the last [`NOTIFY_SETTLE`] (at most a
+    /// second), so a burst of hook calls becomes one job for the final HEAD.
+    async fn settle(&self, root: &str) {
+        let deadline = Instant::now() + Duration::from_secs(1);
+        loop {
+            let last = self.lock_repos().get(root).and_then(|e| e.last_notify);
+            let Some(quiet_at) = last.map(|t| t + NOTIFY_SETTLE) else {
+                return;
+            };
+            let now = Instant::now();
+            if now >= quiet_at || now >= deadline {
+                return;
+            }
+            tokio::time::sleep(quiet_at.min(deadline) - now).await;
+        }
+    }
+
     async fn worker(self: Arc<Self>) {
         loop {
             let next = self
@@ -177,6 +207,7 @@ impl Service {
                     _ = self.shutdown.cancelled() => return,
                 }
             };
+            self.settle(&root).await;
             let (record, full, ticket, progress) = {
                 let mut repos = self.lock_repos();
                 let Some(entry) = repos.get_mut(&root) else {
@@ -227,6 +258,7 @@ impl Service {
         result: Result<crate::indexer::JobReport, crate::indexer::IndexError>,
         started: Instant,
     ) -> Option<(bool, bool)> {
+        self.jobs_run.fetch_add(1, Ordering::Relaxed);
         let mut repos = self.lock_repos();
         let entry = repos.get_mut(root)?;
         entry.running = None;
@@ -351,8 +383,9 @@ impl Service {
                 .map_err(|e| ServiceError::Internal(e.to_string()))??
         };
         let root = located.root.to_string_lossy().into_owned();
-        if !self.lock_repos().contains_key(&root) {
-            return Ok(false);
+        match self.lock_repos().get_mut(&root) {
+            Some(entry) => entry.last_notify = Some(Instant::now()),
+            None => return Ok(false),
         }
         self.request_job(&root);
         Ok(true)

@@ -458,15 +458,25 @@ impl Store {
     }
 
     /// Folds new rows into the full-text index, compacts small fragments, prunes old versions and
-    /// bounds the retired table.
+    /// bounds the retired table, so the store does not grow without bound.
     pub async fn optimize(&self) -> Result<()> {
         let _guard = self.write_lock.lock().await;
-        self.blocks.optimize(OptimizeAction::All).await?;
         // Crude but bounded: past the cap, forget retired blobs wholesale (they only save embedding).
         if self.retired.count_rows(None).await? > RETIRED_MAX_ROWS {
             self.retired.delete("true").await?;
         }
-        self.retired.optimize(OptimizeAction::All).await?;
+        for table in [&self.blocks, &self.overlay, &self.retired, &self.repos] {
+            table.optimize(OptimizeAction::All).await?;
+            // Every commit makes a version; only the daemon (which holds the home lock) writes,
+            // so versions older than a few minutes can go without waiting the default week.
+            table
+                .optimize(OptimizeAction::Prune {
+                    older_than: lancedb::table::Duration::try_minutes(5),
+                    delete_unverified: Some(true),
+                    error_if_tagged_old_versions: None,
+                })
+                .await?;
+        }
         Ok(())
     }
 

@@ -158,6 +158,8 @@ pub struct Status {
     pub model: String,
     /// Blocks embedded since the daemon started (a rename or a branch switch back adds nothing).
     pub blocks_embedded: u64,
+    /// Indexing jobs finished since the daemon started (bursts of notifications coalesce).
+    pub jobs_run: u64,
     /// Bytes the index occupies on disk (all repositories and models).
     pub store_bytes: u64,
     pub repos: Vec<RepoStatus>,

@@ -451,3 +451,50 @@ fn uncommitted_edits_and_untracked_files_are_searched_and_ignored_files_are_not(
     let found = files(&hgd.search_json(&repo.path(), "wait longer after each failed retry", 10));
     assert!(!found.contains(&"draft.py".to_owned()), "{found:?}");
 }
+
+/// A rebase of many commits notifies the daemon a few times at most, and the notifications that
+/// arrive while a job runs coalesce into one more job for the final HEAD.
+#[test]
+fn a_burst_of_notifications_coalesces() {
+    let hgd = Hgd::new();
+    let repo = base_repo();
+    let out = hgd.hgd(&repo.path(), &["hooks", "install"]);
+    assert!(out.status.success());
+    hgd.index(&repo.path());
+    let jobs_before = hgd.status(&repo.path())["jobs_run"].as_u64().unwrap();
+
+    // 30 notifications as fast as a script can send them.
+    for _ in 0..30 {
+        let out = hgd.hgd(&repo.path(), &["notify"]);
+        assert!(out.status.success());
+    }
+    // A rebase of 25 commits with the hooks installed, notifying this test's daemon.
+    repo.git(&["checkout", "-q", "-b", "long"]);
+    for i in 0..25 {
+        repo.write(
+            &format!("steps/step_{i}.py"),
+            format!("def step_{i}():\n    return {i}\n"),
+        );
+        repo.commit_all(&format!("step {i}"));
+    }
+    repo.git(&["checkout", "-q", "main"]);
+    repo.write("main.py", "def entry_point():\n    return 0\n");
+    repo.commit_all("main moves on");
+    repo.git(&["checkout", "-q", "long"]);
+    let out = Command::new("git")
+        .current_dir(repo.path())
+        .args(["rebase", "-q", "main"])
+        .env("HGD_HOME", hgd.home())
+        .output()
+        .unwrap();
+    assert!(
+        out.status.success(),
+        "{}",
+        String::from_utf8_lossy(&out.stderr)
+    );
+    wait_until_indexed_at_head(&hgd, &repo);
+    let jobs = hgd.status(&repo.path())["jobs_run"].as_u64().unwrap() - jobs_before;
+    // 30 notifications plus the rebase's post-checkout and post-rewrite hooks (the commits above ran
+    // git without this test's HGD_HOME, so their hooks notified nobody): far fewer jobs.
+    assert!(jobs <= 5, "{jobs} jobs for over 30 notifications");
+}

@@ -15,6 +15,7 @@ pub async fn run(service: &Arc<Service>, replies: &mut Replies<'_>) -> bool {
         resident_bytes: resident_bytes(),
         model: service.store.model_id().to_owned(),
         blocks_embedded: service.blocks_embedded(),
+        jobs_run: service.jobs_run(),
         store_bytes: crate::store::Store::disk_bytes(&service.home.db_dir()),
         repos: service.repo_statuses().await,
     };
