@@ -80,11 +80,19 @@ pub struct Service {
     started: Instant,
     blocks_embedded: Arc<AtomicU64>,
     jobs_run: AtomicU64,
+    /// Files changed in the store and jobs run since the last optimisation.
+    unoptimized_files: AtomicU64,
+    jobs_since_optimize: AtomicU64,
     job_cancel: Arc<AtomicBool>,
     /// One overlay refresh at a time (concurrent searches would embed the same edits twice).
     overlay_lock: tokio::sync::Mutex<()>,
     pub shutdown: CancellationToken,
 }
+
+/// The store is optimised once this many files changed since the last time, or after this many
+/// jobs that changed anything.
+const OPTIMIZE_AFTER_FILES: u64 = 50;
+const OPTIMIZE_AFTER_JOBS: u64 = 50;
 
 /// Quiet time after a hook's notification before its job starts.
 const NOTIFY_SETTLE: Duration = Duration::from_millis(50);
@@ -130,6 +138,8 @@ impl Service {
             started: Instant::now(),
             blocks_embedded,
             jobs_run: AtomicU64::new(0),
+            unoptimized_files: AtomicU64::new(0),
+            jobs_since_optimize: AtomicU64::new(0),
             job_cancel: Arc::new(AtomicBool::new(false)),
             overlay_lock: tokio::sync::Mutex::new(()),
             shutdown,
@@ -227,13 +237,21 @@ impl Service {
                     return;
                 }
             };
-            let Some((again, changed_store)) = self.finish_job(&root, ticket, result, started)
+            let Some((again, changed_files)) = self.finish_job(&root, ticket, result, started)
             else {
                 continue;
             };
-            if changed_store {
+            let pending = self
+                .unoptimized_files
+                .fetch_add(changed_files, Ordering::Relaxed)
+                + changed_files;
+            let jobs = self.jobs_since_optimize.fetch_add(1, Ordering::Relaxed) + 1;
+            if pending >= OPTIMIZE_AFTER_FILES || (pending > 0 && jobs >= OPTIMIZE_AFTER_JOBS) {
                 // Fold the new rows into the full-text index and merge the small fragments that
-                // many adds leave; otherwise every query flat-scans the unindexed rows.
+                // many adds leave; otherwise queries flat-scan the unindexed rows. Not after every
+                // small commit: it would delay the next job by more than the commit's own work.
+                self.unoptimized_files.store(0, Ordering::Relaxed);
+                self.jobs_since_optimize.store(0, Ordering::Relaxed);
                 let started = Instant::now();
                 match self.store.optimize().await {
                     Ok(()) => tracing::info!("optimised the store in {:.1?}", started.elapsed()),
@@ -249,26 +267,25 @@ impl Service {
         }
     }
 
-    /// Records a finished job and wakes its waiters. Returns whether another job is due and whether
-    /// the store changed, or `None` if the repository is no longer tracked.
+    /// Records a finished job and wakes its waiters. Returns whether another job is due and how many
+    /// files the job changed in the store, or `None` if the repository is no longer tracked.
     fn finish_job(
         &self,
         root: &str,
         ticket: u64,
         result: Result<crate::indexer::JobReport, crate::indexer::IndexError>,
         started: Instant,
-    ) -> Option<(bool, bool)> {
+    ) -> Option<(bool, u64)> {
         self.jobs_run.fetch_add(1, Ordering::Relaxed);
         let mut repos = self.lock_repos();
         let entry = repos.get_mut(root)?;
         entry.running = None;
         entry.completed = ticket;
-        let mut changed_store = false;
+        let mut changed_files = 0;
         match result {
             Ok(report) => {
-                changed_store = report.blocks_embedded > 0
-                    || report.files_reused > 0
-                    || report.files_removed > 0;
+                changed_files =
+                    (report.files_embedded + report.files_reused + report.files_removed) as u64;
                 tracing::info!(
                     "indexed {root} at {}: {} files embedded ({} blocks), {} re-used, {} removed in {:.1?}",
                     report.commit.as_deref().unwrap_or("(no commits)"),
@@ -288,7 +305,7 @@ impl Service {
             }
         }
         entry.changed.send_modify(|v| *v += 1);
-        Some((entry.requested > entry.completed, changed_store))
+        Some((entry.requested > entry.completed, changed_files))
     }
 
     /// Brings the overlay of `root`'s uncommitted files up to date and returns every dirty path
