@@ -48,6 +48,9 @@ pub struct JobReport {
     pub files_reused: usize,
     pub files_embedded: usize,
     pub blocks_embedded: u64,
+    /// Rows written or deleted: embedded blocks plus blocks copied for re-used blobs plus removed
+    /// files (what decides when the store needs optimising).
+    pub rows_changed: u64,
 }
 
 /// Rows are written in groups of whole files of about this many rows: one LanceDB commit each.
@@ -187,6 +190,7 @@ impl Indexer {
         };
 
         report.blocks_embedded = self.embed_fresh(&root, fresh, &progress, &cancel).await?;
+        report.rows_changed += report.blocks_embedded + report.files_removed as u64;
 
         // Renames, copies and blobs shared with other repositories: copy rows, embed nothing.
         reuse.extend(copies);
@@ -200,6 +204,7 @@ impl Indexer {
                 row.repo = root.clone();
                 row.path = file.path.clone();
                 pending.push(row);
+                report.rows_changed += 1;
             }
             progress.reused_files.fetch_add(1, Ordering::Relaxed);
             if pending.len() >= WRITE_ROWS {

@@ -80,8 +80,8 @@ pub struct Service {
     started: Instant,
     blocks_embedded: Arc<AtomicU64>,
     jobs_run: AtomicU64,
-    /// Files changed in the store and jobs run since the last optimisation.
-    unoptimized_files: AtomicU64,
+    /// Rows changed in the store and jobs run since the last optimisation.
+    unoptimized_rows: AtomicU64,
     jobs_since_optimize: AtomicU64,
     job_cancel: Arc<AtomicBool>,
     /// One overlay refresh at a time (concurrent searches would embed the same edits twice).
@@ -89,9 +89,9 @@ pub struct Service {
     pub shutdown: CancellationToken,
 }
 
-/// The store is optimised once this many files changed since the last time, or after this many
+/// The store is optimised once this many rows changed since the last time, or after this many
 /// jobs that changed anything.
-const OPTIMIZE_AFTER_FILES: u64 = 50;
+const OPTIMIZE_AFTER_ROWS: u64 = 256;
 const OPTIMIZE_AFTER_JOBS: u64 = 50;
 
 /// Quiet time after a hook's notification before its job starts.
@@ -138,7 +138,7 @@ impl Service {
             started: Instant::now(),
             blocks_embedded,
             jobs_run: AtomicU64::new(0),
-            unoptimized_files: AtomicU64::new(0),
+            unoptimized_rows: AtomicU64::new(0),
             jobs_since_optimize: AtomicU64::new(0),
             job_cancel: Arc::new(AtomicBool::new(false)),
             overlay_lock: tokio::sync::Mutex::new(()),
@@ -237,20 +237,20 @@ impl Service {
                     return;
                 }
             };
-            let Some((again, changed_files)) = self.finish_job(&root, ticket, result, started)
+            let Some((again, changed_rows)) = self.finish_job(&root, ticket, result, started)
             else {
                 continue;
             };
             let pending = self
-                .unoptimized_files
-                .fetch_add(changed_files, Ordering::Relaxed)
-                + changed_files;
+                .unoptimized_rows
+                .fetch_add(changed_rows, Ordering::Relaxed)
+                + changed_rows;
             let jobs = self.jobs_since_optimize.fetch_add(1, Ordering::Relaxed) + 1;
-            if pending >= OPTIMIZE_AFTER_FILES || (pending > 0 && jobs >= OPTIMIZE_AFTER_JOBS) {
+            if pending >= OPTIMIZE_AFTER_ROWS || (pending > 0 && jobs >= OPTIMIZE_AFTER_JOBS) {
                 // Fold the new rows into the full-text index and merge the small fragments that
                 // many adds leave; otherwise queries flat-scan the unindexed rows. Not after every
                 // small commit: it would delay the next job by more than the commit's own work.
-                self.unoptimized_files.store(0, Ordering::Relaxed);
+                self.unoptimized_rows.store(0, Ordering::Relaxed);
                 self.jobs_since_optimize.store(0, Ordering::Relaxed);
                 let started = Instant::now();
                 match self.store.optimize().await {
@@ -268,7 +268,7 @@ impl Service {
     }
 
     /// Records a finished job and wakes its waiters. Returns whether another job is due and how many
-    /// files the job changed in the store, or `None` if the repository is no longer tracked.
+    /// rows the job changed in the store, or `None` if the repository is no longer tracked.
     fn finish_job(
         &self,
         root: &str,
@@ -281,11 +281,10 @@ impl Service {
         let entry = repos.get_mut(root)?;
         entry.running = None;
         entry.completed = ticket;
-        let mut changed_files = 0;
+        let mut changed_rows = 0;
         match result {
             Ok(report) => {
-                changed_files =
-                    (report.files_embedded + report.files_reused + report.files_removed) as u64;
+                changed_rows = report.rows_changed;
                 tracing::info!(
                     "indexed {root} at {}: {} files embedded ({} blocks), {} re-used, {} removed in {:.1?}",
                     report.commit.as_deref().unwrap_or("(no commits)"),
@@ -305,7 +304,7 @@ impl Service {
             }
         }
         entry.changed.send_modify(|v| *v += 1);
-        Some((entry.requested > entry.completed, changed_files))
+        Some((entry.requested > entry.completed, changed_rows))
     }
 
     /// Brings the overlay of `root`'s uncommitted files up to date and returns every dirty path
