@@ -87,13 +87,44 @@ pub fn in_subtree(path: &str, subtree: &str) -> bool {
         || (path.starts_with(subtree) && path.as_bytes().get(subtree.len()) == Some(&b'/'))
 }
 
-/// Whether a `linguist-generated`/`linguist-vendored` attribute is set (or `true`).
-fn marked(outcome: &gix::attrs::search::Outcome) -> bool {
-    outcome.iter_selected().any(|m| match m.assignment.state {
-        gix::attrs::StateRef::Set => true,
-        gix::attrs::StateRef::Value(v) => v.as_bstr() == "true",
-        _ => false,
-    })
+/// Answers "is this file marked `linguist-generated` or `linguist-vendored`?" from .gitattributes
+/// as recorded in an index.
+struct GeneratedFilter<'r> {
+    attributes: gix::AttributeStack<'r>,
+    outcome: gix::attrs::search::Outcome,
+}
+
+impl<'r> GeneratedFilter<'r> {
+    fn new(repo: &'r gix::Repository, index: &gix::index::State) -> Result<Self, gix::Error> {
+        let attributes = repo.attributes_only(
+            index,
+            gix::worktree::stack::state::attributes::Source::IdMapping,
+        )?;
+        let outcome =
+            attributes.selected_attribute_matches(["linguist-generated", "linguist-vendored"]);
+        Ok(GeneratedFilter {
+            attributes,
+            outcome,
+        })
+    }
+
+    fn is_marked(
+        &mut self,
+        path: &str,
+        mode: Option<gix::index::entry::Mode>,
+    ) -> Result<bool, gix::Error> {
+        let platform = self.attributes.at_entry(path, mode)?;
+        self.outcome.reset();
+        Ok(platform.matching_attributes(&mut self.outcome)
+            && self
+                .outcome
+                .iter_selected()
+                .any(|m| match m.assignment.state {
+                    gix::attrs::StateRef::Set => true,
+                    gix::attrs::StateRef::Value(v) => v.as_bstr() == "true",
+                    _ => false,
+                }))
+    }
 }
 
 impl Repo {
@@ -131,15 +162,7 @@ impl Repo {
         let err = gix_err(&self.root);
         let tree = self.inner.head_tree_id().map_err(&err)?;
         let index = self.inner.index_from_tree(&tree).map_err(&err)?;
-        let mut attributes = self
-            .inner
-            .attributes_only(
-                &index,
-                gix::worktree::stack::state::attributes::Source::IdMapping,
-            )
-            .map_err(&err)?;
-        let mut outcome =
-            attributes.selected_attribute_matches(["linguist-generated", "linguist-vendored"]);
+        let mut generated = GeneratedFilter::new(&self.inner, &index).map_err(&err)?;
         let mut files = Vec::new();
         for entry in index.entries() {
             if !matches!(
@@ -155,11 +178,7 @@ impl Repo {
             if !in_scopes(path, scopes) {
                 continue;
             }
-            let platform = attributes
-                .at_entry(path_bytes, Some(entry.mode))
-                .map_err(&err)?;
-            outcome.reset();
-            if platform.matching_attributes(&mut outcome) && marked(&outcome) {
+            if generated.is_marked(path, Some(entry.mode)).map_err(&err)? {
                 continue;
             }
             files.push(TrackedFile {
@@ -213,23 +232,13 @@ impl Repo {
             .inner
             .index_or_load_from_head_or_empty()
             .map_err(&err)?;
-        let mut attributes = self
-            .inner
-            .attributes_only(
-                &index,
-                gix::worktree::stack::state::attributes::Source::IdMapping,
-            )
-            .map_err(&err)?;
-        let mut outcome =
-            attributes.selected_attribute_matches(["linguist-generated", "linguist-vendored"]);
+        let mut generated = GeneratedFilter::new(&self.inner, &index).map_err(&err)?;
         let mut indexable =
             |path: &str, mode: gix::object::tree::EntryMode| -> Result<bool, GitError> {
                 if !mode.is_blob() || !in_scopes(path, scopes) {
                     return Ok(false);
                 }
-                let platform = attributes.at_entry(path, None).map_err(&err)?;
-                outcome.reset();
-                Ok(!(platform.matching_attributes(&mut outcome) && marked(&outcome)))
+                Ok(!generated.is_marked(path, None).map_err(&err)?)
             };
         let mut out = Vec::new();
         use gix::object::tree::diff::ChangeDetached as Change;

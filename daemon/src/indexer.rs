@@ -199,10 +199,11 @@ impl Indexer {
             if cancel.load(Ordering::Relaxed) {
                 return Err(IndexError::Cancelled);
             }
-            for mut row in self.store.blocks_of_blob(&file.oid).await? {
-                row.text = row.text.replacen(&row.path, &file.path, 1);
-                row.repo = root.clone();
-                row.path = file.path.clone();
+            for row in self
+                .store
+                .copies_of_blob(&file.oid, &root, &file.path)
+                .await?
+            {
                 pending.push(row);
                 report.rows_changed += 1;
             }

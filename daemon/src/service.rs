@@ -355,12 +355,7 @@ impl Service {
         let mut to_embed = Vec::new();
         for (path, text, oid) in new_files {
             if known.contains(&oid) {
-                for mut row in self.store.blocks_of_blob(&oid).await? {
-                    row.text = row.text.replacen(&row.path, &path, 1);
-                    row.repo = root.to_owned();
-                    row.path = path.clone();
-                    rows.push(row);
-                }
+                rows.extend(self.store.copies_of_blob(&oid, root, &path).await?);
             } else {
                 to_embed.push(crate::indexer::Parsed::new(
                     path,
@@ -392,12 +387,7 @@ impl Service {
     /// A hook says HEAD of the repository containing `path` moved: queue a job if it is tracked.
     /// Never adds scopes (a hook does not know which folders the user searches).
     pub async fn notify(&self, path: &Path) -> Result<bool, ServiceError> {
-        let located = {
-            let path = path.to_path_buf();
-            tokio::task::spawn_blocking(move || git::locate(&path))
-                .await
-                .map_err(|e| ServiceError::Internal(e.to_string()))??
-        };
+        let located = locate(path).await?;
         let root = located.root.to_string_lossy().into_owned();
         match self.lock_repos().get_mut(&root) {
             Some(entry) => entry.last_notify = Some(Instant::now()),
@@ -414,12 +404,7 @@ impl Service {
         &self,
         path: &Path,
     ) -> Result<(Located, Option<u64>), ServiceError> {
-        let located = {
-            let path = path.to_path_buf();
-            tokio::task::spawn_blocking(move || git::locate(&path))
-                .await
-                .map_err(|e| ServiceError::Internal(e.to_string()))??
-        };
+        let located = locate(path).await?;
         let root = located.root.to_string_lossy().into_owned();
         let head = {
             let root = located.root.clone();
@@ -558,6 +543,15 @@ impl Service {
         out.sort_by(|a, b| a.root.cmp(&b.root));
         out
     }
+}
+
+/// The work tree containing `path`, found off the async threads (it touches the disk).
+async fn locate(path: &Path) -> Result<Located, ServiceError> {
+    let path = path.to_path_buf();
+    tokio::task::spawn_blocking(move || git::locate(&path))
+        .await
+        .map_err(|e| ServiceError::Internal(e.to_string()))?
+        .map_err(ServiceError::from)
 }
 
 fn progress_of(root: &str, p: &JobProgress) -> Progress {

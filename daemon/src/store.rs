@@ -306,6 +306,22 @@ impl Store {
         Ok(out)
     }
 
+    /// The stored blocks of one blob as rows of `repo`'s `path`: a rename, a copy, a branch switched
+    /// back to, or an edit seen before, at the cost of a query instead of embedding.
+    pub async fn copies_of_blob(&self, oid: &str, repo: &str, path: &str) -> Result<Vec<BlockRow>> {
+        Ok(self
+            .blocks_of_blob(oid)
+            .await?
+            .into_iter()
+            .map(|mut row| {
+                row.text = row.text.replacen(&row.path, path, 1);
+                row.repo = repo.to_owned();
+                row.path = path.to_owned();
+                row
+            })
+            .collect())
+    }
+
     /// The stored blocks of one blob, to re-use under another path without embedding again.
     pub async fn blocks_of_blob(&self, oid: &str) -> Result<Vec<BlockRow>> {
         let filter = format!("oid = {}", quote(oid));
