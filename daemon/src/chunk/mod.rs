@@ -327,6 +327,10 @@ fn emit(lines: &[&str], span: Span, limits: &Limits, out: &mut Vec<Block>) {
         } else {
             window_end
         };
+        // A window starts on a line with something on it.
+        while window_start < end && lines[window_start].trim().is_empty() {
+            window_start += 1;
+        }
     }
 }
 
