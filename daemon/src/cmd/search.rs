@@ -24,6 +24,7 @@ pub async fn run(
             ))
             .await;
     }
+    let started = std::time::Instant::now();
     let (located, ticket) = match service.ensure_indexed(Path::new(path)).await {
         Ok(found) => found,
         Err(e) => return replies.send(&error_reply(&e)).await,
@@ -41,10 +42,12 @@ pub async fn run(
         }
     }
     let limit = limit.clamp(1, 1000);
+    let indexed = started.elapsed();
     let dirty = match service.refresh_overlay(&root).await {
         Ok(dirty) => dirty,
         Err(e) => return replies.send(&error_reply(&e)).await,
     };
+    let overlaid = started.elapsed();
     match crate::search::search(
         &service.store,
         &service.embedder,
@@ -57,6 +60,11 @@ pub async fn run(
     .await
     {
         Ok(hits) => {
+            tracing::debug!(
+                "search {query:?}: index check {indexed:.1?}, overlay {:.1?}, search {:.1?}",
+                overlaid - indexed,
+                started.elapsed() - overlaid
+            );
             replies
                 .send(&Response::Search {
                     repo_root: root,
