@@ -17,11 +17,18 @@ if [ ! -x "$venv/bin/python" ]; then
   "$venv/bin/pip" install --quiet onnxruntime==1.31.1 tokenizers numpy
 fi
 
-# The fixed text set: every block of the pinned files listed in bench/embed-files.txt.
+# The fixed text set: every block of the files in bench/embed-files.txt as they were at a pinned
+# commit of this repository, so the figure does not drift as the code changes.
+pinned=9fefccd719063fd897f6989796287a11a1c90de3
 texts="$(mktemp --suffix=.json)"
-trap 'rm -f "$texts" "$texts.rust" "$texts.py"' EXIT
+src="$(mktemp -d)"
+trap 'rm -rf "$texts" "$texts.rust" "$texts.py" "$src"' EXIT
+while read -r f; do
+  mkdir -p "$src/$(dirname "$f")"
+  git show "$pinned:$f" > "$src/$f"
+done < bench/embed-files.txt
 # shellcheck disable=SC2046
-"$HGD_BIN/hgd-daemon" chunk --texts $(cat bench/embed-files.txt) > "$texts"
+(cd "$src" && "$HGD_BIN/hgd-daemon" chunk --texts $(cat "$OLDPWD/bench/embed-files.txt")) > "$texts"
 echo "texts: $(python3 -c "import json,sys; print(len(json.load(open(sys.argv[1]))))" "$texts") blocks of $(wc -l < bench/embed-files.txt) files; threads $threads; batch 32"
 
 rust=(); py=()
