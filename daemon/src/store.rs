@@ -325,25 +325,12 @@ impl Store {
     /// The stored blocks of one blob, to re-use under another path without embedding again.
     pub async fn blocks_of_blob(&self, oid: &str) -> Result<Vec<BlockRow>> {
         let filter = format!("oid = {}", quote(oid));
-        let mut batches: Vec<RecordBatch> = self
-            .blocks
-            .query()
-            .only_if(&filter)
-            .execute()
-            .await?
-            .try_collect()
-            .await?;
+        let mut batches: Vec<RecordBatch> = filtered(&self.blocks, &filter).await?;
         for fallback in [&self.overlay, &self.retired] {
             if batches.iter().any(|b| b.num_rows() > 0) {
                 break;
             }
-            batches = fallback
-                .query()
-                .only_if(&filter)
-                .execute()
-                .await?
-                .try_collect()
-                .await?;
+            batches = filtered(fallback, &filter).await?;
         }
         let mut rows = Vec::new();
         let mut seen = HashSet::new();
@@ -436,14 +423,7 @@ impl Store {
         for chunk in paths.chunks(500) {
             let list = chunk.iter().map(|p| quote(p)).collect::<Vec<_>>().join(",");
             let filter = format!("repo = {} AND path IN ({list})", quote(repo));
-            let batches: Vec<RecordBatch> = self
-                .blocks
-                .query()
-                .only_if(&filter)
-                .execute()
-                .await?
-                .try_collect()
-                .await?;
+            let batches: Vec<RecordBatch> = filtered(&self.blocks, &filter).await?;
             let mut rows = Vec::new();
             for batch in &batches {
                 rows.extend(rows_of(batch)?);
@@ -603,6 +583,17 @@ impl Store {
             ],
         )?)
     }
+}
+
+/// Every row of `table` matching `filter`, all columns.
+async fn filtered(table: &Table, filter: impl AsRef<str>) -> Result<Vec<RecordBatch>> {
+    Ok(table
+        .query()
+        .only_if(filter)
+        .execute()
+        .await?
+        .try_collect()
+        .await?)
 }
 
 /// Retired blocks kept at most (about 300 MB with 384-dim vectors).
