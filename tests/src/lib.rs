@@ -253,12 +253,20 @@ impl GitRepo {
     }
 
     pub fn git(&self, args: &[&str]) -> String {
-        let out = Command::new("git")
-            .current_dir(self.dir.path())
+        self.git_with(args, &[])
+    }
+
+    /// Runs git with extra environment (e.g. `HGD_HOME`, so installed hooks reach a test's daemon)
+    /// and fails the test if it fails.
+    pub fn git_with(&self, args: &[&str], env: &[(&str, &std::ffi::OsStr)]) -> String {
+        let mut cmd = Command::new("git");
+        cmd.current_dir(self.dir.path())
             .args(args)
-            .env("GIT_CONFIG_NOSYSTEM", "1")
-            .output()
-            .expect("run git");
+            .env("GIT_CONFIG_NOSYSTEM", "1");
+        for (key, value) in env {
+            cmd.env(key, value);
+        }
+        let out = cmd.output().expect("run git");
         assert!(
             out.status.success(),
             "git {args:?}: {}",

@@ -220,16 +220,9 @@ fn hooks_keep_the_index_current_chain_existing_hooks_and_uninstall_cleanly() {
     );
     repo.git(&["add", "-A"]);
     // git runs with this test's HGD_HOME, so the hook talks to this test's daemon.
-    let out = Command::new("git")
-        .current_dir(repo.path())
-        .args(["commit", "-q", "-m", "queue"])
-        .env("HGD_HOME", hgd.home())
-        .output()
-        .unwrap();
-    assert!(
-        out.status.success(),
-        "{}",
-        String::from_utf8_lossy(&out.stderr)
+    repo.git_with(
+        &["commit", "-q", "-m", "queue"],
+        &[("HGD_HOME", hgd.home().as_os_str())],
     );
     assert!(
         repo.path().join(".git").join("original-hook-ran").is_file(),
@@ -261,22 +254,10 @@ fn git_commit_succeeds_with_hooks_installed_and_no_daemon() {
 
     repo.write("new.py", "def f():\n    return 2\n");
     let started = Instant::now();
-    let out = Command::new("git")
-        .current_dir(repo.path())
-        .args(["add", "-A"])
-        .output()
-        .unwrap();
-    assert!(out.status.success());
-    let out = Command::new("git")
-        .current_dir(repo.path())
-        .args(["commit", "-q", "-m", "no daemon"])
-        .env("HGD_HOME", hgd.home())
-        .output()
-        .unwrap();
-    assert!(
-        out.status.success(),
-        "{}",
-        String::from_utf8_lossy(&out.stderr)
+    repo.git(&["add", "-A"]);
+    repo.git_with(
+        &["commit", "-q", "-m", "no daemon"],
+        &[("HGD_HOME", hgd.home().as_os_str())],
     );
     assert!(started.elapsed() < Duration::from_secs(5));
     // The hook does not start a daemon.
@@ -303,16 +284,9 @@ fn hooks_of_an_uninstalled_hgd_do_not_break_git() {
         String::from_utf8_lossy(&out.stderr)
     );
     std::fs::remove_file(&copy).unwrap();
-    let out = Command::new("git")
-        .current_dir(repo.path())
-        .args(["commit", "-q", "--allow-empty", "-m", "hgd is gone"])
-        .env("PATH", "/usr/bin:/bin")
-        .output()
-        .unwrap();
-    assert!(
-        out.status.success(),
-        "{}",
-        String::from_utf8_lossy(&out.stderr)
+    repo.git_with(
+        &["commit", "-q", "--allow-empty", "-m", "hgd is gone"],
+        &[("PATH", std::ffi::OsStr::new("/usr/bin:/bin"))],
     );
 }
 
@@ -481,16 +455,9 @@ fn a_burst_of_notifications_coalesces() {
     repo.write("main.py", "def entry_point():\n    return 0\n");
     repo.commit_all("main moves on");
     repo.git(&["checkout", "-q", "long"]);
-    let out = Command::new("git")
-        .current_dir(repo.path())
-        .args(["rebase", "-q", "main"])
-        .env("HGD_HOME", hgd.home())
-        .output()
-        .unwrap();
-    assert!(
-        out.status.success(),
-        "{}",
-        String::from_utf8_lossy(&out.stderr)
+    repo.git_with(
+        &["rebase", "-q", "main"],
+        &[("HGD_HOME", hgd.home().as_os_str())],
     );
     wait_until_indexed_at_head(&hgd, &repo);
     let jobs = hgd.status(&repo.path())["jobs_run"].as_u64().unwrap() - jobs_before;
