@@ -196,10 +196,6 @@ impl Embedder {
         &self.config
     }
 
-    pub fn dims(&self) -> usize {
-        self.config.dims
-    }
-
     /// Tokens `text` becomes without special tokens (capped at the model's limit), so the chunker
     /// can cut blocks the model reads whole.
     pub fn count_tokens(&self, text: &str) -> usize {

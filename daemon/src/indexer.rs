@@ -37,7 +37,6 @@ pub struct JobProgress {
     pub embedded: AtomicU64,
     pub to_embed: AtomicU64,
     pub parsed_all: AtomicBool,
-    pub reused_files: AtomicU64,
 }
 
 /// What a finished job did.
@@ -167,10 +166,6 @@ impl Indexer {
             .filter_map(|(path, oid)| oid.map(|oid| TrackedFile { path, oid }))
             .filter(|f| stored.get(&f.path) != Some(&f.oid))
             .collect();
-        let snapshot = crate::git::HeadSnapshot {
-            commit,
-            files: Vec::new(),
-        };
         let oids: Vec<&str> = wanted.iter().map(|f| f.oid.as_str()).collect();
         let known = self.store.known_among(&oids).await?;
         let (mut reuse, candidates): (Vec<_>, Vec<_>) =
@@ -182,7 +177,7 @@ impl Indexer {
             .partition(|f| first_seen.insert(f.oid.clone()));
 
         let mut report = JobReport {
-            commit: snapshot.commit.clone(),
+            commit: commit.clone(),
             files_removed: stale.len(),
             files_reused: reuse.len() + copies.len(),
             files_embedded: fresh.len(),
@@ -207,7 +202,6 @@ impl Indexer {
                 pending.push(row);
                 report.rows_changed += 1;
             }
-            progress.reused_files.fetch_add(1, Ordering::Relaxed);
             if pending.len() >= WRITE_ROWS {
                 self.store.add(&pending).await?;
                 pending.clear();
@@ -216,7 +210,7 @@ impl Indexer {
         self.store.add(&pending).await?;
 
         let mut done = record.clone();
-        done.indexed_commit = snapshot.commit;
+        done.indexed_commit = commit;
         self.store.put_repo(&done).await?;
         Ok(report)
     }
@@ -227,35 +221,31 @@ impl Indexer {
         let root = record.root.clone();
         let scopes = record.scopes.clone();
         let since = record.indexed_commit.clone().filter(|_| !full);
-        let (commit, delta, snapshot) = tokio::task::spawn_blocking(move || {
+        // Either the changes since the indexed commit, or (no usable commit) all of HEAD.
+        let (commit, seen) = tokio::task::spawn_blocking(move || {
             let repo = Repo::open(&PathBuf::from(&root))?;
             if let Some(old) = since {
                 if let Some((head, changes)) = repo.changes_since(&old, &scopes)? {
-                    return Ok::<_, IndexError>((Some(head), Some(changes), None));
+                    return Ok::<_, IndexError>((Some(head), Ok(changes)));
                 }
             }
             let snapshot = repo.head_snapshot(&scopes)?;
-            Ok((snapshot.commit.clone(), None, Some(snapshot)))
+            Ok((snapshot.commit, Err(snapshot.files)))
         })
         .await
         .map_err(|e| IndexError::Internal(e.to_string()))??;
 
-        match (delta, snapshot) {
-            (Some(changes), _) => {
+        let (target, stored) = match seen {
+            Ok(changes) => {
                 let paths: Vec<String> = changes.iter().map(|(p, _)| p.clone()).collect();
                 let stored = self.store.stored_files_at(&record.root, &paths).await?;
-                Ok(Plan {
-                    commit,
-                    target: changes,
-                    stored,
-                })
+                (changes, stored)
             }
-            (None, snapshot) => {
-                let files = snapshot.map(|s| s.files).unwrap_or_default();
+            Err(files) => {
                 let stored = self.store.stored_files(&record.root).await?;
                 let in_head: std::collections::HashSet<&str> =
                     files.iter().map(|f| f.path.as_str()).collect();
-                let gone: Vec<(String, Option<String>)> = stored
+                let gone: PathChanges = stored
                     .keys()
                     .filter(|p| !in_head.contains(p.as_str()))
                     .map(|p| (p.clone(), None))
@@ -263,13 +253,14 @@ impl Indexer {
                 let mut target: PathChanges =
                     files.into_iter().map(|f| (f.path, Some(f.oid))).collect();
                 target.extend(gone);
-                Ok(Plan {
-                    commit,
-                    target,
-                    stored,
-                })
+                (target, stored)
             }
-        }
+        };
+        Ok(Plan {
+            commit,
+            target,
+            stored,
+        })
     }
 
     /// Parses, embeds and writes blobs that have no blocks yet. Returns the blocks embedded.
