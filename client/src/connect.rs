@@ -2,7 +2,7 @@
 //! send one request and read response lines until the final one.
 
 use std::fs;
-use std::io::{BufRead, BufReader, Write};
+use std::io::{BufRead, BufReader, ErrorKind, Write};
 use std::path::{Path, PathBuf};
 use std::process::{Command, Stdio};
 use std::time::{Duration, Instant};
@@ -15,6 +15,19 @@ use interprocess::local_socket::{prelude::*, GenericFilePath, Stream};
 /// How long a freshly started daemon may take to load its model and open the store.
 const START_TIMEOUT: Duration = Duration::from_secs(60);
 
+/// The longest silence accepted from the daemon between two reply lines. A working daemon sends
+/// progress lines at least every second during long requests, so only a stopped, suspended or
+/// wedged daemon is this quiet. `HGD_TIMEOUT` (seconds) overrides it.
+const REPLY_TIMEOUT: Duration = Duration::from_secs(30);
+
+fn reply_timeout() -> Duration {
+    std::env::var("HGD_TIMEOUT")
+        .ok()
+        .and_then(|v| v.parse::<f64>().ok())
+        .filter(|s| *s > 0.0)
+        .map_or(REPLY_TIMEOUT, Duration::from_secs_f64)
+}
+
 pub struct Connection {
     reader: BufReader<Stream>,
 }
@@ -24,6 +37,9 @@ impl Connection {
     pub fn try_connect(home: &Home) -> Option<Connection> {
         let name = home.socket().to_fs_name::<GenericFilePath>().ok()?;
         let stream = Stream::connect(name).ok()?;
+        let timeout = reply_timeout();
+        stream.set_recv_timeout(Some(timeout)).ok()?;
+        stream.set_send_timeout(Some(timeout)).ok()?;
         Some(Connection {
             reader: BufReader::new(stream),
         })
@@ -75,10 +91,18 @@ impl Connection {
             .context("send the request to the daemon")?;
         loop {
             let mut reply = String::new();
-            let n = self
-                .reader
-                .read_line(&mut reply)
-                .context("read the daemon's reply")?;
+            let n = match self.reader.read_line(&mut reply) {
+                Ok(n) => n,
+                Err(e) if matches!(e.kind(), ErrorKind::WouldBlock | ErrorKind::TimedOut) => {
+                    bail!(
+                        "the daemon did not answer for {}s: it may be suspended, stuck or overloaded; \
+                         check `hgd status` and its log, or restart it with `hgd stop` (HGD_TIMEOUT \
+                         sets the wait in seconds)",
+                        reply_timeout().as_secs_f64()
+                    )
+                }
+                Err(e) => return Err(e).context("read the daemon's reply"),
+            };
             if n == 0 {
                 return Err(anyhow!("the daemon closed the connection"));
             }

@@ -198,7 +198,16 @@ fn search(
     )?;
     bar.finish();
     let (repo_root, hits) = match response {
-        Response::Search { repo_root, hits } => (repo_root, hits),
+        Response::Search {
+            repo_root,
+            hits,
+            warnings,
+        } => {
+            for warning in warnings {
+                eprintln!("hgd: warning: {warning}");
+            }
+            (repo_root, hits)
+        }
         Response::Error { code, message } => return Err(daemon_error(code, message)),
         other => bail!("unexpected reply: {other:?}"),
     };

@@ -15,7 +15,7 @@ use tokio::sync::mpsc;
 use crate::chunk::{self, Block, Language, Limits};
 use crate::embed::{EmbedError, Embedder};
 use crate::git::{GitError, PathChanges, Repo, TrackedFile};
-use crate::store::{BlockRow, RepoRecord, Store, StoreError};
+use crate::store::{BlobKey, BlockRow, RepoRecord, Store, StoreError};
 
 #[derive(Debug, thiserror::Error)]
 pub enum IndexError {
@@ -54,6 +54,9 @@ pub struct JobReport {
 
 /// Rows are written in groups of whole files of about this many rows: one LanceDB commit each.
 const WRITE_ROWS: usize = 512;
+/// ... or after this long, so a long first index becomes searchable (and survives a crash) bit by
+/// bit rather than all at the end.
+const WRITE_EVERY: std::time::Duration = std::time::Duration::from_secs(2);
 /// Blocks embedded per call (the embedder batches further by length).
 const EMBED_BLOCKS: usize = 64;
 
@@ -135,7 +138,8 @@ struct Plan {
 }
 
 impl Indexer {
-    /// Brings `record`'s repository to HEAD. With `full`, compares everything stored against
+    /// Brings the stored blocks of `record`'s repository to HEAD (the indexed-commit pointer is
+    /// the caller's to write once this returns). With `full`, compares everything stored against
     /// HEAD's files (first index, new scopes); otherwise diffs the indexed commit's tree against
     /// HEAD's, so the work follows the change, falling back to the full comparison when the indexed
     /// commit is gone.
@@ -166,15 +170,19 @@ impl Indexer {
             .filter_map(|(path, oid)| oid.map(|oid| TrackedFile { path, oid }))
             .filter(|f| stored.get(&f.path) != Some(&f.oid))
             .collect();
-        let oids: Vec<&str> = wanted.iter().map(|f| f.oid.as_str()).collect();
-        let known = self.store.known_among(&oids).await?;
-        let (mut reuse, candidates): (Vec<_>, Vec<_>) =
-            wanted.into_iter().partition(|f| known.contains(&f.oid));
+        let keys: Vec<BlobKey> = wanted
+            .iter()
+            .map(|f| BlobKey::at(&f.path, &f.oid))
+            .collect();
+        let known = self.store.known_among(&keys).await?;
+        let (mut reuse, candidates): (Vec<_>, Vec<_>) = wanted
+            .into_iter()
+            .partition(|f| known.contains(&BlobKey::at(&f.path, &f.oid)));
         // Identical new files in this job: embed the first, copy the others once it is stored.
         let mut first_seen = std::collections::HashSet::new();
         let (fresh, copies): (Vec<_>, Vec<_>) = candidates
             .into_iter()
-            .partition(|f| first_seen.insert(f.oid.clone()));
+            .partition(|f| first_seen.insert(BlobKey::at(&f.path, &f.oid)));
 
         let mut report = JobReport {
             commit: commit.clone(),
@@ -196,7 +204,7 @@ impl Indexer {
             }
             for row in self
                 .store
-                .copies_of_blob(&file.oid, &root, &file.path)
+                .copies_of_blob(&BlobKey::at(&file.path, &file.oid), &root, &file.path)
                 .await?
             {
                 pending.push(row);
@@ -208,10 +216,7 @@ impl Indexer {
             }
         }
         self.store.add(&pending).await?;
-
-        let mut done = record.clone();
-        done.indexed_commit = commit;
-        self.store.put_repo(&done).await?;
+        // The caller advances the indexed-commit pointer: it knows whether scopes changed meanwhile.
         Ok(report)
     }
 
@@ -346,17 +351,19 @@ impl Indexer {
             }
         });
 
-        // Writer: whole files only, in groups of about WRITE_ROWS rows.
+        // Writer: whole files only, in groups of about WRITE_ROWS rows or every WRITE_EVERY.
         let mut pending: Vec<BlockRow> = Vec::new();
         let mut write_result = Ok(());
+        let mut last_write = std::time::Instant::now();
         while let Some(rows) = rows_rx.recv().await {
             pending.extend(rows);
-            if pending.len() >= WRITE_ROWS {
+            if pending.len() >= WRITE_ROWS || last_write.elapsed() >= WRITE_EVERY {
                 if let Err(e) = self.store.add(&pending).await {
                     write_result = Err(e);
                     break;
                 }
                 pending.clear();
+                last_write = std::time::Instant::now();
             }
         }
         drop(rows_rx);

@@ -1,10 +1,11 @@
 //! The socket server: one Unix socket, JSON-lines frames, a bounded number of connections, and a
 //! graceful shutdown that stops accepting, lets requests finish, and removes the socket.
 
+use std::collections::HashMap;
 use std::fs;
 use std::os::unix::fs::PermissionsExt;
-use std::sync::Arc;
-use std::time::Duration;
+use std::sync::{Arc, Mutex};
+use std::time::{Duration, Instant};
 
 use futures::{SinkExt, StreamExt};
 use hgd_protocol::home::Home;
@@ -19,8 +20,52 @@ use tokio_util::sync::CancellationToken;
 use crate::cmd;
 use crate::service::Service;
 
-/// More simultaneous clients than this wait for a free slot.
+/// Open connections at most. When all are taken, the one idle the longest is closed to make
+/// room, so clients that connect and say nothing can never lock others out.
 const MAX_CONNECTIONS: usize = 64;
+
+/// A connection that sends no complete request for this long is closed. Requests that take long
+/// (waiting for an index) keep the connection busy, not idle, and stream progress meanwhile.
+const IDLE_TIMEOUT: Duration = Duration::from_secs(30);
+
+/// Connections waiting for their next request, by connection number: when they went idle and how
+/// to close them.
+#[derive(Default)]
+struct IdleConnections {
+    waiting: Mutex<HashMap<u64, (Instant, CancellationToken)>>,
+}
+
+impl IdleConnections {
+    fn lock(&self) -> std::sync::MutexGuard<'_, HashMap<u64, (Instant, CancellationToken)>> {
+        self.waiting.lock().unwrap_or_else(|p| p.into_inner())
+    }
+
+    fn enter(&self, id: u64) -> CancellationToken {
+        let token = CancellationToken::new();
+        self.lock().insert(id, (Instant::now(), token.clone()));
+        token
+    }
+
+    fn leave(&self, id: u64) {
+        self.lock().remove(&id);
+    }
+
+    /// Closes the connection that has been idle the longest; false if none is idle.
+    fn evict_oldest(&self) -> bool {
+        let mut waiting = self.lock();
+        let oldest = waiting
+            .iter()
+            .min_by_key(|(_, (since, _))| *since)
+            .map(|(id, _)| *id);
+        match oldest.and_then(|id| waiting.remove(&id)) {
+            Some((_, token)) => {
+                token.cancel();
+                true
+            }
+            None => false,
+        }
+    }
+}
 
 #[derive(Debug, thiserror::Error)]
 pub enum ServerError {
@@ -93,13 +138,11 @@ type LocalSocketListener = interprocess::local_socket::tokio::Listener;
 pub async fn serve(home: &Home, listener: LocalSocketListener, service: Arc<Service>) {
     let shutdown = service.shutdown.clone();
     let slots = Arc::new(Semaphore::new(MAX_CONNECTIONS));
+    let idle = Arc::new(IdleConnections::default());
     let tracker = tokio_util::task::TaskTracker::new();
+    let mut next_id: u64 = 0;
     tracing::info!("listening on {}", home.socket().display());
     loop {
-        let permit = tokio::select! {
-            permit = slots.clone().acquire_owned() => permit.expect("semaphore is never closed"),
-            _ = shutdown.cancelled() => break,
-        };
         let stream = tokio::select! {
             accepted = listener.accept() => match accepted {
                 Ok(stream) => stream,
@@ -111,9 +154,25 @@ pub async fn serve(home: &Home, listener: LocalSocketListener, service: Arc<Serv
             },
             _ = shutdown.cancelled() => break,
         };
-        let service = service.clone();
+        let permit = match slots.clone().try_acquire_owned() {
+            Ok(permit) => permit,
+            Err(_) => {
+                // Full: make room by closing the longest-idle connection; if every connection
+                // is busy with a request, wait for one to finish.
+                if idle.evict_oldest() {
+                    tracing::debug!("closed an idle connection to make room");
+                }
+                tokio::select! {
+                    permit = slots.clone().acquire_owned() => permit.expect("semaphore is never closed"),
+                    _ = shutdown.cancelled() => break,
+                }
+            }
+        };
+        next_id += 1;
+        let (service, idle, id) = (service.clone(), idle.clone(), next_id);
         tracker.spawn(async move {
-            handle_connection(stream, service).await;
+            handle_connection(stream, service, &idle, id).await;
+            idle.leave(id);
             drop(permit);
         });
     }
@@ -148,14 +207,22 @@ impl Replies<'_> {
     }
 }
 
-async fn handle_connection(stream: Stream, service: Arc<Service>) {
+async fn handle_connection(stream: Stream, service: Arc<Service>, idle: &IdleConnections, id: u64) {
     let mut framed = Framed::new(stream, LinesCodec::new_with_max_length(MAX_FRAME_BYTES));
     let shutdown: CancellationToken = service.shutdown.clone();
     loop {
+        // Waiting for a request: idle, so a timeout or a newcomer may close this connection.
+        let evicted = idle.enter(id);
         let frame = tokio::select! {
             frame = framed.next() => frame,
+            _ = tokio::time::sleep(IDLE_TIMEOUT) => {
+                tracing::debug!("closing a connection idle for {IDLE_TIMEOUT:?}");
+                return;
+            }
+            _ = evicted.cancelled() => return,
             _ = shutdown.cancelled() => return,
         };
+        idle.leave(id);
         let line = match frame {
             None => return,
             Some(Ok(line)) => line,

@@ -19,7 +19,7 @@ use crate::chunk::Limits;
 use crate::embed::Embedder;
 use crate::git::{self, GitError, Located, Repo};
 use crate::indexer::{Indexer, JobProgress};
-use crate::store::{RepoRecord, Store, StoreError};
+use crate::store::{BlobKey, RepoRecord, Store, StoreError};
 
 #[derive(Debug, thiserror::Error)]
 pub enum ServiceError {
@@ -43,9 +43,9 @@ struct RepoEntry {
     completed: u64,
     running: Option<Arc<JobProgress>>,
     /// The last job's failure, cleared by the next success.
-    error: Option<String>,
-    /// The next job compares everything stored against HEAD instead of diffing commits (a scope
-    /// was added, or the last job failed).
+    error: Option<Failure>,
+    /// The next job compares everything stored against HEAD instead of diffing commits (the last
+    /// job failed). A widened scope needs no flag: it clears the persisted indexed commit.
     full_scan: bool,
     /// When a hook last notified: hooks come in bursts (a rebase, a checkout after a merge), so a
     /// job for a notification waits for the burst to settle.
@@ -53,6 +53,28 @@ struct RepoEntry {
     /// Bumped after every job, so waiters wake.
     changed: watch::Sender<u64>,
 }
+
+/// A failed job: what went wrong, at which HEAD, and when (searches retry it after a while or
+/// when HEAD moves, and meanwhile answer from what is stored).
+#[derive(Debug, Clone)]
+struct Failure {
+    message: String,
+    head: Option<String>,
+    at: Instant,
+}
+
+/// Where a repository's index stands for a request.
+pub enum Freshness {
+    /// At HEAD under the requested scope.
+    Current,
+    /// A job will bring it there; wait for this ticket.
+    Wait(u64),
+    /// The last job failed recently at this HEAD; what is stored is older than HEAD.
+    Behind(String),
+}
+
+/// A search does not retry a failed job at the same HEAD more often than this.
+const RETRY_FAILED_AFTER: Duration = Duration::from_secs(30);
 
 impl RepoEntry {
     fn new(record: RepoRecord) -> RepoEntry {
@@ -229,7 +251,7 @@ impl Service {
                 (entry.record.clone(), full, entry.requested, progress)
             };
             let started = Instant::now();
-            let result = tokio::select! {
+            let mut result = tokio::select! {
                 r = self.indexer.run(&record, full, progress, self.job_cancel.clone()) => r,
                 _ = self.shutdown.cancelled() => {
                     // The indexed-commit pointer was not advanced; the next start resumes the job.
@@ -237,7 +259,20 @@ impl Service {
                     return;
                 }
             };
-            let Some((again, changed_rows)) = self.finish_job(&root, ticket, result, started)
+            if let Ok(report) = &result {
+                // Every block of the job is durable: now the pointer may advance.
+                if let Some(done) = self.indexed_record(&root, &record, &report.commit) {
+                    if let Err(e) = self.store.put_repo(&done).await {
+                        result = Err(e.into());
+                    }
+                }
+            }
+            let failed_head = match &result {
+                Ok(_) => None,
+                Err(_) => head_of(&root).await,
+            };
+            let Some((again, changed_rows)) =
+                self.finish_job(&root, &record, ticket, failed_head, result, started)
             else {
                 continue;
             };
@@ -267,12 +302,33 @@ impl Service {
         }
     }
 
+    /// The record to persist after a job over `job`'s scopes reached `commit`. If a scope was
+    /// added while the job ran, the job did not cover it: the pointer stays cleared so that the
+    /// next job, even after a restart, compares all of HEAD with the store.
+    fn indexed_record(
+        &self,
+        root: &str,
+        job: &RepoRecord,
+        commit: &Option<String>,
+    ) -> Option<RepoRecord> {
+        let repos = self.lock_repos();
+        let mut record = repos.get(root)?.record.clone();
+        record.indexed_commit = if record.scopes == job.scopes {
+            commit.clone()
+        } else {
+            None
+        };
+        Some(record)
+    }
+
     /// Records a finished job and wakes its waiters. Returns whether another job is due and how many
     /// rows the job changed in the store, or `None` if the repository is no longer tracked.
     fn finish_job(
         &self,
         root: &str,
+        job: &RepoRecord,
         ticket: u64,
+        failed_head: Option<String>,
         result: Result<crate::indexer::JobReport, crate::indexer::IndexError>,
         started: Instant,
     ) -> Option<(bool, u64)> {
@@ -294,12 +350,18 @@ impl Service {
                     report.files_removed,
                     started.elapsed()
                 );
-                entry.record.indexed_commit = report.commit;
+                if entry.record.scopes == job.scopes {
+                    entry.record.indexed_commit = report.commit;
+                }
                 entry.error = None;
             }
             Err(e) => {
                 tracing::error!("indexing {root} failed: {e}");
-                entry.error = Some(e.to_string());
+                entry.error = Some(Failure {
+                    message: e.to_string(),
+                    head: failed_head,
+                    at: Instant::now(),
+                });
                 entry.full_scan = true;
             }
         }
@@ -349,13 +411,17 @@ impl Service {
         if new_files.is_empty() {
             return Ok(dirty);
         }
-        let oids: Vec<&str> = new_files.iter().map(|(_, _, o)| o.as_str()).collect();
-        let known = self.store.known_among(&oids).await?;
+        let keys: Vec<BlobKey> = new_files
+            .iter()
+            .map(|(p, _, o)| BlobKey::at(p, o))
+            .collect();
+        let known = self.store.known_among(&keys).await?;
         let mut rows = Vec::new();
         let mut to_embed = Vec::new();
         for (path, text, oid) in new_files {
-            if known.contains(&oid) {
-                rows.extend(self.store.copies_of_blob(&oid, root, &path).await?);
+            let key = BlobKey::at(&path, &oid);
+            if known.contains(&key) {
+                rows.extend(self.store.copies_of_blob(&key, root, &path).await?);
             } else {
                 to_embed.push(crate::indexer::Parsed::new(
                     path,
@@ -398,12 +464,15 @@ impl Service {
     }
 
     /// Makes sure the repository containing `path` is tracked with a scope covering `path`, and that a
-    /// job will bring it to HEAD. Returns where it is and the ticket to wait for (`None` when the
-    /// index is already current).
+    /// job will bring it to HEAD. Returns where it is and how fresh its index is. With
+    /// `retry_failed`, a recently failed job is retried at once; otherwise (searches) it is retried
+    /// only after [`RETRY_FAILED_AFTER`] or when HEAD moves, and meanwhile reported as
+    /// [`Freshness::Behind`].
     pub async fn ensure_indexed(
         &self,
         path: &Path,
-    ) -> Result<(Located, Option<u64>), ServiceError> {
+        retry_failed: bool,
+    ) -> Result<(Located, Freshness), ServiceError> {
         let located = locate(path).await?;
         let root = located.root.to_string_lossy().into_owned();
         let head = {
@@ -412,7 +481,7 @@ impl Service {
                 .await
                 .map_err(|e| ServiceError::Internal(e.to_string()))??
         };
-        let (record, scope_added, current) = {
+        let (record, scope_added, freshness) = {
             let mut repos = self.lock_repos();
             let entry = repos.entry(root.clone()).or_insert_with(|| {
                 RepoEntry::new(RepoRecord {
@@ -424,24 +493,41 @@ impl Service {
             let scopes = &mut entry.record.scopes;
             let scope_added = !git::in_scopes(&located.subtree, scopes);
             if scope_added {
-                // A wider scope replaces the narrower ones inside it.
+                // A wider scope replaces the narrower ones inside it. The indexed commit does
+                // not cover the new scope: clear it, persistently, so that the next job (after a
+                // restart too) compares all of HEAD with the store instead of diffing commits.
                 scopes.retain(|s| !git::in_subtree(s, &located.subtree));
                 scopes.push(located.subtree.clone());
                 scopes.sort();
-                entry.full_scan = true;
+                entry.record.indexed_commit = None;
             }
             let idle = entry.running.is_none() && entry.requested == entry.completed;
-            let current = idle && entry.error.is_none() && entry.record.indexed_commit == head;
-            (entry.record.clone(), scope_added, current)
+            let freshness = match &entry.error {
+                Some(failure) if idle && !scope_added => {
+                    if failure.head == head
+                        && !retry_failed
+                        && failure.at.elapsed() < RETRY_FAILED_AFTER
+                    {
+                        Some(Freshness::Behind(failure.message.clone()))
+                    } else {
+                        None
+                    }
+                }
+                None if idle && !scope_added && entry.record.indexed_commit == head => {
+                    Some(Freshness::Current)
+                }
+                _ => None,
+            };
+            (entry.record.clone(), scope_added, freshness)
         };
         if scope_added {
             self.store.put_repo(&record).await?;
         }
-        if current && !scope_added {
-            return Ok((located, None));
+        if let Some(freshness) = freshness {
+            return Ok((located, freshness));
         }
         let ticket = self.request_job(&root);
-        Ok((located, Some(ticket)))
+        Ok((located, Freshness::Wait(ticket)))
     }
 
     /// Starts waiting for a job covering `ticket` of `root`.
@@ -465,7 +551,7 @@ impl Service {
                 let entry = &repos[&waiter.root];
                 (
                     entry.completed >= waiter.ticket,
-                    entry.error.clone(),
+                    entry.error.as_ref().map(|f| f.message.clone()),
                     entry.running.as_ref().map(|p| progress_of(&waiter.root, p)),
                 )
             };
@@ -502,20 +588,13 @@ impl Service {
                 (
                     e.record.clone(),
                     e.running.as_ref().map(|p| progress_of(&e.record.root, p)),
-                    e.error.clone(),
+                    e.error.as_ref().map(|f| f.message.clone()),
                 )
             })
             .collect();
         let mut out = Vec::new();
         for (record, progress, error) in entries {
-            let root = record.root.clone();
-            let head = tokio::task::spawn_blocking(move || {
-                Repo::open(Path::new(&root)).and_then(|r| r.head_commit())
-            })
-            .await
-            .ok()
-            .and_then(Result::ok)
-            .flatten();
+            let head = head_of(&record.root).await;
             let blocks = self
                 .store
                 .count_blocks(Some(&record.root))
@@ -543,6 +622,16 @@ impl Service {
         out.sort_by(|a, b| a.root.cmp(&b.root));
         out
     }
+}
+
+/// HEAD of the repository at `root`, or `None` when it has no commits or cannot be read.
+async fn head_of(root: &str) -> Option<String> {
+    let root = std::path::PathBuf::from(root);
+    tokio::task::spawn_blocking(move || Repo::open(&root).and_then(|r| r.head_commit()))
+        .await
+        .ok()
+        .and_then(Result::ok)
+        .flatten()
 }
 
 /// The work tree containing `path`, found off the async threads (it touches the disk).

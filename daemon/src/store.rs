@@ -50,6 +50,15 @@ pub struct BlockRow {
     pub vector: Vec<f32>,
 }
 
+impl BlockRow {
+    pub fn key(&self) -> BlobKey {
+        BlobKey {
+            oid: self.oid.clone(),
+            language: self.language.clone(),
+        }
+    }
+}
+
 /// A search hit as read back from the table.
 #[derive(Debug, Clone)]
 pub struct StoredHit {
@@ -63,6 +72,33 @@ pub struct StoredHit {
     /// `_distance` of a vector hit (lower is nearer) or `_score` of a full-text hit (higher is
     /// better), for merging lists from two layers.
     pub rank: f32,
+}
+
+/// What a blob's stored blocks depend on: its bytes and the language its path selects (which
+/// decides how it is cut into blocks). Blocks are re-used only under the same key, so renaming
+/// `script` to `script.py` parses the file again as Python.
+#[derive(Debug, Clone, PartialEq, Eq, Hash)]
+pub struct BlobKey {
+    pub oid: String,
+    pub language: String,
+}
+
+impl BlobKey {
+    /// The key of blob `oid` at `path`.
+    pub fn at(path: &str, oid: &str) -> BlobKey {
+        BlobKey {
+            oid: oid.to_owned(),
+            language: crate::chunk::Language::from_path(path).name().to_owned(),
+        }
+    }
+
+    fn filter(&self) -> String {
+        format!(
+            "oid = {} AND language = {}",
+            quote(&self.oid),
+            quote(&self.language)
+        )
+    }
 }
 
 /// The persisted state of one repository.
@@ -292,25 +328,40 @@ impl Store {
         Ok(out)
     }
 
-    /// Those of `oids` that have blocks anywhere in the store (any repository, any path, or
+    /// Those of `keys` that have blocks anywhere in the store (any repository, any path, or
     /// retired).
-    pub async fn known_among(&self, oids: &[&str]) -> Result<HashSet<String>> {
+    pub async fn known_among(&self, keys: &[BlobKey]) -> Result<HashSet<BlobKey>> {
+        let wanted: HashSet<&BlobKey> = keys.iter().collect();
         let mut out = HashSet::new();
-        for chunk in oids.chunks(500) {
-            let list = chunk.iter().map(|o| quote(o)).collect::<Vec<_>>().join(",");
+        for chunk in keys.chunks(500) {
+            let list = chunk
+                .iter()
+                .map(|k| quote(&k.oid))
+                .collect::<Vec<_>>()
+                .join(",");
             let filter = format!("oid IN ({list})");
-            out.extend(oids_in(&self.blocks, Some(filter.clone())).await?);
-            out.extend(oids_in(&self.overlay, Some(filter.clone())).await?);
-            out.extend(oids_in(&self.retired, Some(filter)).await?);
+            for table in [&self.blocks, &self.overlay, &self.retired] {
+                out.extend(
+                    keys_in(table, Some(filter.clone()))
+                        .await?
+                        .into_iter()
+                        .filter(|k| wanted.contains(k)),
+                );
+            }
         }
         Ok(out)
     }
 
     /// The stored blocks of one blob as rows of `repo`'s `path`: a rename, a copy, a branch switched
     /// back to, or an edit seen before, at the cost of a query instead of embedding.
-    pub async fn copies_of_blob(&self, oid: &str, repo: &str, path: &str) -> Result<Vec<BlockRow>> {
+    pub async fn copies_of_blob(
+        &self,
+        key: &BlobKey,
+        repo: &str,
+        path: &str,
+    ) -> Result<Vec<BlockRow>> {
         Ok(self
-            .blocks_of_blob(oid)
+            .blocks_of_blob(key)
             .await?
             .into_iter()
             .map(|mut row| {
@@ -323,8 +374,8 @@ impl Store {
     }
 
     /// The stored blocks of one blob, to re-use under another path without embedding again.
-    pub async fn blocks_of_blob(&self, oid: &str) -> Result<Vec<BlockRow>> {
-        let filter = format!("oid = {}", quote(oid));
+    pub async fn blocks_of_blob(&self, key: &BlobKey) -> Result<Vec<BlockRow>> {
+        let filter = key.filter();
         let mut batches: Vec<RecordBatch> = filtered(&self.blocks, &filter).await?;
         for fallback in [&self.overlay, &self.retired] {
             if batches.iter().any(|b| b.num_rows() > 0) {
@@ -371,6 +422,17 @@ impl Store {
                 .await?;
         }
         Ok(())
+    }
+
+    /// Every row of `repo` in one layer, vectors included (what the in-memory search index is
+    /// built from).
+    pub async fn repo_rows(&self, layer: Layer, repo: &str) -> Result<Vec<BlockRow>> {
+        let batches = filtered(self.table(layer), format!("repo = {}", quote(repo))).await?;
+        let mut rows = Vec::new();
+        for batch in &batches {
+            rows.extend(rows_of(batch)?);
+        }
+        Ok(rows)
     }
 
     /// `path -> blob oid` of the overlay rows of `repo`.
@@ -431,12 +493,12 @@ impl Store {
             let oids: HashSet<&str> = rows.iter().map(|r| r.oid.as_str()).collect();
             if !oids.is_empty() {
                 let list = oids.iter().map(|o| quote(o)).collect::<Vec<_>>().join(",");
-                let already = oids_in(&self.retired, Some(format!("oid IN ({list})"))).await?;
+                let already = keys_in(&self.retired, Some(format!("oid IN ({list})"))).await?;
                 let mut seen = HashSet::new();
                 let keep: Vec<BlockRow> = rows
                     .iter()
-                    .filter(|r| !already.contains(&r.oid))
-                    .filter(|r| seen.insert((r.oid.clone(), r.start_line, r.end_line)))
+                    .filter(|r| !already.contains(&r.key()))
+                    .filter(|r| seen.insert((r.key(), r.start_line, r.end_line, r.kind.clone())))
                     .cloned()
                     .collect();
                 if !keep.is_empty() {
@@ -599,17 +661,21 @@ async fn filtered(table: &Table, filter: impl AsRef<str>) -> Result<Vec<RecordBa
 /// Retired blocks kept at most (about 300 MB with 384-dim vectors).
 const RETIRED_MAX_ROWS: usize = 200_000;
 
-async fn oids_in(table: &Table, filter: Option<String>) -> Result<HashSet<String>> {
-    let mut query = table.query().select(Select::columns(&["oid"]));
+/// The blob keys of the rows of `table` matching `filter`.
+async fn keys_in(table: &Table, filter: Option<String>) -> Result<HashSet<BlobKey>> {
+    let mut query = table.query().select(Select::columns(&["oid", "language"]));
     if let Some(filter) = filter {
         query = query.only_if(filter);
     }
     let batches: Vec<RecordBatch> = query.execute().await?.try_collect().await?;
     let mut out = HashSet::new();
     for batch in &batches {
-        let oids = strings(batch, "oid")?;
+        let (oids, languages) = (strings(batch, "oid")?, strings(batch, "language")?);
         for i in 0..batch.num_rows() {
-            out.insert(oids.value(i).to_owned());
+            out.insert(BlobKey {
+                oid: oids.value(i).to_owned(),
+                language: languages.value(i).to_owned(),
+            });
         }
     }
     Ok(out)

@@ -78,6 +78,10 @@ pub enum Response {
         /// The repository root the result paths are relative to.
         repo_root: String,
         hits: Vec<Hit>,
+        /// What the results may be missing (the index is behind HEAD, uncommitted files could
+        /// not be read); the client prints these on stderr.
+        #[serde(default, skip_serializing_if = "Vec::is_empty")]
+        warnings: Vec<String>,
     },
     Status(Status),
     ShuttingDown,

@@ -135,6 +135,55 @@ impl Hgd {
         serde_json::from_slice(&out.stdout).expect("--json prints a JSON array")
     }
 
+    /// Waits (up to 60 s) until a job of the repository at `cwd` is running and has embedded at
+    /// least `min_done` blocks; panics if no job gets there (it finished first, or never started).
+    pub fn wait_for_running_job(&self, cwd: &Path, min_done: u64) {
+        let deadline = Instant::now() + Duration::from_secs(60);
+        let mut last = serde_json::Value::Null;
+        while Instant::now() < deadline {
+            last = self.status(cwd);
+            let running = last["repos"].as_array().into_iter().flatten().any(|r| {
+                r["state"] == "indexing" && r["progress"]["done"].as_u64() >= Some(min_done)
+            });
+            if running {
+                return;
+            }
+            std::thread::sleep(Duration::from_millis(20));
+        }
+        panic!("no job reached {min_done} embedded blocks: {last:#}");
+    }
+
+    /// Runs `hgd ARGS` in `cwd` with extra environment, killing it after `limit`: returns `None`
+    /// if it had to be killed (it hung).
+    pub fn hgd_within(
+        &self,
+        cwd: &Path,
+        args: &[&str],
+        env: &[(&str, &str)],
+        limit: Duration,
+    ) -> Option<Output> {
+        let mut cmd = self.command("hgd");
+        cmd.current_dir(cwd)
+            .args(args)
+            .stdin(Stdio::null())
+            .stdout(Stdio::piped())
+            .stderr(Stdio::piped());
+        for (k, v) in env {
+            cmd.env(k, v);
+        }
+        let mut child = cmd.spawn().expect("run hgd");
+        let deadline = Instant::now() + limit;
+        while Instant::now() < deadline {
+            if child.try_wait().expect("wait for hgd").is_some() {
+                return Some(child.wait_with_output().expect("hgd output"));
+            }
+            std::thread::sleep(Duration::from_millis(20));
+        }
+        let _ = child.kill();
+        let _ = child.wait();
+        None
+    }
+
     /// Starts `hgd-daemon daemon` in the foreground as a child and waits for its socket.
     pub fn start_daemon(&self) -> std::process::Child {
         let log = std::fs::File::create(self.dir.path().join("daemon.out")).expect("log file");

@@ -260,8 +260,13 @@ fn git_commit_succeeds_with_hooks_installed_and_no_daemon() {
         &[("HGD_HOME", hgd.home().as_os_str())],
     );
     assert!(started.elapsed() < Duration::from_secs(5));
-    // The hook does not start a daemon.
-    std::thread::sleep(Duration::from_millis(300));
+    // The hook does not start a daemon: starting one creates its log file at once (before the
+    // daemon could listen), so give the background hook time, then check no log was ever made.
+    std::thread::sleep(Duration::from_millis(1500));
+    assert!(
+        !hgd.home().join("logs").join("daemon.log").exists(),
+        "a hook started a daemon"
+    );
     assert!(!hgd.socket().exists());
 }
 
@@ -319,11 +324,13 @@ fn sigkill_during_indexing_then_restart_gives_the_same_index_as_a_fresh_one() {
         .collect();
 
     let crashed = Hgd::new();
-    for delay_ms in [300u64, 1200, 2500] {
+    // Each kill lands while a job is running, after it embedded some blocks (and, blocks being
+    // written every two seconds, after some of them were written).
+    for embedded in [5u64, 30, 60] {
         let mut daemon = crashed.start_daemon();
         let out = crashed.hgd(&repo.path(), &["index", "--no-wait"]);
         assert!(out.status.success());
-        std::thread::sleep(Duration::from_millis(delay_ms));
+        crashed.wait_for_running_job(&repo.path(), embedded);
         daemon.kill().unwrap(); // SIGKILL
         daemon.wait().unwrap();
     }

@@ -205,17 +205,45 @@ fn malformed_frames_get_errors_and_the_daemon_keeps_serving() {
     assert!(!hgd.socket().exists(), "socket left behind");
 }
 
+/// Two clients search one repository while a long job indexes another: both are answered at
+/// once with the right results, and a search of the repository being indexed waits for its job.
 #[test]
-fn two_clients_search_at_once() {
+fn two_clients_search_while_another_repository_is_indexed() {
     let hgd = Hgd::new();
     let repo = sample_repo();
     hgd.index(&repo.path());
+    let big = GitRepo::new();
+    for i in 0..300 {
+        big.write(
+            &format!("m{}/unit_{i}.py", i % 5),
+            format!("def unit_{i}(x):\n    \"\"\"Scale the reading number {i}.\"\"\"\n    return x * {i}\n"),
+        );
+    }
+    big.write(
+        "m0/kettle.py",
+        "def boil_water_in_kettle(litres):\n    \"\"\"Heat water until it boils.\"\"\"\n    return litres * 4200 * 80\n",
+    );
+    big.commit_all("many units");
+    let out = hgd.hgd(&big.path(), &["index", "--no-wait"]);
+    assert!(out.status.success());
+    hgd.wait_for_running_job(&big.path(), 1);
     std::thread::scope(|s| {
         let a = s.spawn(|| hgd.search_json(&repo.path(), "day of the week", 2));
         let b = s.spawn(|| hgd.search_json(&repo.path(), "listen for web requests", 2));
         assert_eq!(files(&a.join().unwrap())[0], "src/dates.go");
         assert_eq!(files(&b.join().unwrap())[0], "src/server.js");
     });
+    // The searches did overlap the job: it is still running.
+    let status = hgd.status(&big.path());
+    let state = status["repos"]
+        .as_array()
+        .unwrap()
+        .iter()
+        .find(|r| r["root"].as_str() == big.path().to_str())
+        .map(|r| r["state"].clone());
+    assert_eq!(state, Some("indexing".into()), "{status:#}");
+    let found = files(&hgd.search_json(&big.path(), "boil water", 1));
+    assert_eq!(found, ["m0/kettle.py"]);
 }
 
 #[test]

@@ -118,8 +118,6 @@ fn parse_definitions(language: Language, source: &str, limits: &Limits) -> Optio
         language,
         tree.root_node(),
         source.as_bytes(),
-        "",
-        0,
         limits,
         &mut defs,
     );
@@ -160,42 +158,76 @@ fn parse_definitions(language: Language, source: &str, limits: &Limits) -> Optio
     Some(spans)
 }
 
-#[allow(clippy::too_many_arguments)]
+/// Finds the definitions under `root` in document order (a container before what it holds).
+///
+/// Walks the tree with an explicit stack rather than recursion: a file of deeply nested brackets
+/// has as many tree levels as brackets, and a recursive walk would overflow the thread's stack and
+/// abort the daemon.
 fn collect(
     language: Language,
-    node: Node,
+    root: Node,
     source: &[u8],
-    parent_name: &str,
-    depth: usize,
     limits: &Limits,
     out: &mut Vec<Definition>,
 ) {
-    let mut cursor = node.walk();
-    let children: Vec<Node> = node.named_children(&mut cursor).collect();
-    for (i, child) in children.iter().enumerate() {
-        let Some(mut kind) = language.definition_kind(child, source) else {
+    /// A node still to visit, with the definition context it sits in.
+    struct Pending<'t> {
+        node: Node<'t>,
+        parent_name: std::rc::Rc<str>,
+        depth: usize,
+        /// Index in `out` of the container whose split-out members this node is among.
+        container: Option<usize>,
+    }
+    fn push_children<'t>(
+        stack: &mut Vec<Pending<'t>>,
+        node: Node<'t>,
+        parent_name: &std::rc::Rc<str>,
+        depth: usize,
+        container: Option<usize>,
+    ) {
+        let mut cursor = node.walk();
+        let children: Vec<Node<'t>> = node.named_children(&mut cursor).collect();
+        // Reversed, so the first child is visited first.
+        for child in children.into_iter().rev() {
+            stack.push(Pending {
+                node: child,
+                parent_name: parent_name.clone(),
+                depth,
+                container,
+            });
+        }
+    }
+    let mut stack: Vec<Pending> = Vec::new();
+    push_children(&mut stack, root, &std::rc::Rc::from(""), 0, None);
+    while let Some(Pending {
+        node: child,
+        parent_name,
+        depth,
+        container,
+    }) = stack.pop()
+    {
+        let Some(mut kind) = language.definition_kind(&child, source) else {
             if child.named_child_count() > 0 {
-                collect(language, *child, source, parent_name, depth, limits, out);
+                push_children(&mut stack, child, &parent_name, depth, container);
             }
             continue;
         };
-        let name = language.definition_name(child, source);
+        let name = language.definition_name(&child, source);
         if kind == "function" && !parent_name.is_empty() {
             kind = "method";
         }
         let qualified = match (parent_name.is_empty(), name.is_empty()) {
             (false, false) => format!("{parent_name}.{name}"),
-            (false, true) => parent_name.to_owned(),
+            (false, true) => parent_name.to_string(),
             _ => name.clone(),
         };
         // Doc comments, attributes and decorators directly above belong to the definition.
         let mut start = child.start_position().row;
-        let mut j = i;
-        while j > 0 {
-            let prev = children[j - 1];
-            if language.is_leading_trivia(&prev) && prev.end_position().row + 1 >= start {
-                start = prev.start_position().row;
-                j -= 1;
+        let mut prev = child.prev_named_sibling();
+        while let Some(p) = prev {
+            if language.is_leading_trivia(&p) && p.end_position().row + 1 >= start {
+                start = p.start_position().row;
+                prev = p.prev_named_sibling();
             } else {
                 break;
             }
@@ -207,12 +239,19 @@ fn collect(
             depth,
             has_children: false,
         });
+        if let Some(container) = container {
+            out[container].has_children = true;
+        }
         let too_big = end - start > limits.max_lines || child.byte_range().len() > limits.max_chars;
         let is_container = !matches!(kind, "function" | "method" | "macro" | "test");
         if too_big && is_container {
-            let before = out.len();
-            collect(language, *child, source, &qualified, depth + 1, limits, out);
-            out[index].has_children = out.len() > before;
+            push_children(
+                &mut stack,
+                child,
+                &std::rc::Rc::from(qualified.as_str()),
+                depth + 1,
+                Some(index),
+            );
         }
     }
 }
@@ -577,5 +616,51 @@ mod tests {
         let names: Vec<&str> = blocks.iter().map(|b| b.name.as_str()).collect();
         assert_eq!(names, ["Guide", "Guide > Install", "Guide > Usage"]);
         assert!(blocks[1].content.contains("# not a heading"));
+    }
+
+    #[test]
+    fn deeply_nested_code_does_not_overflow_the_stack() {
+        // 100,000 levels of brackets (200 KB, under the file size limit) in a thread with a
+        // small stack: a walk that recursed once per tree level would overflow it.
+        let depth = 100_000;
+        let cases = [
+            (
+                "deep.py",
+                format!("nested = {}1{}\n", "[".repeat(depth), "]".repeat(depth)),
+            ),
+            (
+                "deep.js",
+                format!(
+                    "const nested = {}1{};\n",
+                    "[".repeat(depth),
+                    "]".repeat(depth)
+                ),
+            ),
+            (
+                "deep.rs",
+                format!(
+                    "fn nested() {{ {}1{} }}\n",
+                    "(".repeat(depth),
+                    ")".repeat(depth)
+                ),
+            ),
+            (
+                "deep.c",
+                format!(
+                    "int nested = {}1{};\n",
+                    "(".repeat(depth),
+                    ")".repeat(depth)
+                ),
+            ),
+        ];
+        for (path, src) in cases {
+            let blocks = std::thread::Builder::new()
+                .stack_size(512 * 1024)
+                .spawn(move || chunk(path, &src, &Limits::default()))
+                .unwrap()
+                .join()
+                .unwrap_or_else(|_| panic!("{path}: chunking panicked"));
+            assert!(!blocks.is_empty(), "{path}: no blocks");
+        }
     }
 }

@@ -7,7 +7,7 @@ use hgd_protocol::Response;
 
 use super::{error_reply, wait_with_progress};
 use crate::server::Replies;
-use crate::service::Service;
+use crate::service::{Freshness, Service};
 
 pub async fn run(
     service: &Arc<Service>,
@@ -15,13 +15,14 @@ pub async fn run(
     wait: bool,
     replies: &mut Replies<'_>,
 ) -> bool {
-    let (located, ticket) = match service.ensure_indexed(Path::new(path)).await {
+    // An explicit `hgd index` retries a failed job at once and reports its failure.
+    let (located, freshness) = match service.ensure_indexed(Path::new(path), true).await {
         Ok(found) => found,
         Err(e) => return replies.send(&error_reply(&e)).await,
     };
     let root = located.root.to_string_lossy().into_owned();
     if wait {
-        if let Some(ticket) = ticket {
+        if let Freshness::Wait(ticket) = freshness {
             let waited = match service.waiter(&root, ticket) {
                 Ok(waiter) => wait_with_progress(service, waiter, replies).await,
                 Err(e) => Err(e),

@@ -1,13 +1,16 @@
 //! `search`: index the searched folder first if no scope covers it or HEAD moved, then search it.
+//!
+//! A search degrades rather than fails: when indexing failed it answers from what is stored, and
+//! when uncommitted files cannot be read it searches HEAD alone, saying so in `warnings`.
 
 use std::path::Path;
 use std::sync::Arc;
 
-use hgd_protocol::{ErrorCode, Response};
+use hgd_protocol::{ErrorCode, Progress, Response};
 
 use super::{error_reply, wait_with_progress};
 use crate::server::Replies;
-use crate::service::Service;
+use crate::service::{Freshness, Service, ServiceError};
 
 pub async fn run(
     service: &Arc<Service>,
@@ -25,50 +28,72 @@ pub async fn run(
             .await;
     }
     let started = std::time::Instant::now();
-    let (located, ticket) = match service.ensure_indexed(Path::new(path)).await {
+    let (located, freshness) = match service.ensure_indexed(Path::new(path), false).await {
         Ok(found) => found,
         Err(e) => return replies.send(&error_reply(&e)).await,
     };
     let root = located.root.to_string_lossy().into_owned();
-    if let Some(ticket) = ticket {
-        let waited = match service.waiter(&root, ticket) {
-            Ok(waiter) => wait_with_progress(service, waiter, replies).await,
-            Err(e) => Err(e),
-        };
-        match waited {
-            Ok(true) => {}
-            Ok(false) => return false,
-            Err(e) => return replies.send(&error_reply(&e)).await,
+    let mut warnings = Vec::new();
+    let behind = |reason: &str| {
+        format!("the index is behind HEAD, results are from the last indexed commit: {reason}")
+    };
+    match freshness {
+        Freshness::Current => {}
+        Freshness::Behind(reason) => warnings.push(behind(&reason)),
+        Freshness::Wait(ticket) => {
+            let waited = match service.waiter(&root, ticket) {
+                Ok(waiter) => wait_with_progress(service, waiter, replies).await,
+                Err(e) => Err(e),
+            };
+            match waited {
+                Ok(true) => {}
+                Ok(false) => return false,
+                Err(ServiceError::JobFailed { message, .. }) => warnings.push(behind(&message)),
+                Err(e) => return replies.send(&error_reply(&e)).await,
+            }
         }
     }
     let limit = limit.clamp(1, 1000);
     let indexed = started.elapsed();
-    let dirty = match service.refresh_overlay(&root).await {
-        Ok(dirty) => dirty,
-        Err(e) => return replies.send(&error_reply(&e)).await,
+    let work = async {
+        let dirty = match service.refresh_overlay(&root).await {
+            Ok(dirty) => dirty,
+            Err(e) => {
+                tracing::warn!("searching {root} without its uncommitted files: {e}");
+                warnings.push(format!(
+                    "uncommitted changes are not searched (results are from HEAD): {e}"
+                ));
+                Vec::new()
+            }
+        };
+        let overlaid = started.elapsed();
+        let hits = crate::search::search(
+            &service.store,
+            &service.embedder,
+            &root,
+            &located.subtree,
+            &dirty,
+            query,
+            limit,
+        )
+        .await;
+        tracing::debug!(
+            "search: index check {indexed:.1?}, overlay {:.1?}, search {:.1?}",
+            overlaid - indexed,
+            started.elapsed() - overlaid
+        );
+        hits
     };
-    let overlaid = started.elapsed();
-    match crate::search::search(
-        &service.store,
-        &service.embedder,
-        &root,
-        &located.subtree,
-        &dirty,
-        query,
-        limit,
-    )
-    .await
-    {
+    let Some(result) = with_keepalive(work, &root, replies).await else {
+        return false;
+    };
+    match result {
         Ok(hits) => {
-            tracing::debug!(
-                "search {query:?}: index check {indexed:.1?}, overlay {:.1?}, search {:.1?}",
-                overlaid - indexed,
-                started.elapsed() - overlaid
-            );
             replies
                 .send(&Response::Search {
                     repo_root: root,
                     hits,
+                    warnings,
                 })
                 .await
         }
@@ -76,6 +101,34 @@ pub async fn run(
             replies
                 .send(&Response::error(ErrorCode::Internal, e.to_string()))
                 .await
+        }
+    }
+}
+
+/// Runs `work`, sending a progress line every second while it runs, so that a client can tell a
+/// slow answer (many uncommitted files to embed) from a daemon that stopped answering. `None`
+/// when the client went away.
+async fn with_keepalive<T>(
+    work: impl std::future::Future<Output = T>,
+    root: &str,
+    replies: &mut Replies<'_>,
+) -> Option<T> {
+    let mut work = std::pin::pin!(work);
+    let mut ticks = tokio::time::interval(std::time::Duration::from_secs(1));
+    ticks.tick().await; // the first tick is immediate
+    loop {
+        tokio::select! {
+            out = &mut work => return Some(out),
+            _ = ticks.tick() => {
+                let progress = Progress {
+                    repo: root.to_owned(),
+                    phase: "searching".into(),
+                    ..Progress::default()
+                };
+                if !replies.send(&Response::Progress(progress)).await {
+                    return None;
+                }
+            }
         }
     }
 }

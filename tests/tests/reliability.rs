@@ -1,0 +1,245 @@
+//! Faults the daemon must survive without losing files or hanging its clients: killed jobs after a
+//! scope change, renames across languages, failed jobs, unreadable work-tree state, pathological
+//! nesting, idle connections and a suspended daemon.
+
+use std::os::unix::net::UnixStream;
+use std::process::Command;
+use std::time::Duration;
+
+use hgd_tests::{files, GitRepo, Hgd};
+
+fn stderr(out: &std::process::Output) -> String {
+    String::from_utf8_lossy(&out.stderr).into_owned()
+}
+
+fn signal(pid: u32, name: &str) {
+    let status = Command::new("kill")
+        .args([&format!("-{name}"), &pid.to_string()])
+        .status()
+        .expect("run kill");
+    assert!(status.success(), "kill -{name} {pid}");
+}
+
+/// A repository with a small `a/` and a `b/` large enough that its first index takes seconds.
+fn two_folder_repo(b_files: usize) -> GitRepo {
+    let repo = GitRepo::new();
+    repo.write(
+        "a/checksum.py",
+        "import hashlib\n\ndef file_digest(path):\n    return hashlib.sha256(open(path, 'rb').read()).hexdigest()\n",
+    );
+    let topics = ["parse", "render", "encode", "decode", "merge"];
+    for i in 0..b_files {
+        let topic = topics[i % topics.len()];
+        repo.write(
+            &format!("b/part{}/step_{i}.py", i % 4),
+            format!(
+                "def {topic}_record_{i}(value):\n    \"\"\"{topic} the record number {i}.\"\"\"\n    return value * {i} + {}\n",
+                i * 3
+            ),
+        );
+    }
+    repo.write(
+        "b/zebra.py",
+        "def count_zebra_stripes(image):\n    \"\"\"How many stripes the zebra in the picture has.\"\"\"\n    return len(image.stripes)\n",
+    );
+    repo.commit_all("two folders");
+    repo
+}
+
+/// Widening a scope (a search from the root after indexing a subfolder) and killing the daemon in
+/// the middle of that job must not lose the new folder's files: after a restart they are indexed.
+#[test]
+fn a_widened_scope_killed_mid_job_is_indexed_whole_after_restart() {
+    let repo = two_folder_repo(150);
+    let fresh = Hgd::new();
+    fresh.index(&repo.path());
+    let want_blocks = fresh.status(&repo.path())["repos"][0]["blocks"].clone();
+
+    let hgd = Hgd::new();
+    let mut daemon = hgd.start_daemon();
+    hgd.index(&repo.path().join("a"));
+    let out = hgd.hgd(&repo.path(), &["index", "--no-wait"]);
+    assert!(out.status.success(), "{}", stderr(&out));
+    hgd.wait_for_running_job(&repo.path(), 20);
+    daemon.kill().unwrap(); // SIGKILL, in the middle of indexing b/
+    daemon.wait().unwrap();
+
+    hgd.index(&repo.path()); // the client starts a new daemon
+    let status = hgd.status(&repo.path());
+    assert_eq!(status["repos"][0]["blocks"], want_blocks, "{status:#}");
+    let found = files(&hgd.search_json(&repo.path(), "count the stripes of a zebra", 3));
+    assert_eq!(
+        found.first().map(String::as_str),
+        Some("b/zebra.py"),
+        "{found:?}"
+    );
+}
+
+/// Blocks are re-used by blob only for the same language: a file renamed from no extension to `.py`
+/// is parsed again as Python, not left as plain-text windows.
+#[test]
+fn a_rename_to_another_language_is_parsed_again() {
+    let hgd = Hgd::new();
+    let repo = GitRepo::new();
+    let script = "import sys\n\n\ndef shout_arguments(args):\n    \"\"\"Print every argument in capitals.\"\"\"\n    for a in args:\n        print(a.upper())\n\n\ndef count_arguments(args):\n    return len(args)\n";
+    repo.write("script", script);
+    repo.commit_all("script");
+    hgd.index(&repo.path());
+    let before = hgd.search_json(&repo.path(), "print arguments in capitals", 1);
+    assert_eq!(before[0]["type"], "text", "{before:#?}");
+
+    repo.git(&["mv", "script", "script.py"]);
+    repo.commit_all("it is python");
+    let after = hgd.search_json(&repo.path(), "print arguments in capitals", 1);
+    assert_eq!(after[0]["file"], "script.py", "{after:#?}");
+    assert_eq!(after[0]["type"], "function", "{after:#?}");
+    assert_eq!(after[0]["name"], "shout_arguments", "{after:#?}");
+}
+
+/// Path of the loose object `oid` in `repo`.
+fn loose_object(repo: &GitRepo, oid: &str) -> std::path::PathBuf {
+    repo.path()
+        .join(".git/objects")
+        .join(&oid[..2])
+        .join(&oid[2..])
+}
+
+/// When a job fails (here HEAD's tree object is missing), searches still answer from what is
+/// stored and say the index is behind; `hgd index` reports the failure; once the repository is
+/// repaired the index catches up.
+#[test]
+fn a_failed_job_leaves_searches_answering_from_the_stored_index() {
+    let hgd = Hgd::new();
+    let repo = two_folder_repo(0);
+    hgd.index(&repo.path());
+
+    repo.write(
+        "a/weather.py",
+        "def rain_probability(clouds):\n    return min(1.0, clouds / 8)\n",
+    );
+    repo.commit_all("weather");
+    let tree = repo.git(&["rev-parse", "HEAD^{tree}"]).trim().to_owned();
+    let object = loose_object(&repo, &tree);
+    let saved = std::fs::read(&object).expect("the new tree is a loose object");
+    std::fs::remove_file(&object).unwrap();
+
+    for attempt in 0..2 {
+        let out = hgd.hgd(
+            &repo.path(),
+            &["search", "--json", "sha256 digest of a file"],
+        );
+        assert_eq!(
+            out.status.code(),
+            Some(0),
+            "attempt {attempt}: {}",
+            stderr(&out)
+        );
+        let hits: Vec<serde_json::Value> = serde_json::from_slice(&out.stdout).unwrap();
+        assert_eq!(files(&hits)[0], "a/checksum.py");
+        assert!(stderr(&out).contains("behind HEAD"), "{}", stderr(&out));
+    }
+    let out = hgd.hgd(&repo.path(), &["index"]);
+    assert_eq!(
+        out.status.code(),
+        Some(2),
+        "hgd index must report the failure"
+    );
+    assert_eq!(hgd.status(&repo.path())["repos"][0]["state"], "failed");
+
+    std::fs::write(&object, saved).unwrap();
+    hgd.index(&repo.path());
+    let found = files(&hgd.search_json(&repo.path(), "chance of rain from cloud cover", 1));
+    assert_eq!(found, ["a/weather.py"]);
+}
+
+/// An unreadable work-tree index (the overlay of uncommitted files cannot be computed) does not
+/// fail the search: it answers from HEAD and says so.
+#[test]
+fn an_overlay_failure_still_answers_from_head() {
+    let hgd = Hgd::new();
+    let repo = two_folder_repo(0);
+    hgd.index(&repo.path());
+    std::fs::write(
+        repo.path().join(".git/index"),
+        b"DIRC garbage, not an index",
+    )
+    .unwrap();
+    let out = hgd.hgd(
+        &repo.path(),
+        &["search", "--json", "sha256 digest of a file"],
+    );
+    assert_eq!(out.status.code(), Some(0), "{}", stderr(&out));
+    let hits: Vec<serde_json::Value> = serde_json::from_slice(&out.stdout).unwrap();
+    assert_eq!(files(&hits)[0], "a/checksum.py");
+    assert!(
+        stderr(&out).contains("uncommitted changes are not searched"),
+        "{}",
+        stderr(&out)
+    );
+}
+
+/// A file of 100,000 nested brackets (one line, 200 KB) is indexed without taking the daemon down.
+#[test]
+fn deeply_nested_code_does_not_crash_the_daemon() {
+    let hgd = Hgd::new();
+    let repo = two_folder_repo(0);
+    let depth = 100_000;
+    repo.write(
+        "a/deep.py",
+        format!("x = {}1{}\n", "[".repeat(depth), "]".repeat(depth)),
+    );
+    repo.commit_all("deep");
+    hgd.index(&repo.path());
+    let found = files(&hgd.search_json(&repo.path(), "sha256 digest of a file", 1));
+    assert_eq!(found, ["a/checksum.py"]);
+    assert_eq!(hgd.status(&repo.path())["running"], true);
+}
+
+/// Clients that connect and say nothing can not lock others out: with more idle connections than
+/// the daemon has slots, a new client is still served.
+#[test]
+fn idle_connections_do_not_lock_out_other_clients() {
+    let hgd = Hgd::new();
+    let repo = two_folder_repo(0);
+    let mut daemon = hgd.start_daemon();
+    let idle: Vec<UnixStream> = (0..100)
+        .map(|_| UnixStream::connect(hgd.socket()).expect("connect"))
+        .collect();
+    let out = hgd
+        .hgd_within(
+            &repo.path(),
+            &["status", "--json"],
+            &[],
+            Duration::from_secs(20),
+        )
+        .expect("hgd status hung behind idle connections");
+    assert!(out.status.success(), "{}", stderr(&out));
+    drop(idle);
+    let _ = hgd.hgd(&repo.path(), &["stop"]);
+    daemon.wait().unwrap();
+}
+
+/// A suspended daemon (laptop sleep, SIGSTOP) makes clients fail with a clear message after the
+/// reply timeout instead of hanging; once resumed it answers again.
+#[test]
+fn a_suspended_daemon_times_out_clearly_and_answers_once_resumed() {
+    let hgd = Hgd::new();
+    let repo = two_folder_repo(0);
+    let mut daemon = hgd.start_daemon();
+    hgd.index(&repo.path());
+    signal(daemon.id(), "STOP");
+    let out = hgd.hgd_within(
+        &repo.path(),
+        &["search", "sha256 digest of a file"],
+        &[("HGD_TIMEOUT", "2")],
+        Duration::from_secs(20),
+    );
+    signal(daemon.id(), "CONT");
+    let out = out.expect("the client hung on a suspended daemon");
+    assert_eq!(out.status.code(), Some(2));
+    assert!(stderr(&out).contains("did not answer"), "{}", stderr(&out));
+    let found = files(&hgd.search_json(&repo.path(), "sha256 digest of a file", 1));
+    assert_eq!(found, ["a/checksum.py"]);
+    let _ = hgd.hgd(&repo.path(), &["stop"]);
+    daemon.wait().unwrap();
+}
