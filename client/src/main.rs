@@ -14,7 +14,7 @@ use anyhow::{bail, Context, Result};
 use clap::{Parser, Subcommand};
 use connect::Connection;
 use hgd_protocol::home::Home;
-use hgd_protocol::{ErrorCode, Request, Response};
+use hgd_protocol::{ErrorCode, Request, Response, SearchMode};
 use printer::{relative_path, ColorChoice, Printer};
 
 #[derive(Parser)]
@@ -49,6 +49,10 @@ enum Cmd {
         /// When to colour the output.
         #[arg(long, value_enum, default_value_t = ColorChoice::Auto)]
         color: ColorChoice,
+        /// Channels: hybrid (words and meaning, ranked), semantic (meaning only) or lexical
+        /// (words, names and paths only).
+        #[arg(long, value_enum, default_value_t = Mode::Hybrid)]
+        mode: Mode,
     },
     /// Track PATH (default: the current directory) and wait until HEAD is indexed there.
     Index {
@@ -116,7 +120,19 @@ fn run(cli: Cli) -> Result<ExitCode> {
             json,
             lines,
             color,
-        } => search(&home, &query, path, num, json, lines, color),
+            mode,
+        } => search(
+            &home,
+            &query,
+            path,
+            SearchOptions {
+                num,
+                json,
+                lines,
+                color,
+                mode: mode.into(),
+            },
+        ),
         Cmd::Index { path, no_wait } => index(&home, path, no_wait),
         Cmd::Status { json } => status(&home, json),
         Cmd::Hooks { action } => {
@@ -176,15 +192,45 @@ fn daemon_error(code: ErrorCode, message: String) -> anyhow::Error {
     }
 }
 
-fn search(
-    home: &Home,
-    query: &str,
-    path: Option<PathBuf>,
+/// The channels of a search, as the command line names them.
+#[derive(Clone, Copy, clap::ValueEnum)]
+enum Mode {
+    Hybrid,
+    Semantic,
+    Lexical,
+}
+
+impl From<Mode> for SearchMode {
+    fn from(m: Mode) -> SearchMode {
+        match m {
+            Mode::Hybrid => SearchMode::Hybrid,
+            Mode::Semantic => SearchMode::Semantic,
+            Mode::Lexical => SearchMode::Lexical,
+        }
+    }
+}
+
+struct SearchOptions {
     num: usize,
     json: bool,
     lines: usize,
     color: ColorChoice,
+    mode: SearchMode,
+}
+
+fn search(
+    home: &Home,
+    query: &str,
+    path: Option<PathBuf>,
+    opts: SearchOptions,
 ) -> Result<ExitCode> {
+    let SearchOptions {
+        num,
+        json,
+        lines,
+        color,
+        mode,
+    } = opts;
     let dir = target_dir(path)?;
     let mut conn = Connection::connect_or_start(home)?;
     let mut bar = ProgressDisplay::new();
@@ -193,20 +239,22 @@ fn search(
             path: dir.to_string_lossy().into_owned(),
             query: query.to_owned(),
             limit: num,
+            mode,
         },
         |p| bar.update(p),
     )?;
     bar.finish();
-    let (repo_root, hits) = match response {
+    let (repo_root, hits, answered) = match response {
         Response::Search {
             repo_root,
             hits,
+            mode,
             warnings,
         } => {
             for warning in warnings {
                 eprintln!("hgd: warning: {warning}");
             }
-            (repo_root, hits)
+            (repo_root, hits, mode)
         }
         Response::Error { code, message } => return Err(daemon_error(code, message)),
         other => bail!("unexpected reply: {other:?}"),
@@ -222,7 +270,7 @@ fn search(
     let stdout = std::io::stdout();
     let mut out = std::io::BufWriter::new(stdout.lock());
     let written = if json {
-        printer.json(&mut out, &hits, &display)
+        printer.json(&mut out, &hits, &display, answered)
     } else {
         printer.text(&mut out, &hits, &display)
     };

@@ -42,6 +42,8 @@ pub struct JsonHit<'a> {
     pub content: &'a str,
     /// From an uncommitted work-tree file.
     pub dirty: bool,
+    /// The channels that answered: `hybrid`, `semantic` or `lexical`.
+    pub mode: &'a str,
 }
 
 pub struct Printer {
@@ -122,6 +124,7 @@ impl Printer {
         out: &mut impl Write,
         hits: &[Hit],
         display_paths: &[String],
+        mode: hgd_protocol::SearchMode,
     ) -> io::Result<()> {
         let rows: Vec<JsonHit> = hits
             .iter()
@@ -136,6 +139,7 @@ impl Printer {
                 score: h.score,
                 content: &h.content,
                 dirty: h.dirty,
+                mode: mode.as_str(),
             })
             .collect();
         serde_json::to_writer_pretty(&mut *out, &rows)?;

@@ -4,9 +4,12 @@
 pub mod chunk;
 mod cmd;
 pub mod embed;
+pub mod eval;
 pub mod git;
 pub mod indexer;
+pub mod indexes;
 pub mod model;
+pub mod rank;
 pub mod search;
 pub mod server;
 pub mod service;

@@ -50,6 +50,28 @@ enum Command {
     },
     /// Print the model folder the daemon would use.
     ModelDir,
+    /// Score the ranking stage on the semble benchmark over the index already in HGD_HOME
+    /// (filled by bench/quality.sh with HGD_BENCH_HOME): NDCG@10 per repository and category.
+    Eval {
+        /// The benchmark data folder (repos.json, annotations/).
+        #[arg(long)]
+        data: std::path::PathBuf,
+        /// The folder of work trees (bench/dev_repos.py).
+        #[arg(long)]
+        repos: std::path::PathBuf,
+        /// Only these repositories (default: every indexed one).
+        #[arg(long = "repo")]
+        names: Vec<String>,
+        /// hybrid, lexical or semantic.
+        #[arg(long, default_value = "hybrid")]
+        mode: String,
+        /// Turn these ranking rules off (comma-separated), to measure them.
+        #[arg(long, default_value = "")]
+        without: String,
+        /// Print every query that is not ranked perfectly.
+        #[arg(long)]
+        verbose: bool,
+    },
     /// Split files into blocks as the indexer would; print them as JSON.
     Chunk {
         files: Vec<std::path::PathBuf>,
@@ -83,6 +105,42 @@ fn run(cli: Cli) -> Result<()> {
             Ok(())
         }
         Command::Chunk { files, texts } => chunk_files(&files, texts),
+        Command::Eval {
+            data,
+            repos,
+            names,
+            mode,
+            without,
+            verbose,
+        } => {
+            let rules = hgd_daemon::rank::Rules::without(&without).map_err(anyhow::Error::msg)?;
+            let mode = match mode.as_str() {
+                "hybrid" => hgd_daemon::rank::Mode::Hybrid,
+                "lexical" => hgd_daemon::rank::Mode::Lexical,
+                "semantic" => hgd_daemon::rank::Mode::Semantic,
+                other => anyhow::bail!("unknown mode {other}: hybrid, lexical or semantic"),
+            };
+            let embedder = Embedder::open(
+                &embed::runtime_path(&home),
+                &home.model_dir(),
+                &EmbedOptions::default(),
+            )?;
+            let config = embedder.config().clone();
+            let runtime = tokio::runtime::Runtime::new().context("start the async runtime")?;
+            runtime.block_on(async {
+                let store = Store::open(&home.db_dir(), &config.id(), config.dims).await?;
+                let options = hgd_daemon::eval::Options {
+                    data,
+                    repos,
+                    names,
+                    mode,
+                    rules,
+                    verbose,
+                };
+                hgd_daemon::eval::run(&store, &embedder, &options).await?;
+                anyhow::Ok(())
+            })
+        }
         Command::ModelDir => {
             println!("{}", home.model_dir().display());
             Ok(())

@@ -1,13 +1,17 @@
-//! Search: vector nearest neighbours and BM25 full-text search over the same blocks, fused by
-//! reciprocal rank, restricted to the searched subtree.
+//! Search: the query is embedded while HEAD's in-memory index is fetched; the ranking stage
+//! ([`crate::rank`]) runs over HEAD's blocks (less dirty paths) and the overlay of uncommitted
+//! files, restricted to the searched subtree.
 
-use std::collections::HashMap;
+use std::collections::HashSet;
+use std::sync::Arc;
 
 use hgd_protocol::Hit;
 
 use crate::embed::Embedder;
-use crate::git::in_subtree;
-use crate::store::{quote, Layer, Store, StoreError, StoredHit};
+use crate::indexes::Indexes;
+use crate::rank::query::Query;
+use crate::rank::{Mode, RepoIndex, Rules, Search};
+use crate::store::{Layer, Store, StoreError};
 
 #[derive(Debug, thiserror::Error)]
 pub enum SearchError {
@@ -19,123 +23,74 @@ pub enum SearchError {
     Internal(String),
 }
 
-/// Reciprocal rank fusion constant (the usual 60).
-const RRF_K: f32 = 60.0;
-
-/// The LanceDB filter for `repo`'s blocks under `subtree`. `LIKE` treats `_` as a wildcard, so it
-/// selects a superset; [`in_subtree`] makes it exact afterwards.
-fn subtree_filter(repo: &str, subtree: &str) -> String {
-    let mut filter = format!("repo = {}", quote(repo));
-    if !subtree.is_empty() {
-        let prefix: String = subtree.chars().take_while(|&c| c != '%').collect();
-        filter.push_str(&format!(
-            " AND (path = {} OR path LIKE {})",
-            quote(subtree),
-            quote(&format!("{prefix}/%"))
-        ));
-    }
-    filter
+/// What to search and how.
+pub struct Request<'a> {
+    pub repo: &'a str,
+    pub subtree: &'a str,
+    /// Paths whose work-tree state differs from HEAD (their overlay blocks replace HEAD's).
+    pub dirty: &'a [String],
+    pub query: &'a str,
+    pub limit: usize,
+    pub mode: Mode,
 }
 
-/// Searches `repo` under `subtree`: HEAD's blocks except those of `dirty` paths, plus the overlay
-/// of uncommitted files.
 pub async fn search(
     store: &Store,
-    embedder: &std::sync::Arc<Embedder>,
-    repo: &str,
-    subtree: &str,
-    dirty: &[String],
-    query: &str,
-    limit: usize,
+    indexes: &Indexes,
+    embedder: &Arc<Embedder>,
+    request: Request<'_>,
 ) -> Result<Vec<Hit>, SearchError> {
-    let overlay_filter = subtree_filter(repo, subtree);
-    let mut head_filter = overlay_filter.clone();
-    if !dirty.is_empty() {
-        let list = dirty.iter().map(|p| quote(p)).collect::<Vec<_>>().join(",");
-        head_filter.push_str(&format!(" AND path NOT IN ({list})"));
-    }
-    let candidates = (limit * 4).max(40);
-    let vector = {
+    let embedding = async {
+        if request.mode == Mode::Lexical {
+            return Ok(None);
+        }
         let embedder = embedder.clone();
-        let query = query.to_owned();
+        let query = request.query.to_owned();
         tokio::task::spawn_blocking(move || embedder.embed_query(&query))
             .await
-            .map_err(|e| SearchError::Internal(e.to_string()))??
+            .map_err(|e| SearchError::Internal(e.to_string()))?
+            .map(Some)
+            .map_err(SearchError::from)
     };
-    let (head_vec, head_text) = tokio::join!(
-        store.vector_search(Layer::Head, &vector, &head_filter, candidates),
-        store.text_search(Layer::Head, query, &head_filter, candidates)
-    );
-    let (mut semantic, mut lexical): (Vec<Ranked>, Vec<Ranked>) = (
-        head_vec?.into_iter().map(|h| (h, false)).collect(),
-        head_text?.into_iter().map(|h| (h, false)).collect(),
-    );
-    if !dirty.is_empty() {
-        let (over_vec, over_text) = tokio::join!(
-            store.vector_search(Layer::Overlay, &vector, &overlay_filter, candidates),
-            store.text_search(Layer::Overlay, query, &overlay_filter, candidates)
-        );
-        semantic.extend(over_vec?.into_iter().map(|h| (h, true)));
-        lexical.extend(over_text?.into_iter().map(|h| (h, true)));
-        // One ranking per kind: nearest first, best BM25 first.
-        semantic.sort_by(|a, b| a.0.rank.total_cmp(&b.0.rank));
-        lexical.sort_by(|a, b| b.0.rank.total_cmp(&a.0.rank));
-    }
-    Ok(fuse([semantic, lexical], subtree, limit))
-}
-
-/// A hit and whether it comes from the overlay.
-type Ranked = (StoredHit, bool);
-
-/// Reciprocal rank fusion of ranked lists of blocks, keyed by (path, start line).
-fn fuse<const N: usize>(lists: [Vec<Ranked>; N], subtree: &str, limit: usize) -> Vec<Hit> {
-    let mut scored: HashMap<(String, u32), (f32, Ranked)> = HashMap::new();
-    for list in lists {
-        for (rank, hit) in list
-            .into_iter()
-            .filter(|h| in_subtree(&h.0.path, subtree))
-            .enumerate()
-        {
-            let score = 1.0 / (RRF_K + rank as f32 + 1.0);
-            scored
-                .entry((hit.0.path.clone(), hit.0.start_line))
-                .and_modify(|(s, _)| *s += score)
-                .or_insert((score, hit));
+    let overlay = async {
+        if request.dirty.is_empty() {
+            return Ok(None);
         }
-    }
-    let mut ranked: Vec<(f32, Ranked)> = scored.into_values().collect();
-    ranked.sort_by(|a, b| {
-        b.0.total_cmp(&a.0)
-            .then_with(|| a.1 .0.path.cmp(&b.1 .0.path))
-            .then_with(|| a.1 .0.start_line.cmp(&b.1 .0.start_line))
-    });
-    ranked
+        let rows = store.repo_rows(Layer::Overlay, request.repo).await?;
+        Ok::<_, SearchError>(Some(RepoIndex::build(rows, store.dims(), true)))
+    };
+    let (vector, head, overlay) =
+        tokio::join!(embedding, indexes.head(store, request.repo), overlay);
+    let (vector, head, overlay) = (vector?, head?, overlay?);
+    let hidden: HashSet<String> = request.dirty.iter().cloned().collect();
+    let query = Query::parse(request.query);
+    let search = Search {
+        head: &head,
+        overlay: overlay.as_ref(),
+        hidden: &hidden,
+        subtree: request.subtree,
+        query: &query,
+        vector: vector.as_deref(),
+        mode: request.mode,
+        limit: request.limit,
+        rules: Rules::default(),
+    };
+    Ok(search
+        .run()
         .into_iter()
-        .take(limit)
-        .map(|(score, (h, dirty))| Hit {
-            path: h.path,
-            line: h.start_line,
-            end_line: h.end_line,
-            kind: h.kind,
-            name: h.name,
-            language: h.language,
-            score,
-            content: h.content,
-            dirty,
+        .map(|(found, score)| {
+            let e = search.entry(found);
+            Hit {
+                path: e.path.to_string(),
+                line: e.start_line,
+                end_line: e.end_line,
+                kind: e.kind.clone(),
+                name: e.name.clone(),
+                language: e.language.clone(),
+                score,
+                content: e.content.clone(),
+                dirty: found.dirty,
+            }
         })
-        .collect()
-}
-
-#[cfg(test)]
-mod tests {
-    use super::*;
-
-    #[test]
-    fn subtree_filter_quotes_and_scopes() {
-        assert_eq!(subtree_filter("/r/it's", ""), "repo = '/r/it''s'");
-        assert_eq!(
-            subtree_filter("/r", "src/a_b"),
-            "repo = '/r' AND (path = 'src/a_b' OR path LIKE 'src/a_b/%')"
-        );
-    }
+        .collect())
 }

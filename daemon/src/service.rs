@@ -19,6 +19,7 @@ use crate::chunk::Limits;
 use crate::embed::Embedder;
 use crate::git::{self, GitError, Located, Repo};
 use crate::indexer::{Indexer, JobProgress};
+use crate::indexes::Indexes;
 use crate::store::{BlobKey, RepoRecord, Store, StoreError};
 
 #[derive(Debug, thiserror::Error)]
@@ -95,6 +96,8 @@ pub struct Service {
     pub home: Home,
     pub store: Arc<Store>,
     pub embedder: Arc<Embedder>,
+    /// In-memory search indexes of HEAD, dropped when a job changes a repository.
+    pub indexes: Indexes,
     indexer: Indexer,
     repos: Mutex<HashMap<String, RepoEntry>>,
     queue: Mutex<VecDeque<String>>,
@@ -153,6 +156,7 @@ impl Service {
             home,
             store,
             embedder,
+            indexes: Indexes::default(),
             indexer,
             repos: Mutex::new(repos),
             queue: Mutex::new(VecDeque::new()),
@@ -333,6 +337,8 @@ impl Service {
         started: Instant,
     ) -> Option<(bool, u64)> {
         self.jobs_run.fetch_add(1, Ordering::Relaxed);
+        // Even a failed job may have written some files: the in-memory index is stale either way.
+        self.indexes.invalidate(root);
         let mut repos = self.lock_repos();
         let entry = repos.get_mut(root)?;
         entry.running = None;

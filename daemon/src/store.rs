@@ -12,11 +12,9 @@ use arrow_array::{
 };
 use arrow_schema::{DataType, Field, Schema, SchemaRef};
 use futures::TryStreamExt;
-use lancedb::index::scalar::{FtsIndexBuilder, FullTextSearchQuery};
-use lancedb::index::Index;
 use lancedb::query::{ExecutableQuery, QueryBase, Select};
 use lancedb::table::OptimizeAction;
-use lancedb::{DistanceType, Table};
+use lancedb::Table;
 use tokio::sync::Mutex;
 
 #[derive(Debug, thiserror::Error)]
@@ -69,9 +67,6 @@ pub struct StoredHit {
     pub start_line: u32,
     pub end_line: u32,
     pub content: String,
-    /// `_distance` of a vector hit (lower is nearer) or `_score` of a full-text hit (higher is
-    /// better), for merging lists from two layers.
-    pub rank: f32,
 }
 
 /// What a blob's stored blocks depend on: its bytes and the language its path selects (which
@@ -222,6 +217,11 @@ impl Store {
 
     pub fn model_id(&self) -> &str {
         &self.model_id
+    }
+
+    /// Dimensions of the stored vectors.
+    pub fn dims(&self) -> usize {
+        self.dims
     }
 
     fn table(&self, layer: Layer) -> &Table {
@@ -406,21 +406,14 @@ impl Store {
         self.add_to(Layer::Head, rows).await
     }
 
-    /// Appends rows to one layer in one commit (and gives it a full-text index on first use).
+    /// Appends rows to one layer in one commit.
     pub async fn add_to(&self, layer: Layer, rows: &[BlockRow]) -> Result<()> {
         if rows.is_empty() {
             return Ok(());
         }
         let batch = self.batch(rows)?;
         let _guard = self.write_lock.lock().await;
-        let table = self.table(layer);
-        table.add(batch).execute().await?;
-        if !has_fts_index(table).await? {
-            table
-                .create_index(&["text"], Index::FTS(FtsIndexBuilder::default()))
-                .execute()
-                .await?;
-        }
+        self.table(layer).add(batch).execute().await?;
         Ok(())
     }
 
@@ -469,13 +462,6 @@ impl Store {
     }
 }
 
-async fn has_fts_index(table: &Table) -> Result<bool> {
-    Ok(table
-        .list_indices()
-        .await?
-        .iter()
-        .any(|i| i.columns.iter().any(|c| c == "text")))
-}
 
 impl Store {
     /// Removes every block of `paths` in `repo`, keeping a copy of blobs the store would otherwise
@@ -556,57 +542,6 @@ impl Store {
         walk(dir)
     }
 
-    // ---- search -------------------------------------------------------------------------------
-
-    pub async fn vector_search(
-        &self,
-        layer: Layer,
-        vector: &[f32],
-        filter: &str,
-        limit: usize,
-    ) -> Result<Vec<StoredHit>> {
-        let batches: Vec<RecordBatch> = self
-            .table(layer)
-            .query()
-            .nearest_to(vector)?
-            .distance_type(DistanceType::Cosine)
-            .only_if(filter)
-            .limit(limit)
-            .select(hit_columns())
-            .execute()
-            .await?
-            .try_collect()
-            .await?;
-        hits_of(&batches)
-    }
-
-    pub async fn text_search(
-        &self,
-        layer: Layer,
-        query: &str,
-        filter: &str,
-        limit: usize,
-    ) -> Result<Vec<StoredHit>> {
-        let table = self.table(layer);
-        if !has_fts_index(table).await? {
-            return Ok(Vec::new());
-        }
-        let fts = FullTextSearchQuery::new(query.to_owned())
-            .with_column("text".to_owned())
-            .map_err(|e| StoreError::Query(e.to_string()))?;
-        let batches: Vec<RecordBatch> = table
-            .query()
-            .full_text_search(fts)
-            .only_if(filter)
-            .limit(limit)
-            .select(hit_columns())
-            .execute()
-            .await?
-            .try_collect()
-            .await?;
-        hits_of(&batches)
-    }
-
     fn batch(&self, rows: &[BlockRow]) -> Result<RecordBatch> {
         let col = |f: fn(&BlockRow) -> &str| -> ArrayRef {
             Arc::new(StringArray::from_iter_values(rows.iter().map(f)))
@@ -681,17 +616,6 @@ async fn keys_in(table: &Table, filter: Option<String>) -> Result<HashSet<BlobKe
     Ok(out)
 }
 
-fn hit_columns() -> Select {
-    Select::columns(&[
-        "path",
-        "language",
-        "kind",
-        "name",
-        "start_line",
-        "end_line",
-        "content",
-    ])
-}
 
 fn strings<'b>(batch: &'b RecordBatch, name: &'static str) -> Result<&'b StringArray> {
     batch
@@ -716,7 +640,6 @@ struct HitColumns<'b> {
     content: &'b StringArray,
     start: &'b UInt32Array,
     end: &'b UInt32Array,
-    rank: Option<&'b Float32Array>,
 }
 
 impl<'b> HitColumns<'b> {
@@ -729,18 +652,11 @@ impl<'b> HitColumns<'b> {
             content: strings(batch, "content")?,
             start: u32s(batch, "start_line")?,
             end: u32s(batch, "end_line")?,
-            rank: ["_distance", "_score"].iter().find_map(|name| {
-                batch
-                    .column_by_name(name)
-                    .and_then(|c| c.as_any().downcast_ref::<Float32Array>())
-            }),
         })
     }
 
     fn hit(&self, i: usize) -> StoredHit {
-        let rank = self.rank.map_or(0.0, |r| r.value(i));
         StoredHit {
-            rank,
             path: self.path.value(i).to_owned(),
             language: self.language.value(i).to_owned(),
             kind: self.kind.value(i).to_owned(),
@@ -752,14 +668,6 @@ impl<'b> HitColumns<'b> {
     }
 }
 
-fn hits_of(batches: &[RecordBatch]) -> Result<Vec<StoredHit>> {
-    let mut out = Vec::new();
-    for batch in batches {
-        let columns = HitColumns::of(batch)?;
-        out.extend((0..batch.num_rows()).map(|i| columns.hit(i)));
-    }
-    Ok(out)
-}
 
 fn rows_of(batch: &RecordBatch) -> Result<Vec<BlockRow>> {
     let vectors = batch

@@ -46,6 +46,9 @@ pub enum Request {
         path: String,
         query: String,
         limit: usize,
+        /// Which channels to use (older clients send none: hybrid).
+        #[serde(default)]
+        mode: SearchMode,
     },
     /// A git hook saw HEAD move: bring the repository containing `path` up to date if it is tracked.
     /// Answered at once; the job runs in the background and bursts coalesce.
@@ -78,6 +81,10 @@ pub enum Response {
         /// The repository root the result paths are relative to.
         repo_root: String,
         hits: Vec<Hit>,
+        /// The channels that answered: `lexical` while a repository's vectors are not there
+        /// yet, even when hybrid was asked for.
+        #[serde(default)]
+        mode: SearchMode,
         /// What the results may be missing (the index is behind HEAD, uncommitted files could
         /// not be read); the client prints these on stderr.
         #[serde(default, skip_serializing_if = "Vec::is_empty")]
@@ -120,6 +127,29 @@ pub enum ErrorCode {
     NotSetUp,
     /// Anything else; the message says what.
     Internal,
+}
+
+/// Which retrieval channels a search uses.
+#[derive(Debug, Clone, Copy, Default, PartialEq, Eq, Serialize, Deserialize)]
+#[serde(rename_all = "snake_case")]
+pub enum SearchMode {
+    /// Words and meaning together, then the ranking stage.
+    #[default]
+    Hybrid,
+    /// Nearest neighbours by meaning only.
+    Semantic,
+    /// Code-aware BM25, symbol names and paths only.
+    Lexical,
+}
+
+impl SearchMode {
+    pub fn as_str(self) -> &'static str {
+        match self {
+            SearchMode::Hybrid => "hybrid",
+            SearchMode::Semantic => "semantic",
+            SearchMode::Lexical => "lexical",
+        }
+    }
 }
 
 /// Indexing progress for one repository.
@@ -194,12 +224,23 @@ mod tests {
             path: "/r".into(),
             query: "hash a file".into(),
             limit: 5,
+            mode: SearchMode::Lexical,
         }))
         .unwrap();
         assert_eq!(
             line,
-            r#"{"v":1,"request":{"type":"search","path":"/r","query":"hash a file","limit":5}}"#
+            r#"{"v":1,"request":{"type":"search","path":"/r","query":"hash a file","limit":5,"mode":"lexical"}}"#
         );
+        // A request without a mode (an older client) searches hybrid.
+        let old = r#"{"v":1,"request":{"type":"search","path":"/r","query":"q","limit":5}}"#;
+        let back: Envelope = serde_json::from_str(old).unwrap();
+        assert!(matches!(
+            back.request,
+            Request::Search {
+                mode: SearchMode::Hybrid,
+                ..
+            }
+        ));
         let back: Envelope = serde_json::from_str(&line).unwrap();
         assert!(matches!(back.request, Request::Search { limit: 5, .. }));
     }

@@ -23,9 +23,12 @@ pub async fn dispatch(service: &Arc<Service>, request: Request, replies: &mut Re
                 .await
         }
         Request::Index { path, wait } => index::run(service, &path, wait, replies).await,
-        Request::Search { path, query, limit } => {
-            search::run(service, &path, &query, limit, replies).await
-        }
+        Request::Search {
+            path,
+            query,
+            limit,
+            mode,
+        } => search::run(service, &path, &query, limit, mode, replies).await,
         Request::Notify { path } => {
             let reply = match service.notify(std::path::Path::new(&path)).await {
                 Ok(tracked) => Response::Notified { tracked },

@@ -6,7 +6,7 @@
 use std::path::Path;
 use std::sync::Arc;
 
-use hgd_protocol::{ErrorCode, Progress, Response};
+use hgd_protocol::{ErrorCode, Progress, Response, SearchMode};
 
 use super::{error_reply, wait_with_progress};
 use crate::server::Replies;
@@ -17,6 +17,7 @@ pub async fn run(
     path: &str,
     query: &str,
     limit: usize,
+    mode: SearchMode,
     replies: &mut Replies<'_>,
 ) -> bool {
     if query.trim().is_empty() {
@@ -69,12 +70,20 @@ pub async fn run(
         let overlaid = started.elapsed();
         let hits = crate::search::search(
             &service.store,
+            &service.indexes,
             &service.embedder,
-            &root,
-            &located.subtree,
-            &dirty,
-            query,
-            limit,
+            crate::search::Request {
+                repo: &root,
+                subtree: &located.subtree,
+                dirty: &dirty,
+                query,
+                limit,
+                mode: match mode {
+                    SearchMode::Hybrid => crate::rank::Mode::Hybrid,
+                    SearchMode::Semantic => crate::rank::Mode::Semantic,
+                    SearchMode::Lexical => crate::rank::Mode::Lexical,
+                },
+            },
         )
         .await;
         tracing::debug!(
@@ -93,6 +102,7 @@ pub async fn run(
                 .send(&Response::Search {
                     repo_root: root,
                     hits,
+                    mode,
                     warnings,
                 })
                 .await

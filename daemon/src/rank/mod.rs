@@ -1,0 +1,639 @@
+//! Retrieval and ranking over one repository's blocks, held in memory: code-aware BM25, exact
+//! nearest neighbours over the block vectors, a name index of definitions, then a ranking stage
+//! (fusion by query type, definition and path evidence, file roles, diversity). Every constant
+//! lives in [`weights`].
+//!
+//! The index groups the windows of one long definition into one entry: lexical search sees the
+//! whole definition, the vector channel scores it by its best window, and a result is always the
+//! whole definition with its line range.
+
+pub mod lexical;
+pub mod paths;
+pub mod query;
+pub mod tokens;
+pub mod weights;
+
+use std::collections::{BTreeMap, HashMap, HashSet};
+use std::sync::Arc;
+
+use lexical::{Bag, Bm25};
+use paths::Role;
+use query::{Query, QueryKind};
+
+use crate::git::in_subtree;
+use crate::store::BlockRow;
+
+/// Switches for each ranking rule, all on by default. `hgd-daemon eval --without RULE,...`
+/// turns rules off to measure what each one is worth.
+#[derive(Debug, Clone, Copy)]
+pub struct Rules {
+    /// Stop words are dropped from natural-language queries before lexical search.
+    pub query_stop_words: bool,
+    /// The vector share of fusion depends on the query type.
+    pub query_type_weight: bool,
+    /// Several good blocks in a file lift its best block.
+    pub file_evidence: bool,
+    /// Blocks defining a symbol the query names are lifted (and found if not retrieved).
+    pub definitions: bool,
+    /// A path query lifts the blocks of the files it names.
+    pub path_query: bool,
+    /// Keywords of a question that name a file or its folder lift that file.
+    pub path_keywords: bool,
+    /// Tests, docs, examples and the like rank below implementation code.
+    pub roles: bool,
+    /// Further blocks of a file already in the results decay.
+    pub diversity: bool,
+    /// Fuse by normalised scores (convex combination) rather than by reciprocal rank.
+    pub convex_fusion: bool,
+}
+
+impl Default for Rules {
+    fn default() -> Self {
+        Rules {
+            query_stop_words: true,
+            query_type_weight: true,
+            file_evidence: true,
+            definitions: true,
+            path_query: true,
+            path_keywords: true,
+            roles: true,
+            diversity: true,
+            convex_fusion: true,
+        }
+    }
+}
+
+impl Rules {
+    /// All rules but those named (comma-separated).
+    pub fn without(names: &str) -> Result<Rules, String> {
+        let mut r = Rules::default();
+        for name in names.split(',').map(str::trim).filter(|n| !n.is_empty()) {
+            let flag = match name {
+                "query_stop_words" => &mut r.query_stop_words,
+                "query_type_weight" => &mut r.query_type_weight,
+                "file_evidence" => &mut r.file_evidence,
+                "definitions" => &mut r.definitions,
+                "path_query" => &mut r.path_query,
+                "path_keywords" => &mut r.path_keywords,
+                "roles" => &mut r.roles,
+                "diversity" => &mut r.diversity,
+                "convex_fusion" => &mut r.convex_fusion,
+                other => return Err(format!("no rule named {other}")),
+            };
+            *flag = false;
+        }
+        Ok(r)
+    }
+}
+
+/// Which channels answer a search.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum Mode {
+    Hybrid,
+    Lexical,
+    Semantic,
+}
+
+/// One searchable unit: a definition (all its windows), the code between definitions, a section.
+#[derive(Debug, Clone)]
+pub struct Entry {
+    pub path: Arc<str>,
+    pub language: String,
+    pub kind: String,
+    pub name: String,
+    pub start_line: u32,
+    pub end_line: u32,
+    pub content: String,
+    file: u32,
+    /// Rows of this entry's window vectors in [`RepoIndex::vectors`].
+    vectors: std::ops::Range<u32>,
+}
+
+struct FileInfo {
+    role: Role,
+    /// Lowercase file name without extension.
+    stem: String,
+    /// Words of the file name and of its folder, for matching query keywords.
+    name_words: Vec<String>,
+    path: Arc<str>,
+}
+
+/// Block kinds that are not definitions.
+fn is_definition(kind: &str) -> bool {
+    !matches!(kind, "code" | "section" | "text")
+}
+
+/// The in-memory search index of one repository (or of its uncommitted files).
+pub struct RepoIndex {
+    entries: Vec<Entry>,
+    files: Vec<FileInfo>,
+    vectors: Vec<f32>,
+    dims: usize,
+    bm25: Bm25,
+    /// Term bags, kept only for the overlay (scored with HEAD's statistics).
+    bags: Option<Vec<Bag>>,
+    /// Lowercase symbol name (last component) → entries defining it.
+    definitions: HashMap<String, Vec<u32>>,
+    /// Lowercase file name → files.
+    file_names: HashMap<String, Vec<u32>>,
+}
+
+impl RepoIndex {
+    /// Builds the index from stored rows (any order). `keep_bags` for the overlay.
+    pub fn build(mut rows: Vec<BlockRow>, dims: usize, keep_bags: bool) -> RepoIndex {
+        rows.sort_by(|a, b| {
+            (a.path.as_str(), a.start_line, a.end_line).cmp(&(
+                b.path.as_str(),
+                b.start_line,
+                b.end_line,
+            ))
+        });
+        let mut entries: Vec<Entry> = Vec::new();
+        let mut files: Vec<FileInfo> = Vec::new();
+        let mut vectors: Vec<f32> = Vec::with_capacity(rows.len() * dims);
+        // Lines of the entry being assembled, so overlapping windows merge into one text.
+        let mut lines: BTreeMap<u32, String> = BTreeMap::new();
+        let finish = |entry: &mut Entry, lines: &mut BTreeMap<u32, String>| {
+            entry.content = std::mem::take(lines)
+                .into_values()
+                .collect::<Vec<_>>()
+                .join("\n");
+        };
+        for (i, row) in rows.into_iter().enumerate() {
+            let same_file = files.last().is_some_and(|f| *f.path == *row.path);
+            if !same_file {
+                files.push(FileInfo::new(Arc::from(row.path.as_str())));
+            }
+            let continues = same_file
+                && entries.last().is_some_and(|e| {
+                    e.kind == row.kind && e.name == row.name && row.start_line <= e.end_line + 1
+                });
+            if continues {
+                let entry = entries.last_mut().expect("checked above");
+                entry.end_line = entry.end_line.max(row.end_line);
+                entry.vectors.end = i as u32 + 1;
+            } else {
+                if let Some(prev) = entries.last_mut() {
+                    finish(prev, &mut lines);
+                }
+                let file = files.len() as u32 - 1;
+                entries.push(Entry {
+                    path: files[file as usize].path.clone(),
+                    language: row.language,
+                    kind: row.kind,
+                    name: row.name,
+                    start_line: row.start_line,
+                    end_line: row.end_line,
+                    content: String::new(),
+                    file,
+                    vectors: i as u32..i as u32 + 1,
+                });
+            }
+            for (n, line) in row.content.lines().enumerate() {
+                lines
+                    .entry(row.start_line + n as u32)
+                    .or_insert_with(|| line.to_owned());
+            }
+            if row.vector.len() == dims {
+                vectors.extend_from_slice(&row.vector);
+            } else {
+                vectors.extend(std::iter::repeat_n(0.0, dims));
+            }
+        }
+        if let Some(last) = entries.last_mut() {
+            finish(last, &mut lines);
+        }
+        let mut has_definitions = vec![false; files.len()];
+        let mut definitions: HashMap<String, Vec<u32>> = HashMap::new();
+        for (i, e) in entries.iter().enumerate() {
+            if is_definition(&e.kind) && !e.name.is_empty() {
+                has_definitions[e.file as usize] = true;
+                let last = e.name.rsplit(['.', ':', '>']).next().unwrap_or(&e.name);
+                definitions
+                    .entry(last.to_lowercase())
+                    .or_default()
+                    .push(i as u32);
+            }
+        }
+        let mut file_names: HashMap<String, Vec<u32>> = HashMap::new();
+        for (i, f) in files.iter_mut().enumerate() {
+            f.role = Role::of(&f.path, has_definitions[i]);
+            let name = f.path.rsplit('/').next().unwrap_or("").to_lowercase();
+            file_names.entry(name).or_default().push(i as u32);
+        }
+        let bags: Vec<Bag> = entries
+            .iter()
+            .map(|e| bag_of(e, &files[e.file as usize]))
+            .collect();
+        let bm25 = Bm25::build(bags.iter().cloned());
+        RepoIndex {
+            entries,
+            files,
+            vectors,
+            dims,
+            bm25,
+            bags: keep_bags.then_some(bags),
+            definitions,
+            file_names,
+        }
+    }
+
+    pub fn entries(&self) -> &[Entry] {
+        &self.entries
+    }
+
+    /// Approximate heap bytes.
+    pub fn heap_bytes(&self) -> usize {
+        self.vectors.capacity() * 4
+            + self.bm25.heap_bytes()
+            + self
+                .entries
+                .iter()
+                .map(|e| e.content.len() + e.name.len() + 96)
+                .sum::<usize>()
+    }
+
+    fn best_window(&self, entry: &Entry, query: &[f32]) -> f32 {
+        entry
+            .vectors
+            .clone()
+            .map(|row| {
+                let v = &self.vectors[row as usize * self.dims..(row as usize + 1) * self.dims];
+                v.iter().zip(query).map(|(a, b)| a * b).sum::<f32>()
+            })
+            .fold(f32::MIN, f32::max)
+    }
+}
+
+impl FileInfo {
+    fn new(path: Arc<str>) -> FileInfo {
+        let file = path.rsplit('/').next().unwrap_or("");
+        let stem = file.split('.').next().unwrap_or(file).to_lowercase();
+        let parent = path.rsplit('/').nth(1).unwrap_or("");
+        let mut name_words = tokens::tokens(&stem);
+        name_words.extend(tokens::tokens(parent));
+        FileInfo {
+            role: Role::default(),
+            stem,
+            name_words,
+            path,
+        }
+    }
+}
+
+/// The weighted terms of an entry: its content, plus its symbol name, file name and last folders
+/// weighted up.
+fn bag_of(entry: &Entry, file: &FileInfo) -> Bag {
+    let mut bag = Bag::new();
+    let mut add = |text: &str, weight: f32| {
+        tokens::for_each_token(text, |t| *bag.entry(t.to_owned()).or_default() += weight);
+    };
+    add(&entry.content, 1.0);
+    add(&entry.name, weights::NAME_TF);
+    add(&file.stem, weights::FILE_NAME_TF);
+    let folders: Vec<&str> = file.path.split('/').collect();
+    let folders = &folders[..folders.len().saturating_sub(1)];
+    for folder in folders.iter().rev().take(weights::FOLDERS) {
+        add(folder, weights::FOLDER_TF);
+    }
+    bag
+}
+
+/// Which index a candidate comes from and its entry there.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Hash)]
+pub struct Found {
+    /// From the overlay of uncommitted files rather than HEAD.
+    pub dirty: bool,
+    pub entry: u32,
+}
+
+/// One search over HEAD's index and the overlay's.
+pub struct Search<'a> {
+    pub head: &'a RepoIndex,
+    pub overlay: Option<&'a RepoIndex>,
+    /// HEAD's files that are dirty (their overlay version, or nothing, is searched instead).
+    pub hidden: &'a HashSet<String>,
+    pub subtree: &'a str,
+    pub query: &'a Query,
+    pub vector: Option<&'a [f32]>,
+    pub mode: Mode,
+    pub limit: usize,
+    pub rules: Rules,
+}
+
+impl<'a> Search<'a> {
+    fn index(&self, dirty: bool) -> &'a RepoIndex {
+        match (dirty, self.overlay) {
+            (true, Some(o)) => o,
+            _ => self.head,
+        }
+    }
+
+    pub fn entry(&self, found: Found) -> &'a Entry {
+        &self.index(found.dirty).entries[found.entry as usize]
+    }
+
+    fn allowed(&self, dirty: bool, entry: &Entry) -> bool {
+        in_subtree(&entry.path, self.subtree) && (dirty || !self.hidden.contains(&*entry.path))
+    }
+
+    fn layers(&self) -> impl Iterator<Item = (bool, &'a RepoIndex)> {
+        std::iter::once((false, self.head)).chain(self.overlay.map(|o| (true, o)))
+    }
+
+    /// Best lexical candidates with their BM25 scores, best first.
+    fn lexical(&self, n: usize) -> Vec<(Found, f32)> {
+        let mut scored: Vec<(Found, f32)> = Vec::new();
+        let tokens: Vec<String> =
+            if self.rules.query_stop_words && self.query.kind == QueryKind::Natural {
+                self.query
+                    .tokens
+                    .iter()
+                    .filter(|t| !query::is_stop_word(t))
+                    .cloned()
+                    .collect()
+            } else {
+                self.query.tokens.clone()
+            };
+        let mut scores = vec![0.0f32; self.head.entries.len()];
+        self.head.bm25.score_all(&tokens, &mut scores);
+        for (i, s) in scores.into_iter().enumerate() {
+            if s > 0.0 && self.allowed(false, &self.head.entries[i]) {
+                scored.push((
+                    Found {
+                        dirty: false,
+                        entry: i as u32,
+                    },
+                    s,
+                ));
+            }
+        }
+        if let Some(overlay) = self.overlay {
+            for (i, bag) in overlay.bags.iter().flatten().enumerate() {
+                let s = self.head.bm25.score_bag(&tokens, bag);
+                if s > 0.0 && self.allowed(true, &overlay.entries[i]) {
+                    scored.push((
+                        Found {
+                            dirty: true,
+                            entry: i as u32,
+                        },
+                        s,
+                    ));
+                }
+            }
+        }
+        top(scored, n)
+    }
+
+    /// Nearest entries by their best window (cosine), best first.
+    fn semantic(&self, vector: &[f32], n: usize) -> Vec<(Found, f32)> {
+        let mut scored = Vec::new();
+        for (dirty, index) in self.layers() {
+            if index.dims != vector.len() {
+                continue;
+            }
+            for (i, e) in index.entries.iter().enumerate() {
+                if self.allowed(dirty, e) {
+                    scored.push((
+                        Found {
+                            dirty,
+                            entry: i as u32,
+                        },
+                        index.best_window(e, vector),
+                    ));
+                }
+            }
+        }
+        top(scored, n)
+    }
+
+    /// Ranked results, best first, with their scores.
+    pub fn run(&self) -> Vec<(Found, f32)> {
+        let n = (self.limit * weights::CANDIDATES_PER_RESULT).max(weights::MIN_CANDIDATES);
+        let share = match (self.mode, self.query.kind) {
+            (Mode::Lexical, _) => 0.0,
+            (Mode::Semantic, _) => 1.0,
+            (Mode::Hybrid, _) if self.vector.is_none() => 0.0,
+            (Mode::Hybrid, _) if !self.rules.query_type_weight => weights::VECTOR_SHARE_NATURAL,
+            (Mode::Hybrid, QueryKind::Natural) => weights::VECTOR_SHARE_NATURAL,
+            (Mode::Hybrid, _) => weights::VECTOR_SHARE_IDENTIFIER,
+        };
+        let mut fused: HashMap<Found, f32> = HashMap::new();
+        let convex = self.rules.convex_fusion;
+        if share < 1.0 {
+            fuse_into(&mut fused, &self.lexical(n), 1.0 - share, convex);
+        }
+        if share > 0.0 {
+            if let Some(vector) = self.vector {
+                fuse_into(&mut fused, &self.semantic(vector, n), share, convex);
+            }
+        }
+        if self.mode != Mode::Semantic {
+            self.rerank(&mut fused);
+        }
+        self.diversify(fused)
+    }
+
+    fn rerank(&self, fused: &mut HashMap<Found, f32>) {
+        let best = fused.values().copied().fold(0.0f32, f32::max);
+        let best = if best > 0.0 {
+            best
+        } else {
+            1.0 / (weights::RRF_K + 1.0)
+        };
+        // File evidence: several good blocks in one file lift that file's best block.
+        let mut per_file: HashMap<(bool, u32), (f32, Found, f32)> = HashMap::new();
+        for (&f, &s) in fused.iter() {
+            let file = self.entry(f).file;
+            let slot = per_file.entry((f.dirty, file)).or_insert((0.0, f, s));
+            slot.0 += s;
+            if s > slot.2 {
+                slot.1 = f;
+                slot.2 = s;
+            }
+        }
+        let best_file = per_file.values().map(|v| v.0).fold(0.0f32, f32::max);
+        if best_file > 0.0 && self.rules.file_evidence {
+            for (sum, f, _) in per_file.values() {
+                *fused.get_mut(f).expect("a candidate") +=
+                    weights::FILE_EVIDENCE_BOOST * best * sum / best_file;
+            }
+        }
+        // Definitions of the symbols the query names, found by name, retrieved or not.
+        let symbols = if self.rules.definitions {
+            &self.query.symbols[..]
+        } else {
+            &[]
+        };
+        for symbol in symbols {
+            let key = symbol.name.to_lowercase();
+            for (dirty, index) in self.layers() {
+                for &i in index.definitions.get(&key).into_iter().flatten() {
+                    let e = &index.entries[i as usize];
+                    if !self.allowed(dirty, e) {
+                        continue;
+                    }
+                    let file = &index.files[e.file as usize];
+                    let mut boost = weights::DEFINITION_BOOST;
+                    if stem_names(&file.stem, &key) {
+                        boost *= weights::DEFINITION_FILE_FACTOR;
+                    }
+                    if symbol.in_prose {
+                        boost *= weights::DEFINITION_IN_PROSE_FACTOR;
+                    }
+                    if !symbol.qualifiers.is_empty() {
+                        let qualified = e.name.to_lowercase();
+                        let path = file.path.to_lowercase();
+                        let matched = symbol
+                            .qualifiers
+                            .iter()
+                            .filter(|q| qualified.contains(q.as_str()) || path.contains(q.as_str()))
+                            .count();
+                        boost *= 0.5 + 0.5 * matched as f32 / symbol.qualifiers.len() as f32;
+                    }
+                    *fused.entry(Found { dirty, entry: i }).or_default() += boost * best;
+                }
+            }
+        }
+        // A path query: the blocks of the files it names.
+        if self.query.kind == QueryKind::Path && self.rules.path_query {
+            let wanted = self.query.text.to_lowercase();
+            let name = wanted.rsplit('/').next().unwrap_or(&wanted).to_owned();
+            for (dirty, index) in self.layers() {
+                for &file in index.file_names.get(&name).into_iter().flatten() {
+                    let path = index.files[file as usize].path.to_lowercase();
+                    if !(path == wanted || path.ends_with(&format!("/{wanted}"))) {
+                        continue;
+                    }
+                    for (i, e) in index.entries.iter().enumerate() {
+                        if e.file == file && self.allowed(dirty, e) {
+                            *fused
+                                .entry(Found {
+                                    dirty,
+                                    entry: i as u32,
+                                })
+                                .or_default() += weights::DEFINITION_BOOST * best;
+                        }
+                    }
+                }
+            }
+        }
+        // Keywords of a question that name the file or its folder.
+        if self.query.kind == QueryKind::Natural
+            && !self.query.keywords.is_empty()
+            && self.rules.path_keywords
+        {
+            for (f, s) in fused.iter_mut() {
+                let file = &self.index(f.dirty).files[self.entry(*f).file as usize];
+                let matched = self
+                    .query
+                    .keywords
+                    .iter()
+                    .filter(|k| file.name_words.iter().any(|w| words_match(k, w)))
+                    .count();
+                let share = matched as f32 / self.query.keywords.len() as f32;
+                if share >= weights::PATH_KEYWORD_MIN_SHARE {
+                    *s += weights::PATH_KEYWORD_BOOST * best * share;
+                }
+            }
+        }
+        // File roles: tests, docs, examples and the like rank below implementation code.
+        if self.rules.roles {
+            for (f, s) in fused.iter_mut() {
+                let file = &self.index(f.dirty).files[self.entry(*f).file as usize];
+                *s *= file.role.factor(self.query.asks_for);
+            }
+        }
+    }
+
+    /// Picks results best first, decaying each further block of a file already picked.
+    fn diversify(&self, fused: HashMap<Found, f32>) -> Vec<(Found, f32)> {
+        let mut pool: Vec<(Found, f32)> = fused.into_iter().collect();
+        pool.sort_by(|a, b| {
+            b.1.total_cmp(&a.1)
+                .then_with(|| self.entry(a.0).path.cmp(&self.entry(b.0).path))
+                .then_with(|| self.entry(a.0).start_line.cmp(&self.entry(b.0).start_line))
+        });
+        let mut taken: HashMap<(bool, u32), i32> = HashMap::new();
+        let mut out: Vec<(Found, f32)> = Vec::new();
+        while out.len() < self.limit && !pool.is_empty() {
+            let (pick, score) = pool
+                .iter()
+                .enumerate()
+                .map(|(i, (f, s))| {
+                    let n = taken
+                        .get(&(f.dirty, self.entry(*f).file))
+                        .copied()
+                        .unwrap_or(0);
+                    let decay = if self.rules.diversity {
+                        weights::SAME_FILE_DECAY.powi(n)
+                    } else {
+                        1.0
+                    };
+                    (i, s * decay)
+                })
+                .fold((0, f32::MIN), |a, b| if b.1 > a.1 { b } else { a });
+            let (found, _) = pool.remove(pick);
+            *taken
+                .entry((found.dirty, self.entry(found).file))
+                .or_default() += 1;
+            out.push((found, score));
+        }
+        out
+    }
+}
+
+/// The `n` best of `scored`, best first (ties by entry order, for stable results).
+fn top(mut scored: Vec<(Found, f32)>, n: usize) -> Vec<(Found, f32)> {
+    scored.sort_by(|a, b| {
+        b.1.total_cmp(&a.1)
+            .then_with(|| (a.0.dirty, a.0.entry).cmp(&(b.0.dirty, b.0.entry)))
+    });
+    scored.truncate(n);
+    scored
+}
+
+/// Adds one channel's ranked list into `fused` with weight `share`: by reciprocal rank, or by
+/// score scaled to 0..1 between the list's last and first (its own best is 1, the weakest
+/// candidate 0), so that a clear winner stays clear.
+fn fuse_into(fused: &mut HashMap<Found, f32>, list: &[(Found, f32)], share: f32, convex: bool) {
+    let (first, last) = match (list.first(), list.last()) {
+        (Some(f), Some(l)) => (f.1, l.1),
+        _ => return,
+    };
+    for (rank, &(found, score)) in list.iter().enumerate() {
+        let value = if convex {
+            if first > last {
+                (score - last) / (first - last)
+            } else {
+                1.0
+            }
+        } else {
+            1.0 / (weights::RRF_K + rank as f32 + 1.0)
+        };
+        *fused.entry(found).or_default() += share * value;
+    }
+}
+
+/// Whether a file named `stem` is named after symbol `name` (both lowercase): the same, the same
+/// without underscores, or a plural.
+fn stem_names(stem: &str, name: &str) -> bool {
+    let plain = |s: &str| s.replace(['_', '-'], "");
+    stem == name
+        || plain(stem) == plain(name)
+        || stem.trim_end_matches('s') == name.trim_end_matches('s')
+}
+
+/// A query keyword and a word of a path match when equal or when one starts the other and the
+/// shorter has at least four letters (`config` ~ `configuration`, `session` ~ `sessions`).
+fn words_match(keyword: &str, word: &str) -> bool {
+    if keyword == word {
+        return true;
+    }
+    let (short, long) = if keyword.len() <= word.len() {
+        (keyword, word)
+    } else {
+        (word, keyword)
+    };
+    short.len() >= 4 && long.starts_with(short)
+}

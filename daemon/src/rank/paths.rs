@@ -1,0 +1,143 @@
+//! What a file's path says about its role: implementation code, or tests, documentation,
+//! examples, compatibility shims, re-export barrels, type stubs and vendored code, which answer a
+//! code question less often than the implementation does.
+
+use super::query::AsksFor;
+use super::weights;
+
+/// The roles of a file that lower its rank (several may hold at once).
+#[derive(Debug, Clone, Copy, Default, PartialEq, Eq)]
+pub struct Role {
+    pub test: bool,
+    pub prose: bool,
+    pub example: bool,
+    pub compat: bool,
+    pub reexport: bool,
+    pub type_stub: bool,
+    pub vendored: bool,
+}
+
+impl Role {
+    /// The role of `path`; `has_definitions`: whether any of its blocks defines something (a
+    /// barrel file defines nothing of its own).
+    pub fn of(path: &str, has_definitions: bool) -> Role {
+        let lower = path.to_lowercase();
+        let components: Vec<&str> = lower.split('/').collect();
+        let (folders, file) = components.split_at(components.len().saturating_sub(1));
+        let file = file.first().copied().unwrap_or("");
+        let original_file = path.rsplit('/').next().unwrap_or("");
+        let in_folder = |names: &[&str]| folders.iter().any(|f| names.contains(f));
+        let (stem, ext) = file.rsplit_once('.').unwrap_or((file, ""));
+        Role {
+            test: in_folder(&[
+                "test",
+                "tests",
+                "__tests__",
+                "spec",
+                "specs",
+                "testing",
+                "testdata",
+            ]) || is_test_file(original_file, stem, ext),
+            prose: matches!(
+                ext,
+                "md" | "mdx" | "markdown" | "rst" | "txt" | "adoc" | "rdoc"
+            ) || (in_folder(&["doc", "docs", "documentation"])
+                && matches!(ext, "html" | "htm" | "")),
+            example: in_folder(&[
+                "example",
+                "examples",
+                "_example",
+                "_examples",
+                "demo",
+                "demos",
+                "sample",
+                "samples",
+                "docs_src",
+                "bench",
+                "benches",
+                "benchmark",
+                "benchmarks",
+            ]),
+            compat: in_folder(&["compat", "_compat", "legacy"])
+                || matches!(stem, "compat" | "_compat"),
+            reexport: !has_definitions
+                && matches!(
+                    file,
+                    "__init__.py" | "package-info.java" | "index.js" | "index.ts" | "mod.rs"
+                ),
+            type_stub: file.ends_with(".d.ts") || ext == "pyi",
+            vendored: in_folder(&[
+                "vendor",
+                "vendored",
+                "third_party",
+                "thirdparty",
+                "node_modules",
+            ]),
+        }
+    }
+
+    /// The multiplier for this role, except for what the query asks for.
+    pub fn factor(&self, asks: AsksFor) -> f32 {
+        let mut f = 1.0;
+        if self.test && !asks.tests {
+            f *= weights::TEST_FACTOR;
+        }
+        if self.prose && !asks.docs {
+            f *= weights::PROSE_FACTOR;
+        }
+        if self.example && !asks.examples {
+            f *= weights::EXAMPLE_FACTOR;
+        }
+        if self.compat {
+            f *= weights::COMPAT_FACTOR;
+        }
+        if self.reexport {
+            f *= weights::REEXPORT_FACTOR;
+        }
+        if self.type_stub {
+            f *= weights::TYPE_STUB_FACTOR;
+        }
+        if self.vendored {
+            f *= weights::VENDORED_FACTOR;
+        }
+        f
+    }
+}
+
+/// Test files by the naming conventions of the common languages.
+fn is_test_file(file: &str, stem: &str, ext: &str) -> bool {
+    let code = !matches!(ext, "" | "md" | "txt" | "json" | "yaml" | "yml" | "toml");
+    code && (stem.starts_with("test_")
+        || stem.ends_with("_test")
+        || stem.ends_with("_tests")
+        || stem.ends_with("_spec")
+        || stem.ends_with(".test")
+        || stem.ends_with(".spec")
+        || stem == "conftest"
+        || stem.starts_with("test_helper")
+        || ["Test", "Tests", "Spec", "Suite"].iter().any(|s| {
+            file.strip_suffix(&format!(".{ext}"))
+                .is_some_and(|f| f.ends_with(s) && f.len() > s.len())
+        }))
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn roles_from_paths() {
+        assert!(Role::of("tests/test_core.py", true).test);
+        assert!(Role::of("src/core_test.go", true).test);
+        assert!(Role::of("src/main/FooTest.java", true).test);
+        assert!(Role::of("src/app.spec.ts", true).test);
+        assert!(!Role::of("src/contest.py", true).test);
+        assert!(Role::of("README.md", false).prose);
+        assert!(Role::of("examples/basic.rs", true).example);
+        assert!(Role::of("src/_compat.py", true).compat);
+        assert!(Role::of("pkg/__init__.py", false).reexport);
+        assert!(!Role::of("pkg/__init__.py", true).reexport);
+        assert!(Role::of("types/index.d.ts", false).type_stub);
+        assert_eq!(Role::of("src/click/core.py", true), Role::default());
+    }
+}
