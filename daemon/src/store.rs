@@ -462,7 +462,6 @@ impl Store {
     }
 }
 
-
 impl Store {
     /// Removes every block of `paths` in `repo`, keeping a copy of blobs the store would otherwise
     /// lose in the retired table.
@@ -616,7 +615,6 @@ async fn keys_in(table: &Table, filter: Option<String>) -> Result<HashSet<BlobKe
     Ok(out)
 }
 
-
 fn strings<'b>(batch: &'b RecordBatch, name: &'static str) -> Result<&'b StringArray> {
     batch
         .column_by_name(name)
@@ -667,7 +665,6 @@ impl<'b> HitColumns<'b> {
         }
     }
 }
-
 
 fn rows_of(batch: &RecordBatch) -> Result<Vec<BlockRow>> {
     let vectors = batch

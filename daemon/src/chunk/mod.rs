@@ -221,9 +221,18 @@ fn collect(
             (false, true) => parent_name.to_string(),
             _ => name.clone(),
         };
-        // Doc comments, attributes and decorators directly above belong to the definition.
+        // Doc comments, attributes and decorators directly above belong to the definition. A
+        // definition wrapped in a node that starts on its line (`export function f`) has them
+        // above the wrapper.
         let mut start = child.start_position().row;
-        let mut prev = child.prev_named_sibling();
+        let mut anchor = child;
+        while anchor.prev_named_sibling().is_none() {
+            match anchor.parent() {
+                Some(p) if p.parent().is_some() && p.start_position().row == start => anchor = p,
+                _ => break,
+            }
+        }
+        let mut prev = anchor.prev_named_sibling();
         while let Some(p) = prev {
             if language.is_leading_trivia(&p) && p.end_position().row + 1 >= start {
                 start = p.start_position().row;
@@ -616,6 +625,18 @@ mod tests {
         let names: Vec<&str> = blocks.iter().map(|b| b.name.as_str()).collect();
         assert_eq!(names, ["Guide", "Guide > Install", "Guide > Usage"]);
         assert!(blocks[1].content.contains("# not a heading"));
+    }
+
+    #[test]
+    fn doc_comments_above_exported_definitions_belong_to_them() {
+        let src = "export interface Options {\n  n: number;\n}\n\n/** Retries a task. */\nexport async function retry(task: () => void) {\n  return task();\n}\n";
+        let blocks = chunk("r.ts", src, &Limits::default());
+        let retry = blocks
+            .iter()
+            .find(|b| b.name == "retry")
+            .expect("retry found");
+        assert_eq!(retry.start_line, 5, "{blocks:#?}");
+        assert!(blocks.iter().all(|b| b.kind != "code"), "{blocks:#?}");
     }
 
     #[test]

@@ -1,0 +1,504 @@
+//! Ranking regression: a small multi-language repository and 24 queries of the three kinds a
+//! user asks (a symbol, what some code does, how a part of the system works). The block that
+//! answers each must be in the top 3, so a ranking change that breaks one fails here.
+
+use hgd_tests::{GitRepo, Hgd};
+
+fn project() -> GitRepo {
+    let repo = GitRepo::new();
+    let files: &[(&str, &str)] = &[
+        (
+            "src/timeparse.py",
+            r#"import re
+
+UNITS = {"s": 1, "m": 60, "h": 3600, "d": 86400}
+
+
+def parse_duration(text):
+    """Turn '1h30m' or '45s' into a number of seconds."""
+    total = 0
+    for amount, unit in re.findall(r"(\d+)([smhd])", text):
+        total += int(amount) * UNITS[unit]
+    return total
+
+
+def format_duration(seconds):
+    """The shortest '2h5m' style spelling of a number of seconds."""
+    parts = []
+    for unit, size in sorted(UNITS.items(), key=lambda u: -u[1]):
+        if seconds >= size:
+            parts.append(f"{seconds // size}{unit}")
+            seconds %= size
+    return "".join(parts) or "0s"
+"#,
+        ),
+        (
+            "src/ratelimit.py",
+            r#"import time
+
+
+class RateLimiter:
+    """A token bucket: `rate` requests per second, bursts up to `capacity`."""
+
+    def __init__(self, rate, capacity):
+        self.rate = rate
+        self.capacity = capacity
+        self.tokens = capacity
+        self.updated = time.monotonic()
+
+    def allow(self):
+        now = time.monotonic()
+        self.tokens = min(self.capacity, self.tokens + (now - self.updated) * self.rate)
+        self.updated = now
+        if self.tokens >= 1:
+            self.tokens -= 1
+            return True
+        return False
+"#,
+        ),
+        (
+            "src/config.py",
+            r#"import json
+import os
+
+
+def load_config(path):
+    """Read the JSON settings file and let APP_ environment variables override its keys."""
+    with open(path) as f:
+        settings = json.load(f)
+    for key, value in os.environ.items():
+        if key.startswith("APP_"):
+            settings[key[4:].lower()] = value
+    return settings
+"#,
+        ),
+        (
+            "tests/test_timeparse.py",
+            r#"from src.timeparse import parse_duration, format_duration
+
+
+def test_parse_duration_adds_units():
+    assert parse_duration("1h30m") == 5400
+
+
+def test_format_duration_round_trips():
+    assert parse_duration(format_duration(3725)) == 3725
+"#,
+        ),
+        (
+            "server/cache.go",
+            r#"package server
+
+import "container/list"
+
+// Cache keeps the most recently used entries up to a fixed size.
+type Cache struct {
+	size  int
+	order *list.List
+	items map[string]*list.Element
+}
+
+type entry struct {
+	key   string
+	value []byte
+}
+
+// Get returns the cached value and marks it as recently used.
+func (c *Cache) Get(key string) ([]byte, bool) {
+	el, ok := c.items[key]
+	if !ok {
+		return nil, false
+	}
+	c.order.MoveToFront(el)
+	return el.Value.(*entry).value, true
+}
+
+// Evict drops the least recently used entry when the cache is over its size.
+func (c *Cache) Evict() {
+	for c.order.Len() > c.size {
+		last := c.order.Back()
+		c.order.Remove(last)
+		delete(c.items, last.Value.(*entry).key)
+	}
+}
+"#,
+        ),
+        (
+            "server/router.go",
+            r#"package server
+
+import (
+	"net/http"
+	"strings"
+)
+
+// Router maps URL path prefixes to handlers; the longest matching prefix wins.
+type Router struct {
+	routes map[string]http.Handler
+}
+
+// ServeHTTP dispatches a request to the handler of the longest prefix of its path.
+func (r *Router) ServeHTTP(w http.ResponseWriter, req *http.Request) {
+	best := ""
+	for prefix := range r.routes {
+		if strings.HasPrefix(req.URL.Path, prefix) && len(prefix) > len(best) {
+			best = prefix
+		}
+	}
+	if best == "" {
+		http.NotFound(w, req)
+		return
+	}
+	r.routes[best].ServeHTTP(w, req)
+}
+"#,
+        ),
+        (
+            "client/retry.ts",
+            r#"export interface RetryOptions {
+  attempts: number;
+  baseDelayMs: number;
+}
+
+/** Calls `task` until it succeeds, waiting twice as long after each failure. */
+export async function retryWithBackoff<T>(task: () => Promise<T>, options: RetryOptions): Promise<T> {
+  let delay = options.baseDelayMs;
+  for (let attempt = 1; ; attempt++) {
+    try {
+      return await task();
+    } catch (err) {
+      if (attempt >= options.attempts) throw err;
+      await new Promise((resolve) => setTimeout(resolve, delay));
+      delay *= 2;
+    }
+  }
+}
+"#,
+        ),
+        (
+            "client/auth.ts",
+            r#"export class TokenStore {
+  private token: string | null = null;
+  private expiresAt = 0;
+
+  /** Keeps a bearer token and the time it stops being valid. */
+  save(token: string, ttlSeconds: number): void {
+    this.token = token;
+    this.expiresAt = Date.now() + ttlSeconds * 1000;
+  }
+
+  /** The token, unless it has expired. */
+  current(): string | null {
+    return Date.now() < this.expiresAt ? this.token : null;
+  }
+}
+"#,
+        ),
+        (
+            "core/src/checksum.rs",
+            r#"/// CRC-32 (IEEE) of a byte slice, bit by bit.
+pub fn crc32(data: &[u8]) -> u32 {
+    let mut crc = 0xFFFF_FFFFu32;
+    for &byte in data {
+        crc ^= u32::from(byte);
+        for _ in 0..8 {
+            let mask = (crc & 1).wrapping_neg();
+            crc = (crc >> 1) ^ (0xEDB8_8320 & mask);
+        }
+    }
+    !crc
+}
+"#,
+        ),
+        (
+            "core/src/queue.rs",
+            r#"use std::collections::VecDeque;
+
+/// A queue that keeps at most `limit` jobs and refuses more.
+pub struct BoundedQueue<T> {
+    items: VecDeque<T>,
+    limit: usize,
+}
+
+impl<T> BoundedQueue<T> {
+    pub fn new(limit: usize) -> Self {
+        BoundedQueue { items: VecDeque::new(), limit }
+    }
+
+    /// Adds a job; gives it back when the queue is full.
+    pub fn push(&mut self, item: T) -> Result<(), T> {
+        if self.items.len() >= self.limit {
+            return Err(item);
+        }
+        self.items.push_back(item);
+        Ok(())
+    }
+
+    /// Takes the oldest job.
+    pub fn pop(&mut self) -> Option<T> {
+        self.items.pop_front()
+    }
+}
+"#,
+        ),
+        (
+            "lib/slug.rb",
+            r#"module Text
+  # Lowercases a title and joins its words with dashes, for use in URLs.
+  def self.slugify(title)
+    title.downcase.strip.gsub(/[^a-z0-9]+/, "-").gsub(/^-|-$/, "")
+  end
+end
+"#,
+        ),
+        (
+            "lib/mailer.rb",
+            r#"require "net/smtp"
+
+class Mailer
+  def initialize(host, port)
+    @host = host
+    @port = port
+  end
+
+  # Sends a plain-text message through the SMTP server.
+  def deliver(from, to, subject, body)
+    message = "From: #{from}\nTo: #{to}\nSubject: #{subject}\n\n#{body}"
+    Net::SMTP.start(@host, @port) { |smtp| smtp.send_message(message, from, to) }
+  end
+end
+"#,
+        ),
+        // Distractors: tests, docs, an example and a vendored copy that use the same words and
+        // names as the implementations, which must still rank first.
+        (
+            "tests/test_ratelimit.py",
+            r#"from src.ratelimit import RateLimiter
+
+
+def test_limit_how_many_requests_per_second_are_allowed():
+    limiter = RateLimiter(rate=2, capacity=2)
+    assert limiter.allow() and limiter.allow()
+    assert not limiter.allow()
+
+
+def test_token_bucket_refills_over_time(monkeypatch):
+    limiter = RateLimiter(rate=1, capacity=1)
+    limiter.allow()
+    assert not limiter.allow()
+"#,
+        ),
+        (
+            "client/retry.test.ts",
+            r#"import { retryWithBackoff } from "./retry";
+
+test("failed calls are retried with increasing delays", async () => {
+  let calls = 0;
+  const result = await retryWithBackoff(async () => {
+    calls++;
+    if (calls < 3) throw new Error("failed call");
+    return "ok";
+  }, { attempts: 5, baseDelayMs: 1 });
+  expect(result).toBe("ok");
+});
+"#,
+        ),
+        (
+            "server/cache_test.go",
+            r#"package server
+
+import "testing"
+
+// TestEvict checks that the least recently used entry is removed first.
+func TestEvict(t *testing.T) {
+	c := &Cache{size: 1}
+	c.Evict()
+	if c.order.Len() > 1 {
+		t.Fatal("the least recently used entry was not removed")
+	}
+}
+"#,
+        ),
+        (
+            "docs/usage.md",
+            "# Usage\n\n## Durations\n\nCall `parse_duration(\"1h30m\")` to convert a text like 1h30m into seconds, and `format_duration` to print a number of seconds as hours and minutes.\n\n## Rate limits\n\n`RateLimiter(rate, capacity)` limits how many requests per second are allowed; its token bucket refills over time.\n\n## Retries\n\n`retryWithBackoff` retries failed calls with increasing delays.\n\n## Slugs\n\n`Text.slugify` turns an article title into a URL-friendly string.\n",
+        ),
+        (
+            "examples/demo.py",
+            r#"from src.config import load_config
+from src.ratelimit import RateLimiter
+from src.timeparse import parse_duration
+
+settings = load_config("settings.json")
+limiter = RateLimiter(rate=5, capacity=10)
+print(parse_duration(settings.get("timeout", "30s")))
+"#,
+        ),
+        (
+            "vendor/lru/lru.go",
+            r#"package lru
+
+import "container/list"
+
+// LRU is a fixed-size cache.
+type LRU struct {
+	size  int
+	evict *list.List
+}
+
+// RemoveOldest removes the least recently used entry from the cache.
+func (c *LRU) RemoveOldest() {
+	if el := c.evict.Back(); el != nil {
+		c.evict.Remove(el)
+	}
+}
+"#,
+        ),
+        (
+            "README.md",
+            "# Toolkit\n\nA toolkit of small utilities: durations, rate limits, caching, routing, retries.\n\n## Installing\n\nCopy the folders you need into your project.\n",
+        ),
+    ];
+    for (path, content) in files {
+        repo.write(path, content);
+    }
+    repo.commit_all("toolkit");
+    repo
+}
+
+/// (query, the file that answers it, a line of the definition that answers it): the result must
+/// be a block of that file whose lines include that line.
+const CASES: &[(&str, &str, &str)] = &[
+    // Symbols.
+    ("parse_duration", "src/timeparse.py", "def parse_duration"),
+    ("RateLimiter", "src/ratelimit.py", "class RateLimiter"),
+    ("Cache.Evict", "server/cache.go", "func (c *Cache) Evict"),
+    (
+        "retryWithBackoff",
+        "client/retry.ts",
+        "export async function retryWithBackoff",
+    ),
+    (
+        "BoundedQueue",
+        "core/src/queue.rs",
+        "pub struct BoundedQueue",
+    ),
+    ("crc32", "core/src/checksum.rs", "pub fn crc32"),
+    ("slugify", "lib/slug.rb", "def self.slugify"),
+    ("TokenStore", "client/auth.ts", "export class TokenStore"),
+    ("load_config", "src/config.py", "def load_config"),
+    // What some code does.
+    (
+        "convert a text like 1h30m into seconds",
+        "src/timeparse.py",
+        "def parse_duration",
+    ),
+    (
+        "print a number of seconds as hours and minutes",
+        "src/timeparse.py",
+        "def format_duration",
+    ),
+    (
+        "limit how many requests per second are allowed",
+        "src/ratelimit.py",
+        "class RateLimiter",
+    ),
+    (
+        "remove the least recently used entry",
+        "server/cache.go",
+        "func (c *Cache) Evict",
+    ),
+    (
+        "compute a CRC checksum of bytes",
+        "core/src/checksum.rs",
+        "pub fn crc32",
+    ),
+    (
+        "turn an article title into a URL-friendly string",
+        "lib/slug.rb",
+        "def self.slugify",
+    ),
+    ("send an email over SMTP", "lib/mailer.rb", "def deliver"),
+    (
+        "refuse new jobs when the queue is full",
+        "core/src/queue.rs",
+        "pub fn push",
+    ),
+    (
+        "check whether the saved bearer token has expired",
+        "client/auth.ts",
+        "current(): string",
+    ),
+    // How a part works.
+    (
+        "how are failed calls retried with increasing delays",
+        "client/retry.ts",
+        "delay *= 2",
+    ),
+    (
+        "how does the router pick a handler for a request path",
+        "server/router.go",
+        "func (r *Router) ServeHTTP",
+    ),
+    (
+        "how are settings read and overridden by environment variables",
+        "src/config.py",
+        "def load_config",
+    ),
+    (
+        "how does the token bucket refill over time",
+        "src/ratelimit.py",
+        "def allow",
+    ),
+    (
+        "how does the cache track recently used entries",
+        "server/cache.go",
+        "MoveToFront",
+    ),
+    (
+        "how are cached values looked up",
+        "server/cache.go",
+        "func (c *Cache) Get",
+    ),
+];
+
+#[test]
+fn every_query_finds_its_block_in_the_top_three() {
+    let hgd = Hgd::new();
+    let repo = project();
+    hgd.index(&repo.path());
+    let mut failures = Vec::new();
+    for (query, file, marker) in CASES {
+        let text = std::fs::read_to_string(repo.path().join(file)).unwrap();
+        let line = text
+            .lines()
+            .position(|l| l.contains(marker))
+            .unwrap_or_else(|| panic!("{marker:?} is not in {file}")) as u64
+            + 1;
+        let results = hgd.search_json(&repo.path(), query, 3);
+        let found = results.iter().any(|r| {
+            r["file"] == *file
+                && r["line"].as_u64() <= Some(line)
+                && r["end_line"].as_u64() >= Some(line)
+        });
+        if !found {
+            let got: Vec<String> = results
+                .iter()
+                .map(|r| {
+                    format!(
+                        "{}:{}-{} {}",
+                        r["file"], r["line"], r["end_line"], r["name"]
+                    )
+                })
+                .collect();
+            failures.push(format!("{query:?}: want {file}:{line}, got {got:?}"));
+        }
+    }
+    assert!(
+        failures.is_empty(),
+        "{} of {} queries missed:\n{}",
+        failures.len(),
+        CASES.len(),
+        failures.join("\n")
+    );
+}
