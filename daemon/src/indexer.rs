@@ -31,12 +31,32 @@ pub enum IndexError {
     Internal(String),
 }
 
-/// Live counters of a running job, read by status and progress reporting.
+/// Live counters of a running job, read by status and progress reporting, and the blocks it
+/// parsed: a search during a long job reads them (without vectors) so a repository is
+/// searchable by words long before its vectors are all there.
 #[derive(Debug, Default)]
 pub struct JobProgress {
     pub embedded: AtomicU64,
     pub to_embed: AtomicU64,
     pub parsed_all: AtomicBool,
+    parsed: std::sync::Mutex<Vec<BlockRow>>,
+}
+
+impl JobProgress {
+    /// Blocks parsed by this job so far, without vectors.
+    pub fn parsed_rows(&self) -> Vec<BlockRow> {
+        self.parsed
+            .lock()
+            .unwrap_or_else(|p| p.into_inner())
+            .clone()
+    }
+
+    fn add_parsed(&self, rows: Vec<BlockRow>) {
+        self.parsed
+            .lock()
+            .unwrap_or_else(|p| p.into_inner())
+            .extend(rows);
+    }
 }
 
 /// What a finished job did.
@@ -51,6 +71,10 @@ pub struct JobReport {
     /// files (what decides when the store needs optimising).
     pub rows_changed: u64,
 }
+
+/// Parsed files waiting for the embedder at most: enough for the parser to run far ahead (so a
+/// long job's blocks are searchable by words early) while bounding memory.
+const PARSED_AHEAD: usize = 8192;
 
 /// Rows are written in groups of whole files of about this many rows: one LanceDB commit each.
 const WRITE_ROWS: usize = 512;
@@ -127,6 +151,27 @@ pub fn embed_rows(
         }
     }
     Ok(rows)
+}
+
+/// The rows of a parsed file before embedding (empty vectors).
+fn rows_without_vectors(root: &str, parsed: &Parsed) -> Vec<BlockRow> {
+    parsed
+        .blocks
+        .iter()
+        .map(|block| BlockRow {
+            repo: root.to_owned(),
+            path: parsed.path.clone(),
+            oid: parsed.oid.clone(),
+            language: parsed.language.name().to_owned(),
+            kind: block.kind.clone(),
+            name: block.name.clone(),
+            start_line: block.start_line,
+            end_line: block.end_line,
+            content: block.content.clone(),
+            text: embed_text(&parsed.path, block),
+            vector: Vec::new(),
+        })
+        .collect()
 }
 
 /// What a job has to do: the commit it brings the index to, what each affected path should hold,
@@ -276,7 +321,7 @@ impl Indexer {
         progress: &Arc<JobProgress>,
         cancel: &Arc<AtomicBool>,
     ) -> Result<u64, IndexError> {
-        let (parsed_tx, mut parsed_rx) = mpsc::channel::<Parsed>(64);
+        let (parsed_tx, mut parsed_rx) = mpsc::channel::<Parsed>(PARSED_AHEAD);
         let (rows_tx, mut rows_rx) = mpsc::channel::<Vec<BlockRow>>(4);
 
         let parser = tokio::task::spawn_blocking({
@@ -302,6 +347,7 @@ impl Indexer {
                     progress
                         .to_embed
                         .fetch_add(parsed.blocks.len() as u64, Ordering::Relaxed);
+                    progress.add_parsed(rows_without_vectors(&root, &parsed));
                     if parsed_tx.blocking_send(parsed).is_err() {
                         break; // the embedder stopped; its error is reported
                     }

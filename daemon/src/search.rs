@@ -11,7 +11,7 @@ use crate::embed::Embedder;
 use crate::indexes::Indexes;
 use crate::rank::query::Query;
 use crate::rank::{Mode, RepoIndex, Rules, Search};
-use crate::store::{Layer, Store, StoreError};
+use crate::store::{BlockRow, Layer, Store, StoreError};
 
 #[derive(Debug, thiserror::Error)]
 pub enum SearchError {
@@ -32,14 +32,22 @@ pub struct Request<'a> {
     pub query: &'a str,
     pub limit: usize,
     pub mode: Mode,
+    /// Blocks a running job parsed but has not stored (no vectors yet): searched together with
+    /// what is stored, by words only.
+    pub unstored: Option<Vec<BlockRow>>,
 }
 
+/// The results and the channels that produced them.
 pub async fn search(
     store: &Store,
     indexes: &Indexes,
     embedder: &Arc<Embedder>,
-    request: Request<'_>,
-) -> Result<Vec<Hit>, SearchError> {
+    mut request: Request<'_>,
+) -> Result<(Vec<Hit>, Mode), SearchError> {
+    if request.unstored.is_some() {
+        // Some blocks have no vectors yet: the vector channel would miss them.
+        request.mode = Mode::Lexical;
+    }
     let embedding = async {
         if request.mode == Mode::Lexical {
             return Ok(None);
@@ -59,8 +67,23 @@ pub async fn search(
         let rows = store.repo_rows(Layer::Overlay, request.repo).await?;
         Ok::<_, SearchError>(Some(RepoIndex::build(rows, store.dims(), true)))
     };
-    let (vector, head, overlay) =
-        tokio::join!(embedding, indexes.head(store, request.repo), overlay);
+    let unstored = request.unstored.take();
+    let head = async {
+        match unstored {
+            // A job is running: the stored rows change under it, so build afresh, uncached.
+            Some(unstored) => {
+                let mut rows = store.repo_rows(Layer::Head, request.repo).await?;
+                let stored: HashSet<String> = rows.iter().map(|r| r.path.clone()).collect();
+                rows.extend(unstored.into_iter().filter(|r| !stored.contains(&r.path)));
+                let dims = store.dims();
+                tokio::task::spawn_blocking(move || Arc::new(RepoIndex::build(rows, dims, false)))
+                    .await
+                    .map_err(|e| SearchError::Internal(e.to_string()))
+            }
+            None => Ok(indexes.head(store, request.repo).await?),
+        }
+    };
+    let (vector, head, overlay) = tokio::join!(embedding, head, overlay);
     let (vector, head, overlay) = (vector?, head?, overlay?);
     let hidden: HashSet<String> = request.dirty.iter().cloned().collect();
     let query = Query::parse(request.query);
@@ -75,7 +98,7 @@ pub async fn search(
         limit: request.limit,
         rules: Rules::default(),
     };
-    Ok(search
+    let hits = search
         .run()
         .into_iter()
         .map(|(found, score)| {
@@ -92,5 +115,6 @@ pub async fn search(
                 dirty: found.dirty,
             }
         })
-        .collect())
+        .collect();
+    Ok((hits, request.mode))
 }

@@ -119,6 +119,10 @@ pub struct Service {
 const OPTIMIZE_AFTER_ROWS: u64 = 256;
 const OPTIMIZE_AFTER_JOBS: u64 = 50;
 
+/// A search does not wait for a running job with more blocks than this left to embed (several
+/// seconds of work): it answers at once from what is stored and what the job parsed, by words.
+const PROGRESSIVE_AFTER_BLOCKS: u64 = 256;
+
 /// Quiet time after a hook's notification before its job starts.
 const NOTIFY_SETTLE: Duration = Duration::from_millis(50);
 
@@ -534,6 +538,18 @@ impl Service {
         }
         let ticket = self.request_job(&root);
         Ok((located, Freshness::Wait(ticket)))
+    }
+
+    /// The running job of `root` if it is long (many blocks still to embed): a search then
+    /// answers from the store and the job's parsed blocks instead of waiting.
+    pub fn long_running_job(&self, root: &str) -> Option<Arc<JobProgress>> {
+        let repos = self.lock_repos();
+        let progress = repos.get(root)?.running.clone()?;
+        let left = progress
+            .to_embed
+            .load(Ordering::Relaxed)
+            .saturating_sub(progress.embedded.load(Ordering::Relaxed));
+        (left > PROGRESSIVE_AFTER_BLOCKS).then_some(progress)
     }
 
     /// Starts waiting for a job covering `ticket` of `root`.

@@ -378,3 +378,51 @@ fn changing_the_model_re_embeds_instead_of_mixing_vectors() {
     );
     assert_eq!(second["repos"][0]["blocks"], first["repos"][0]["blocks"]);
 }
+
+/// A first index of a repository of 2,000 files answers by words within seconds, long before all
+/// vectors are embedded, and says so (`"mode": "lexical"`).
+#[test]
+fn a_large_first_index_is_searchable_by_words_within_seconds() {
+    let hgd = Hgd::new();
+    let repo = GitRepo::new();
+    for i in 0..2000 {
+        repo.write(
+            &format!("pkg{:02}/module_{i}.py", i % 40),
+            format!("def handler_{i}(event):\n    \"\"\"Handle event number {i} of the stream.\"\"\"\n    return event.get('value', 0) + {i}\n"),
+        );
+    }
+    repo.write(
+        "pkg39/zz_last.py",
+        "def reconcile_ledger_balances(ledger):\n    \"\"\"Bring the ledger's balances in line with its entries.\"\"\"\n    return sum(e.amount for e in ledger.entries)\n",
+    );
+    repo.commit_all("many modules");
+    let started = std::time::Instant::now();
+    let out = hgd.hgd(&repo.path(), &["index", "--no-wait"]);
+    assert!(out.status.success());
+    let mut answer = None;
+    while started.elapsed() < Duration::from_secs(30) {
+        let out = hgd.hgd(
+            &repo.path(),
+            &["search", "--json", "-n", "1", "reconcile_ledger_balances"],
+        );
+        if out.status.code() == Some(0) {
+            let hits: Vec<serde_json::Value> = serde_json::from_slice(&out.stdout).unwrap();
+            answer = Some((started.elapsed(), hits[0].clone()));
+            break;
+        }
+        std::thread::sleep(Duration::from_millis(200));
+    }
+    let (after, hit) = answer.expect("no answer within 30 s");
+    assert_eq!(hit["file"], "pkg39/zz_last.py", "{hit:#}");
+    assert_eq!(hit["mode"], "lexical", "{hit:#}");
+    let status = hgd.status(&repo.path());
+    assert_eq!(
+        status["repos"][0]["state"], "indexing",
+        "the job finished first: {status:#}"
+    );
+    assert!(
+        after < Duration::from_secs(15),
+        "first answer after {after:?}"
+    );
+    eprintln!("first answer after {after:?}");
+}

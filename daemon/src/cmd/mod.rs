@@ -58,13 +58,38 @@ fn error_reply(e: &ServiceError) -> Response {
 /// Streams progress lines until the waited-for job is done. `Ok(false)`: the client went away.
 async fn wait_with_progress(
     service: &Service,
-    mut waiter: Waiter,
+    waiter: Waiter,
     replies: &mut Replies<'_>,
 ) -> Result<bool, ServiceError> {
+    Ok(wait_until(service, waiter, replies, |_| false).await? == Waited::Done)
+}
+
+/// How a wait ended.
+#[derive(Debug, PartialEq, Eq)]
+enum Waited {
+    /// The job covering the ticket finished well.
+    Done,
+    /// `stop_early` said to stop waiting.
+    Stopped,
+    /// The client went away.
+    Gone,
+}
+
+/// Streams progress lines until the waited-for job is done, or until `stop_early` (asked after
+/// every progress step) says to stop waiting.
+async fn wait_until(
+    service: &Service,
+    mut waiter: Waiter,
+    replies: &mut Replies<'_>,
+    stop_early: impl Fn(&Service) -> bool,
+) -> Result<Waited, ServiceError> {
     while let Some(progress) = service.wait_step(&mut waiter).await? {
+        if stop_early(service) {
+            return Ok(Waited::Stopped);
+        }
         if !replies.send(&Response::Progress(progress)).await {
-            return Ok(false);
+            return Ok(Waited::Gone);
         }
     }
-    Ok(true)
+    Ok(Waited::Done)
 }

@@ -8,7 +8,7 @@ use std::sync::Arc;
 
 use hgd_protocol::{ErrorCode, Progress, Response, SearchMode};
 
-use super::{error_reply, wait_with_progress};
+use super::{error_reply, wait_until, Waited};
 use crate::server::Replies;
 use crate::service::{Freshness, Service, ServiceError};
 
@@ -35,6 +35,7 @@ pub async fn run(
     };
     let root = located.root.to_string_lossy().into_owned();
     let mut warnings = Vec::new();
+    let mut unstored = None;
     let behind = |reason: &str| {
         format!("the index is behind HEAD, results are from the last indexed commit: {reason}")
     };
@@ -42,13 +43,32 @@ pub async fn run(
         Freshness::Current => {}
         Freshness::Behind(reason) => warnings.push(behind(&reason)),
         Freshness::Wait(ticket) => {
+            // Wait for the job, unless it turns out long (a first index): then answer at once
+            // from what is stored and what the job has parsed.
             let waited = match service.waiter(&root, ticket) {
-                Ok(waiter) => wait_with_progress(service, waiter, replies).await,
+                Ok(waiter) => {
+                    wait_until(service, waiter, replies, |s| {
+                        s.long_running_job(&root).is_some()
+                    })
+                    .await
+                }
                 Err(e) => Err(e),
             };
             match waited {
-                Ok(true) => {}
-                Ok(false) => return false,
+                Ok(Waited::Done) => {}
+                Ok(Waited::Gone) => return false,
+                Ok(Waited::Stopped) => {
+                    if let Some(job) = service.long_running_job(&root) {
+                        let (done, total) = (
+                            job.embedded.load(std::sync::atomic::Ordering::Relaxed),
+                            job.to_embed.load(std::sync::atomic::Ordering::Relaxed),
+                        );
+                        warnings.push(format!(
+                            "indexing in progress ({done} of {total} blocks embedded): results so far, matched by words only"
+                        ));
+                        unstored = Some(job.parsed_rows());
+                    }
+                }
                 Err(ServiceError::JobFailed { message, .. }) => warnings.push(behind(&message)),
                 Err(e) => return replies.send(&error_reply(&e)).await,
             }
@@ -83,6 +103,7 @@ pub async fn run(
                     SearchMode::Semantic => crate::rank::Mode::Semantic,
                     SearchMode::Lexical => crate::rank::Mode::Lexical,
                 },
+                unstored,
             },
         )
         .await;
@@ -97,12 +118,16 @@ pub async fn run(
         return false;
     };
     match result {
-        Ok(hits) => {
+        Ok((hits, answered)) => {
             replies
                 .send(&Response::Search {
                     repo_root: root,
                     hits,
-                    mode,
+                    mode: match answered {
+                        crate::rank::Mode::Hybrid => SearchMode::Hybrid,
+                        crate::rank::Mode::Semantic => SearchMode::Semantic,
+                        crate::rank::Mode::Lexical => SearchMode::Lexical,
+                    },
                     warnings,
                 })
                 .await
