@@ -68,6 +68,9 @@ enum Command {
         /// Turn these ranking rules off (comma-separated), to measure them.
         #[arg(long, default_value = "")]
         without: String,
+        /// Override ranking weights for this run: `name=value,...` (see rank/weights.rs).
+        #[arg(long, default_value = "")]
+        set: String,
         /// Print every query that is not ranked perfectly.
         #[arg(long)]
         verbose: bool,
@@ -111,8 +114,10 @@ fn run(cli: Cli) -> Result<()> {
             names,
             mode,
             without,
+            set,
             verbose,
         } => {
+            hgd_daemon::rank::weights::override_with(&set).map_err(anyhow::Error::msg)?;
             let rules = hgd_daemon::rank::Rules::without(&without).map_err(anyhow::Error::msg)?;
             let mode = match mode.as_str() {
                 "hybrid" => hgd_daemon::rank::Mode::Hybrid,

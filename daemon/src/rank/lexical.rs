@@ -3,7 +3,7 @@
 
 use std::collections::HashMap;
 
-use super::weights::{BM25_B, BM25_K1};
+use super::weights::w;
 
 /// Weighted term frequencies of one document.
 pub type Bag = HashMap<String, f32>;
@@ -59,8 +59,8 @@ impl Bm25 {
     }
 
     fn term_score(&self, tf: f32, length: f32, idf: f32) -> f32 {
-        let norm = BM25_K1 * (1.0 - BM25_B + BM25_B * length / self.average_length);
-        idf * tf * (BM25_K1 + 1.0) / (tf + norm)
+        let norm = w().bm25_k1 * (1.0 - w().bm25_b + w().bm25_b * length / self.average_length);
+        idf * tf * (w().bm25_k1 + 1.0) / (tf + norm)
     }
 
     /// Scores every document containing a query token; `scores` has one slot per document.

@@ -289,12 +289,12 @@ fn bag_of(entry: &Entry, file: &FileInfo) -> Bag {
         tokens::for_each_token(text, |t| *bag.entry(t.to_owned()).or_default() += weight);
     };
     add(&entry.content, 1.0);
-    add(&entry.name, weights::NAME_TF);
-    add(&file.stem, weights::FILE_NAME_TF);
+    add(&entry.name, weights::w().name_tf);
+    add(&file.stem, weights::w().file_name_tf);
     let folders: Vec<&str> = file.path.split('/').collect();
     let folders = &folders[..folders.len().saturating_sub(1)];
-    for folder in folders.iter().rev().take(weights::FOLDERS) {
-        add(folder, weights::FOLDER_TF);
+    for folder in folders.iter().rev().take(weights::w().folders) {
+        add(folder, weights::w().folder_tf);
     }
     bag
 }
@@ -409,14 +409,14 @@ impl<'a> Search<'a> {
 
     /// Ranked results, best first, with their scores.
     pub fn run(&self) -> Vec<(Found, f32)> {
-        let n = (self.limit * weights::CANDIDATES_PER_RESULT).max(weights::MIN_CANDIDATES);
+        let n = (self.limit * weights::w().candidates_per_result).max(weights::w().min_candidates);
         let share = match (self.mode, self.query.kind) {
             (Mode::Lexical, _) => 0.0,
             (Mode::Semantic, _) => 1.0,
             (Mode::Hybrid, _) if self.vector.is_none() => 0.0,
-            (Mode::Hybrid, _) if !self.rules.query_type_weight => weights::VECTOR_SHARE_NATURAL,
-            (Mode::Hybrid, QueryKind::Natural) => weights::VECTOR_SHARE_NATURAL,
-            (Mode::Hybrid, _) => weights::VECTOR_SHARE_IDENTIFIER,
+            (Mode::Hybrid, _) if !self.rules.query_type_weight => weights::w().vector_share_natural,
+            (Mode::Hybrid, QueryKind::Natural) => weights::w().vector_share_natural,
+            (Mode::Hybrid, _) => weights::w().vector_share_identifier,
         };
         let mut fused: HashMap<Found, f32> = HashMap::new();
         let convex = self.rules.convex_fusion;
@@ -439,7 +439,7 @@ impl<'a> Search<'a> {
         let best = if best > 0.0 {
             best
         } else {
-            1.0 / (weights::RRF_K + 1.0)
+            1.0 / (weights::w().rrf_k + 1.0)
         };
         // File evidence: several good blocks in one file lift that file's best block.
         let mut per_file: HashMap<(bool, u32), (f32, Found, f32)> = HashMap::new();
@@ -456,7 +456,7 @@ impl<'a> Search<'a> {
         if best_file > 0.0 && self.rules.file_evidence {
             for (sum, f, _) in per_file.values() {
                 *fused.get_mut(f).expect("a candidate") +=
-                    weights::FILE_EVIDENCE_BOOST * best * sum / best_file;
+                    weights::w().file_evidence_boost * best * sum / best_file;
             }
         }
         // Definitions of the symbols the query names, found by name, retrieved or not.
@@ -474,12 +474,12 @@ impl<'a> Search<'a> {
                         continue;
                     }
                     let file = &index.files[e.file as usize];
-                    let mut boost = weights::DEFINITION_BOOST;
+                    let mut boost = weights::w().definition_boost;
                     if stem_names(&file.stem, &key) {
-                        boost *= weights::DEFINITION_FILE_FACTOR;
+                        boost *= weights::w().definition_file_factor;
                     }
                     if symbol.in_prose {
-                        boost *= weights::DEFINITION_IN_PROSE_FACTOR;
+                        boost *= weights::w().definition_in_prose_factor;
                     }
                     if !symbol.qualifiers.is_empty() {
                         let qualified = e.name.to_lowercase();
@@ -512,7 +512,7 @@ impl<'a> Search<'a> {
                                     dirty,
                                     entry: i as u32,
                                 })
-                                .or_default() += weights::DEFINITION_BOOST * best;
+                                .or_default() += weights::w().definition_boost * best;
                         }
                     }
                 }
@@ -532,8 +532,8 @@ impl<'a> Search<'a> {
                     .filter(|k| file.name_words.iter().any(|w| words_match(k, w)))
                     .count();
                 let share = matched as f32 / self.query.keywords.len() as f32;
-                if share >= weights::PATH_KEYWORD_MIN_SHARE {
-                    *s += weights::PATH_KEYWORD_BOOST * best * share;
+                if share >= weights::w().path_keyword_min_share {
+                    *s += weights::w().path_keyword_boost * best * share;
                 }
             }
         }
@@ -566,7 +566,7 @@ impl<'a> Search<'a> {
                         .copied()
                         .unwrap_or(0);
                     let decay = if self.rules.diversity {
-                        weights::SAME_FILE_DECAY.powi(n)
+                        weights::w().same_file_decay.powi(n)
                     } else {
                         1.0
                     };
@@ -609,7 +609,7 @@ fn fuse_into(fused: &mut HashMap<Found, f32>, list: &[(Found, f32)], share: f32,
                 1.0
             }
         } else {
-            1.0 / (weights::RRF_K + rank as f32 + 1.0)
+            1.0 / (weights::w().rrf_k + rank as f32 + 1.0)
         };
         *fused.entry(found).or_default() += share * value;
     }

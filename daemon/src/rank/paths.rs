@@ -80,25 +80,25 @@ impl Role {
     pub fn factor(&self, asks: AsksFor) -> f32 {
         let mut f = 1.0;
         if self.test && !asks.tests {
-            f *= weights::TEST_FACTOR;
+            f *= weights::w().test_factor;
         }
         if self.prose && !asks.docs {
-            f *= weights::PROSE_FACTOR;
+            f *= weights::w().prose_factor;
         }
         if self.example && !asks.examples {
-            f *= weights::EXAMPLE_FACTOR;
+            f *= weights::w().example_factor;
         }
         if self.compat {
-            f *= weights::COMPAT_FACTOR;
+            f *= weights::w().compat_factor;
         }
         if self.reexport {
-            f *= weights::REEXPORT_FACTOR;
+            f *= weights::w().reexport_factor;
         }
         if self.type_stub {
-            f *= weights::TYPE_STUB_FACTOR;
+            f *= weights::w().type_stub_factor;
         }
         if self.vendored {
-            f *= weights::VENDORED_FACTOR;
+            f *= weights::w().vendored_factor;
         }
         f
     }

@@ -1,57 +1,111 @@
 //! Every constant of retrieval and ranking, in one place. ARCHITECTURE.md gives each rule's
 //! reason and its measured effect on the dev split.
+//!
+//! The daemon always uses [`DEFAULT`]. `hgd-daemon eval --set name=value,...` overrides values for
+//! one tuning run (once, before any search), so a change can be measured in seconds.
 
-/// BM25 term-frequency saturation and length normalisation (the usual Lucene values).
-pub const BM25_K1: f32 = 1.2;
-pub const BM25_B: f32 = 0.75;
+use std::sync::OnceLock;
 
-/// Extra term frequency a token gets when it is in the block's symbol name (per occurrence).
-pub const NAME_TF: f32 = 2.0;
-/// Extra term frequency for a token of the file's name (stem and its parts).
-pub const FILE_NAME_TF: f32 = 2.0;
-/// Extra term frequency for a token of the last folders of the path.
-pub const FOLDER_TF: f32 = 1.0;
-/// How many trailing folders of the path count.
-pub const FOLDERS: usize = 3;
+macro_rules! weights {
+    ($($(#[doc = $doc:literal])+ $name:ident: $ty:ty = $value:expr;)+) => {
+        /// The constants of ranking (see the module documentation).
+        #[derive(Debug, Clone)]
+        pub struct Weights {
+            $($(#[doc = $doc])+ pub $name: $ty,)+
+        }
 
-/// Candidates taken from each channel, as a multiple of the results asked for (at least
-/// [`MIN_CANDIDATES`]).
-pub const CANDIDATES_PER_RESULT: usize = 5;
-pub const MIN_CANDIDATES: usize = 50;
+        /// The values the daemon uses.
+        pub const DEFAULT: Weights = Weights { $($name: $value,)+ };
 
-/// Reciprocal-rank fusion constant.
-pub const RRF_K: f32 = 60.0;
-/// Share of the vector channel in fusion, by query type; the rest is lexical.
-pub const VECTOR_SHARE_IDENTIFIER: f32 = 0.3;
-pub const VECTOR_SHARE_NATURAL: f32 = 0.5;
+        impl Weights {
+            fn set(&mut self, name: &str, value: &str) -> Result<(), String> {
+                match name {
+                    $(stringify!($name) => {
+                        self.$name = value
+                            .parse()
+                            .map_err(|_| format!("{name}: {value:?} is not a number"))?
+                    })+
+                    _ => return Err(format!("no weight named {name}")),
+                }
+                Ok(())
+            }
+        }
+    };
+}
 
-/// A block that defines a symbol the query names gets this many times the best fused score.
-pub const DEFINITION_BOOST: f32 = 3.0;
-/// ... times this when its file is named after the symbol too.
-pub const DEFINITION_FILE_FACTOR: f32 = 1.5;
-/// ... times this when the symbol is only mentioned inside a natural-language question.
-pub const DEFINITION_IN_PROSE_FACTOR: f32 = 0.5;
+weights! {
+    /// BM25 term-frequency saturation.
+    bm25_k1: f32 = 1.2;
+    /// BM25 length normalisation.
+    bm25_b: f32 = 0.75;
+    /// Extra term frequency a token gets when it is in the block's symbol name (per occurrence).
+    name_tf: f32 = 2.0;
+    /// Extra term frequency for a token of the file's name (stem and its parts).
+    file_name_tf: f32 = 2.0;
+    /// Extra term frequency for a token of the last folders of the path.
+    folder_tf: f32 = 1.0;
+    /// How many trailing folders of the path count.
+    folders: usize = 3;
+    /// Candidates taken from each channel, as a multiple of the results asked for...
+    candidates_per_result: usize = 5;
+    /// ... and at least this many.
+    min_candidates: usize = 50;
+    /// Reciprocal-rank fusion constant (when fusing by rank).
+    rrf_k: f32 = 60.0;
+    /// Share of the vector channel in fusion for identifier and path queries; the rest is lexical.
+    vector_share_identifier: f32 = 0.3;
+    /// Share of the vector channel in fusion for questions in words.
+    vector_share_natural: f32 = 0.5;
+    /// A block that defines a symbol the query names gets this many times the best fused score.
+    definition_boost: f32 = 3.0;
+    /// ... times this when its file is named after the symbol too.
+    definition_file_factor: f32 = 1.5;
+    /// ... times this when the symbol is only mentioned inside a question in words.
+    definition_in_prose_factor: f32 = 0.5;
+    /// The best block of a file gets up to this share of the best fused score, in proportion to
+    /// the file's share of the candidates' total score relative to the best file.
+    file_evidence_boost: f32 = 0.2;
+    /// A block whose file or folder name matches the query's keywords gets up to this share of
+    /// the best fused score, in proportion to the share of keywords matched.
+    path_keyword_boost: f32 = 1.0;
+    /// Matches below this share of keywords give nothing.
+    path_keyword_min_share: f32 = 0.1;
+    /// Multiplier for test files, unless the query asks for tests.
+    test_factor: f32 = 0.3;
+    /// Multiplier for documentation and other prose, unless the query asks for docs.
+    prose_factor: f32 = 0.5;
+    /// Multiplier for examples, demos and benchmarks, unless the query asks for them.
+    example_factor: f32 = 0.3;
+    /// Multiplier for compatibility shims, legacy and deprecated code.
+    compat_factor: f32 = 0.3;
+    /// Multiplier for re-export barrels that define nothing themselves.
+    reexport_factor: f32 = 0.5;
+    /// Multiplier for type stubs (`.d.ts`, `.pyi`).
+    type_stub_factor: f32 = 0.7;
+    /// Multiplier for vendored third-party code.
+    vendored_factor: f32 = 0.3;
+    /// Each further block from a file already in the results is multiplied by this, once more per
+    /// block already taken from it.
+    same_file_decay: f32 = 0.5;
+}
 
-/// The best block of a file gets up to this share of the best fused score, in proportion to
-/// how much of the candidates' total score its file holds relative to the best file.
-pub const FILE_EVIDENCE_BOOST: f32 = 0.2;
+static CURRENT: OnceLock<Weights> = OnceLock::new();
 
-/// A block whose file or folder name matches the query's keywords gets up to this share of the
-/// best fused score, in proportion to the share of keywords matched.
-pub const PATH_KEYWORD_BOOST: f32 = 1.0;
-/// Matches below this share of keywords give nothing.
-pub const PATH_KEYWORD_MIN_SHARE: f32 = 0.1;
+/// The weights in force.
+pub fn w() -> &'static Weights {
+    CURRENT.get().unwrap_or(&DEFAULT)
+}
 
-/// Multipliers for files that usually are not the answer to a code question, unless the query
-/// asks for that kind of file.
-pub const TEST_FACTOR: f32 = 0.3;
-pub const PROSE_FACTOR: f32 = 0.5;
-pub const EXAMPLE_FACTOR: f32 = 0.3;
-pub const COMPAT_FACTOR: f32 = 0.3;
-pub const REEXPORT_FACTOR: f32 = 0.5;
-pub const TYPE_STUB_FACTOR: f32 = 0.7;
-pub const VENDORED_FACTOR: f32 = 0.3;
-
-/// Each further block from a file already in the results is multiplied by this, once more per
-/// block already taken from it.
-pub const SAME_FILE_DECAY: f32 = 0.5;
+/// Overrides weights for this process (`name=value,...`); only before the first search.
+pub fn override_with(pairs: &str) -> Result<(), String> {
+    let mut weights = DEFAULT;
+    for pair in pairs.split(',').map(str::trim).filter(|p| !p.is_empty()) {
+        let (name, value) = pair
+            .split_once('=')
+            .ok_or_else(|| format!("{pair:?} is not name=value"))?;
+        weights.set(name.trim(), value.trim())?;
+    }
+    CURRENT
+        .set(weights)
+        .map_err(|_| "weights were already in use".to_owned())
+}
