@@ -106,7 +106,10 @@ pub struct Entry {
     pub content: String,
     file: u32,
     /// Rows of this entry's window vectors in [`RepoIndex::vectors`].
-    vectors: std::ops::Range<u32>,
+    vectors: Vec<u32>,
+    /// Text lexical search sees besides `content`: the other pieces of a container (fields,
+    /// closing lines) whose members are entries of their own.
+    more_text: String,
 }
 
 struct FileInfo {
@@ -171,7 +174,7 @@ impl RepoIndex {
             if continues {
                 let entry = entries.last_mut().expect("checked above");
                 entry.end_line = entry.end_line.max(row.end_line);
-                entry.vectors.end = i as u32 + 1;
+                entry.vectors.push(i as u32);
             } else {
                 if let Some(prev) = entries.last_mut() {
                     finish(prev, &mut lines);
@@ -186,7 +189,8 @@ impl RepoIndex {
                     end_line: row.end_line,
                     content: String::new(),
                     file,
-                    vectors: i as u32..i as u32 + 1,
+                    vectors: vec![i as u32],
+                    more_text: String::new(),
                 });
             }
             for (n, line) in row.content.lines().enumerate() {
@@ -203,6 +207,7 @@ impl RepoIndex {
         if let Some(last) = entries.last_mut() {
             finish(last, &mut lines);
         }
+        let entries = merge_containers(entries);
         let mut has_definitions = vec![false; files.len()];
         let mut definitions: HashMap<String, Vec<u32>> = HashMap::new();
         for (i, e) in entries.iter().enumerate() {
@@ -256,13 +261,68 @@ impl RepoIndex {
     fn best_window(&self, entry: &Entry, query: &[f32]) -> f32 {
         entry
             .vectors
-            .clone()
-            .map(|row| {
+            .iter()
+            .map(|&row| {
                 let v = &self.vectors[row as usize * self.dims..(row as usize + 1) * self.dims];
                 v.iter().zip(query).map(|(a, b)| a * b).sum::<f32>()
             })
             .fold(f32::MIN, f32::max)
     }
+}
+
+/// Makes each container that was split into members (a large class, impl or module) one entry
+/// for the whole definition: its own pieces (header, fields, closing lines) join, and its line
+/// range spans its members, so a search for the class returns the class, not a fragment of it.
+/// The members stay entries of their own. `entries` are sorted by file, then line.
+fn merge_containers(entries: Vec<Entry>) -> Vec<Entry> {
+    let mut out: Vec<Entry> = Vec::with_capacity(entries.len());
+    let mut rest = entries.into_iter().peekable();
+    while let Some(first) = rest.next() {
+        let file = first.file;
+        let mut in_file = vec![first];
+        while let Some(e) = rest.next_if(|e| e.file == file) {
+            in_file.push(e);
+        }
+        let is_member_of = |member: &str, container: &str| {
+            member.len() > container.len()
+                && member.starts_with(container)
+                && member.as_bytes()[container.len()] == b'.'
+        };
+        let containers: std::collections::HashSet<String> = in_file
+            .iter()
+            .filter(|e| is_definition(&e.kind) && !e.name.is_empty())
+            .filter(|e| in_file.iter().any(|m| is_member_of(&m.name, &e.name)))
+            .map(|e| e.name.clone())
+            .collect();
+        let start = out.len();
+        let mut first_piece: HashMap<(String, String), usize> = HashMap::new();
+        for e in in_file {
+            if containers.contains(&e.name) && is_definition(&e.kind) {
+                let key = (e.kind.clone(), e.name.clone());
+                if let Some(&at) = first_piece.get(&key) {
+                    let c: &mut Entry = &mut out[at];
+                    c.end_line = c.end_line.max(e.end_line);
+                    c.vectors.extend(e.vectors);
+                    c.more_text.push('\n');
+                    c.more_text.push_str(&e.content);
+                    continue;
+                }
+                first_piece.insert(key, out.len());
+            }
+            out.push(e);
+        }
+        for &at in first_piece.values() {
+            let name = out[at].name.clone();
+            let end = out[start..]
+                .iter()
+                .filter(|m| is_member_of(&m.name, &name))
+                .map(|m| m.end_line)
+                .max()
+                .unwrap_or(0);
+            out[at].end_line = out[at].end_line.max(end);
+        }
+    }
+    out
 }
 
 impl FileInfo {
@@ -289,6 +349,7 @@ fn bag_of(entry: &Entry, file: &FileInfo) -> Bag {
         tokens::for_each_token(text, |t| *bag.entry(t.to_owned()).or_default() += weight);
     };
     add(&entry.content, 1.0);
+    add(&entry.more_text, 1.0);
     add(&entry.name, weights::w().name_tf);
     add(&file.stem, weights::w().file_name_tf);
     let folders: Vec<&str> = file.path.split('/').collect();
@@ -481,6 +542,11 @@ impl<'a> Search<'a> {
                     if symbol.in_prose {
                         boost *= weights::w().definition_in_prose_factor;
                     }
+                    // The outermost definition first: a class before its constructors (which
+                    // share its name in Java, C#, C++), `Foo.bar` before `Outer.Foo.bar`.
+                    let depth = e.name.split('.').count();
+                    let extra = depth.saturating_sub(symbol.qualifiers.len() + 1);
+                    boost *= weights::w().definition_nested_factor.powi(extra as i32);
                     if !symbol.qualifiers.is_empty() {
                         let qualified = e.name.to_lowercase();
                         let path = file.path.to_lowercase();

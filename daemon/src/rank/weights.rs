@@ -60,6 +60,8 @@ weights! {
     definition_boost: f32 = 3.0;
     /// ... times this when its file is named after the symbol too.
     definition_file_factor: f32 = 1.5;
+    /// ... times this for each level a definition is nested deeper than the query names it.
+    definition_nested_factor: f32 = 0.5;
     /// ... times this when the symbol is only mentioned inside a question in words.
     definition_in_prose_factor: f32 = 0.5;
     /// The best block of a file gets up to this share of the best fused score, in proportion to
