@@ -690,16 +690,18 @@ fn stem_names(stem: &str, name: &str) -> bool {
         || stem.trim_end_matches('s') == name.trim_end_matches('s')
 }
 
-/// A query keyword and a word of a path match when equal or when one starts the other and the
-/// shorter has at least four letters (`config` ~ `configuration`, `session` ~ `sessions`).
+/// A query keyword and a word of a path match when equal or when they share a prefix of at least
+/// four letters that leaves at most three letters of the shorter word (`config` ~
+/// `configuration`, `session` ~ `sessions`, `utility` ~ `utils`, `validators` ~ `validation`).
 fn words_match(keyword: &str, word: &str) -> bool {
     if keyword == word {
         return true;
     }
-    let (short, long) = if keyword.len() <= word.len() {
-        (keyword, word)
-    } else {
-        (word, keyword)
-    };
-    short.len() >= 4 && long.starts_with(short)
+    let common = keyword
+        .chars()
+        .zip(word.chars())
+        .take_while(|(a, b)| a == b)
+        .count();
+    let shorter = keyword.chars().count().min(word.chars().count());
+    common >= 4 && shorter - common <= weights::w().path_keyword_slack
 }

@@ -72,10 +72,12 @@ impl Query {
         let symbols = match kind {
             QueryKind::Identifier => symbol_of(trimmed, false).into_iter().collect(),
             QueryKind::Path => Vec::new(),
+            // Inside a sentence, only words no one writes in prose: camelCase, snake_case,
+            // qualified names; not acronyms (`JSON`, `HTTP`) or capitalised words.
             QueryKind::Natural => trimmed
                 .split_whitespace()
                 .map(|w| w.trim_matches(|c: char| !(c.is_alphanumeric() || c == '_')))
-                .filter(|w| looks_like_code(w))
+                .filter(|w| looks_like_code(w) && w.chars().any(char::is_lowercase))
                 .filter_map(|w| symbol_of(w, true))
                 .collect(),
         };

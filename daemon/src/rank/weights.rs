@@ -70,6 +70,9 @@ weights! {
     /// A block whose file or folder name matches the query's keywords gets up to this share of
     /// the best fused score, in proportion to the share of keywords matched.
     path_keyword_boost: f32 = 1.0;
+    /// Letters of the shorter word a keyword and a path word may differ in after their common
+    /// prefix (of at least four letters) and still match.
+    path_keyword_slack: usize = 3;
     /// Matches below this share of keywords give nothing.
     path_keyword_min_share: f32 = 0.1;
     /// Multiplier for test files, unless the query asks for tests.
