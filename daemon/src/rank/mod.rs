@@ -346,7 +346,9 @@ impl FileInfo {
 fn bag_of(entry: &Entry, file: &FileInfo) -> Bag {
     let mut bag = Bag::new();
     let mut add = |text: &str, weight: f32| {
-        tokens::for_each_token(text, |t| *bag.entry(t.to_owned()).or_default() += weight);
+        tokens::for_each_token(text, |t| {
+            *bag.entry(tokens::lexical_form(t).into_owned()).or_default() += weight
+        });
     };
     add(&entry.content, 1.0);
     add(&entry.more_text, 1.0);
@@ -402,20 +404,22 @@ impl<'a> Search<'a> {
         std::iter::once((false, self.head)).chain(self.overlay.map(|o| (true, o)))
     }
 
+    /// The query's tokens for lexical search, in the form the index holds them (stop words of
+    /// a question dropped).
+    fn lexical_tokens(&self) -> Vec<String> {
+        let natural = self.rules.query_stop_words && self.query.kind == QueryKind::Natural;
+        self.query
+            .tokens
+            .iter()
+            .filter(|t| !natural || !query::is_stop_word(t))
+            .map(|t| tokens::lexical_form(t).into_owned())
+            .collect()
+    }
+
     /// Best lexical candidates with their BM25 scores, best first.
     fn lexical(&self, n: usize) -> Vec<(Found, f32)> {
         let mut scored: Vec<(Found, f32)> = Vec::new();
-        let tokens: Vec<String> =
-            if self.rules.query_stop_words && self.query.kind == QueryKind::Natural {
-                self.query
-                    .tokens
-                    .iter()
-                    .filter(|t| !query::is_stop_word(t))
-                    .cloned()
-                    .collect()
-            } else {
-                self.query.tokens.clone()
-            };
+        let tokens = self.lexical_tokens();
         let mut scores = vec![0.0f32; self.head.entries.len()];
         self.head.bm25.score_all(&tokens, &mut scores);
         for (i, s) in scores.into_iter().enumerate() {
@@ -704,4 +708,62 @@ fn words_match(keyword: &str, word: &str) -> bool {
         .count();
     let shorter = keyword.chars().count().min(word.chars().count());
     common >= 4 && shorter - common <= weights::w().path_keyword_slack
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    fn row(path: &str, kind: &str, name: &str, start: u32, content: &str) -> BlockRow {
+        BlockRow {
+            repo: "/r".into(),
+            path: path.into(),
+            oid: "0".into(),
+            language: "python".into(),
+            kind: kind.into(),
+            name: name.into(),
+            start_line: start,
+            end_line: start + content.lines().count() as u32 - 1,
+            content: content.into(),
+            text: String::new(),
+            vector: vec![0.0; 2],
+        }
+    }
+
+    fn search(index: &RepoIndex, q: &str) -> Vec<String> {
+        let query = Query::parse(q);
+        let hidden = HashSet::new();
+        let s = Search {
+            head: index,
+            overlay: None,
+            hidden: &hidden,
+            subtree: "",
+            query: &query,
+            vector: None,
+            mode: Mode::Lexical,
+            limit: 5,
+            rules: Rules::default(),
+        };
+        s.run()
+            .into_iter()
+            .map(|(f, _)| s.entry(f).path.to_string())
+            .collect()
+    }
+
+    #[test]
+    fn inflected_words_match() {
+        let index = RepoIndex::build(
+            vec![
+                row("auth.py", "class", "AuthenticationMiddleware", 1, "class AuthenticationMiddleware:\n    def authenticate(self, request):\n        return request.user"),
+                row("other.py", "function", "render", 1, "def render(template):\n    return template.format()"),
+            ],
+            2,
+            false,
+        );
+        assert_eq!(
+            search(&index, "how does authentication middleware work"),
+            ["auth.py"]
+        );
+        assert_eq!(search(&index, "authenticating requests"), ["auth.py"]);
+    }
 }

@@ -72,6 +72,19 @@ pub fn for_each_token(text: &str, mut f: impl FnMut(&str)) {
     }
 }
 
+/// The form a token takes in the lexical index: its English stem (`validators` → `valid`,
+/// `parsing` → `pars`) when stemming is on, so inflections of a word match each other.
+pub fn lexical_form(token: &str) -> std::borrow::Cow<'_, str> {
+    use std::sync::OnceLock;
+    static STEMMER: OnceLock<rust_stemmers::Stemmer> = OnceLock::new();
+    if !super::weights::w().stemming {
+        return std::borrow::Cow::Borrowed(token);
+    }
+    STEMMER
+        .get_or_init(|| rust_stemmers::Stemmer::create(rust_stemmers::Algorithm::English))
+        .stem(token)
+}
+
 fn is_digit(s: &str) -> bool {
     !s.is_empty() && s.chars().all(|c| c.is_ascii_digit())
 }

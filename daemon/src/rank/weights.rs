@@ -38,6 +38,8 @@ weights! {
     bm25_k1: f32 = 1.2;
     /// BM25 length normalisation.
     bm25_b: f32 = 0.75;
+    /// Lexical tokens are reduced to their English stems (index and query alike).
+    stemming: bool = true;
     /// Extra term frequency a token gets when it is in the block's symbol name (per occurrence).
     name_tf: f32 = 2.0;
     /// Extra term frequency for a token of the file's name (stem and its parts).
