@@ -43,7 +43,7 @@ pub struct BlockRow {
     pub start_line: u32,
     pub end_line: u32,
     pub content: String,
-    /// What was embedded and what full-text search sees: path, kind, name and content.
+    /// What was embedded: path, kind, name and content.
     pub text: String,
     pub vector: Vec<f32>,
 }

@@ -65,7 +65,12 @@ impl Role {
                     file,
                     "__init__.py" | "package-info.java" | "index.js" | "index.ts" | "mod.rs"
                 ),
-            type_stub: file.ends_with(".d.ts") || ext == "pyi",
+            // Declarations without implementations: `.d.ts`, `.pyi`, and TypeScript modules of
+            // types only (`types/*.ts`, `*.types.ts`).
+            type_stub: file.ends_with(".d.ts")
+                || ext == "pyi"
+                || (matches!(ext, "ts" | "tsx")
+                    && (in_folder(&["types", "typings"]) || stem.ends_with(".types"))),
             vendored: in_folder(&[
                 "vendor",
                 "vendored",
@@ -138,6 +143,8 @@ mod tests {
         assert!(Role::of("pkg/__init__.py", false).reexport);
         assert!(!Role::of("pkg/__init__.py", true).reexport);
         assert!(Role::of("types/index.d.ts", false).type_stub);
+        assert!(Role::of("src/types/store.ts", true).type_stub);
+        assert!(!Role::of("pydantic/types.py", true).type_stub);
         assert_eq!(Role::of("src/click/core.py", true), Role::default());
     }
 }
