@@ -43,25 +43,21 @@ impl Role {
                 "md" | "mdx" | "markdown" | "rst" | "txt" | "adoc" | "rdoc"
             ) || (in_folder(&["doc", "docs", "documentation"])
                 && matches!(ext, "html" | "htm" | "")),
-            // Examples, demos, benchmarks, and the templates code generators fill in (not
-            // HTML or view templates, which are an application's own code).
-            example: matches!(ext, "tt" | "stub" | "tmpl" | "template")
-                || in_folder(&["stubs", "skeleton", "scaffold"])
-                || in_folder(&[
-                    "example",
-                    "examples",
-                    "_example",
-                    "_examples",
-                    "demo",
-                    "demos",
-                    "sample",
-                    "samples",
-                    "docs_src",
-                    "bench",
-                    "benches",
-                    "benchmark",
-                    "benchmarks",
-                ]),
+            example: in_folder(&[
+                "example",
+                "examples",
+                "_example",
+                "_examples",
+                "demo",
+                "demos",
+                "sample",
+                "samples",
+                "docs_src",
+                "bench",
+                "benches",
+                "benchmark",
+                "benchmarks",
+            ]),
             compat: in_folder(&["compat", "_compat", "legacy"])
                 || matches!(stem, "compat" | "_compat"),
             reexport: !has_definitions
@@ -143,8 +139,6 @@ mod tests {
         assert!(!Role::of("src/contest.py", true).test);
         assert!(Role::of("README.md", false).prose);
         assert!(Role::of("examples/basic.rs", true).example);
-        assert!(Role::of("lib/generators/templates/model.rb.tt", false).example);
-        assert!(Role::of("src/Console/stubs/controller.stub", false).example);
         assert!(Role::of("src/_compat.py", true).compat);
         assert!(Role::of("pkg/__init__.py", false).reexport);
         assert!(!Role::of("pkg/__init__.py", true).reexport);
