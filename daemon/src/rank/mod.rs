@@ -208,11 +208,19 @@ impl RepoIndex {
             finish(last, &mut lines);
         }
         let entries = merge_containers(entries);
-        let mut has_definitions = vec![false; files.len()];
+        let mut facts = vec![
+            paths::FileFacts {
+                has_definitions: false,
+                declarations_only: true,
+            };
+            files.len()
+        ];
         let mut definitions: HashMap<String, Vec<u32>> = HashMap::new();
         for (i, e) in entries.iter().enumerate() {
             if is_definition(&e.kind) && !e.name.is_empty() {
-                has_definitions[e.file as usize] = true;
+                let f = &mut facts[e.file as usize];
+                f.has_definitions = true;
+                f.declarations_only &= matches!(e.kind.as_str(), "interface" | "type");
                 let last = e.name.rsplit(['.', ':', '>']).next().unwrap_or(&e.name);
                 definitions
                     .entry(last.to_lowercase())
@@ -222,7 +230,9 @@ impl RepoIndex {
         }
         let mut file_names: HashMap<String, Vec<u32>> = HashMap::new();
         for (i, f) in files.iter_mut().enumerate() {
-            f.role = Role::of(&f.path, has_definitions[i]);
+            let mut fact = facts[i];
+            fact.declarations_only &= fact.has_definitions;
+            f.role = Role::of(&f.path, fact);
             let name = f.path.rsplit('/').next().unwrap_or("").to_lowercase();
             file_names.entry(name).or_default().push(i as u32);
         }

@@ -5,6 +5,15 @@
 use super::query::AsksFor;
 use super::weights;
 
+/// What a file's blocks define, as far as roles care.
+#[derive(Debug, Clone, Copy, Default, PartialEq, Eq)]
+pub struct FileFacts {
+    /// Some block defines something (a barrel file defines nothing of its own).
+    pub has_definitions: bool,
+    /// Every definition is an interface or a type alias: declarations, no implementation.
+    pub declarations_only: bool,
+}
+
 /// The roles of a file that lower its rank (several may hold at once).
 #[derive(Debug, Clone, Copy, Default, PartialEq, Eq)]
 pub struct Role {
@@ -18,9 +27,9 @@ pub struct Role {
 }
 
 impl Role {
-    /// The role of `path`; `has_definitions`: whether any of its blocks defines something (a
-    /// barrel file defines nothing of its own).
-    pub fn of(path: &str, has_definitions: bool) -> Role {
+    /// The role of `path`, from its name and what its blocks define.
+    pub fn of(path: &str, facts: FileFacts) -> Role {
+        let has_definitions = facts.has_definitions;
         let lower = path.to_lowercase();
         let components: Vec<&str> = lower.split('/').collect();
         let (folders, file) = components.split_at(components.len().saturating_sub(1));
@@ -52,7 +61,6 @@ impl Role {
                 "demos",
                 "sample",
                 "samples",
-                "docs_src",
                 "bench",
                 "benches",
                 "benchmark",
@@ -65,12 +73,11 @@ impl Role {
                     file,
                     "__init__.py" | "package-info.java" | "index.js" | "index.ts" | "mod.rs"
                 ),
-            // Declarations without implementations: `.d.ts`, `.pyi`, and TypeScript modules of
-            // types only (`types/*.ts`, `*.types.ts`).
+            // Declarations without implementations: `.d.ts`, `.pyi`, and TypeScript modules that
+            // declare only interfaces and type aliases.
             type_stub: file.ends_with(".d.ts")
                 || ext == "pyi"
-                || (matches!(ext, "ts" | "tsx")
-                    && (in_folder(&["types", "typings"]) || stem.ends_with(".types"))),
+                || (matches!(ext, "ts" | "tsx") && facts.declarations_only),
             vendored: in_folder(&[
                 "vendor",
                 "vendored",
@@ -130,21 +137,35 @@ fn is_test_file(file: &str, stem: &str, ext: &str) -> bool {
 mod tests {
     use super::*;
 
+    const CODE: FileFacts = FileFacts {
+        has_definitions: true,
+        declarations_only: false,
+    };
+    const NOTHING: FileFacts = FileFacts {
+        has_definitions: false,
+        declarations_only: false,
+    };
+
     #[test]
     fn roles_from_paths() {
-        assert!(Role::of("tests/test_core.py", true).test);
-        assert!(Role::of("src/core_test.go", true).test);
-        assert!(Role::of("src/main/FooTest.java", true).test);
-        assert!(Role::of("src/app.spec.ts", true).test);
-        assert!(!Role::of("src/contest.py", true).test);
-        assert!(Role::of("README.md", false).prose);
-        assert!(Role::of("examples/basic.rs", true).example);
-        assert!(Role::of("src/_compat.py", true).compat);
-        assert!(Role::of("pkg/__init__.py", false).reexport);
-        assert!(!Role::of("pkg/__init__.py", true).reexport);
-        assert!(Role::of("types/index.d.ts", false).type_stub);
-        assert!(Role::of("src/types/store.ts", true).type_stub);
-        assert!(!Role::of("pydantic/types.py", true).type_stub);
-        assert_eq!(Role::of("src/click/core.py", true), Role::default());
+        assert!(Role::of("tests/test_core.py", CODE).test);
+        assert!(Role::of("src/core_test.go", CODE).test);
+        assert!(Role::of("src/main/FooTest.java", CODE).test);
+        assert!(Role::of("src/app.spec.ts", CODE).test);
+        assert!(!Role::of("src/contest.py", CODE).test);
+        assert!(Role::of("README.md", NOTHING).prose);
+        assert!(Role::of("examples/basic.rs", CODE).example);
+        assert!(Role::of("src/_compat.py", CODE).compat);
+        assert!(Role::of("pkg/__init__.py", NOTHING).reexport);
+        assert!(!Role::of("pkg/__init__.py", CODE).reexport);
+        assert!(Role::of("types/index.d.ts", NOTHING).type_stub);
+        let types_only = FileFacts {
+            has_definitions: true,
+            declarations_only: true,
+        };
+        assert!(Role::of("src/shapes.ts", types_only).type_stub);
+        assert!(!Role::of("src/shapes.ts", CODE).type_stub);
+        assert!(!Role::of("pkg/types.py", types_only).type_stub);
+        assert_eq!(Role::of("src/app/core.py", CODE), Role::default());
     }
 }

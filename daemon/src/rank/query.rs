@@ -227,7 +227,7 @@ mod tests {
         ] {
             assert_eq!(Query::parse(q).kind, QueryKind::Identifier, "{q}");
         }
-        for q in ["config.py", "src/router.go", "lib/sinatra/base.rb"] {
+        for q in ["config.py", "src/router.go", "lib/web/base.rb"] {
             assert_eq!(Query::parse(q).kind, QueryKind::Path, "{q}");
         }
         for q in ["how are hooks installed", "session", "parse the args"] {
