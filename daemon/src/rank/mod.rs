@@ -281,56 +281,46 @@ impl RepoIndex {
 }
 
 /// Makes each container that was split into members (a large class, impl or module) one entry
-/// for the whole definition: its own pieces (header, fields, closing lines) join, and its line
-/// range spans its members, so a search for the class returns the class, not a fragment of it.
-/// The members stay entries of their own. `entries` are sorted by file, then line.
+/// for the whole definition: its own pieces (header, fields) join, and its line range spans its
+/// members, so a search for the class returns the class, not a fragment of it. The members stay
+/// entries of their own. A container owns the run of entries right after its first piece that are
+/// its members (`Name.*`) or its further pieces; a same-named definition before it (a `struct Foo`
+/// before an `impl Foo`) or after other code is left alone (two `impl Foo` blocks with only members
+/// between them read as one). `entries` are sorted by file, then line.
 fn merge_containers(entries: Vec<Entry>) -> Vec<Entry> {
+    fn is_member_of(member: &str, container: &str) -> bool {
+        member.len() > container.len()
+            && member.starts_with(container)
+            && member.as_bytes()[container.len()] == b'.'
+    }
     let mut out: Vec<Entry> = Vec::with_capacity(entries.len());
     let mut rest = entries.into_iter().peekable();
-    while let Some(first) = rest.next() {
-        let file = first.file;
-        let mut in_file = vec![first];
-        while let Some(e) = rest.next_if(|e| e.file == file) {
-            in_file.push(e);
+    while let Some(mut head) = rest.next() {
+        let container = is_definition(&head.kind) && !head.name.is_empty();
+        if !container {
+            out.push(head);
+            continue;
         }
-        let is_member_of = |member: &str, container: &str| {
-            member.len() > container.len()
-                && member.starts_with(container)
-                && member.as_bytes()[container.len()] == b'.'
-        };
-        let containers: std::collections::HashSet<String> = in_file
-            .iter()
-            .filter(|e| is_definition(&e.kind) && !e.name.is_empty())
-            .filter(|e| in_file.iter().any(|m| is_member_of(&m.name, &e.name)))
-            .map(|e| e.name.clone())
-            .collect();
-        let start = out.len();
-        let mut first_piece: HashMap<(String, String), usize> = HashMap::new();
-        for e in in_file {
-            if containers.contains(&e.name) && is_definition(&e.kind) {
-                let key = (e.kind.clone(), e.name.clone());
-                if let Some(&at) = first_piece.get(&key) {
-                    let c: &mut Entry = &mut out[at];
-                    c.end_line = c.end_line.max(e.end_line);
-                    c.vectors.extend(e.vectors);
-                    c.more_text.push('\n');
-                    c.more_text.push_str(&e.content);
-                    continue;
-                }
-                first_piece.insert(key, out.len());
+        let mut members: Vec<Entry> = Vec::new();
+        while let Some(next) = rest.next_if(|e| {
+            e.file == head.file
+                && (is_member_of(&e.name, &head.name)
+                    || (e.kind == head.kind && e.name == head.name && !members.is_empty()))
+        }) {
+            if next.name == head.name {
+                // A further piece of the container (between or after its members).
+                head.end_line = head.end_line.max(next.end_line);
+                head.vectors.extend(next.vectors);
+                head.more_text.push('\n');
+                head.more_text.push_str(&next.content);
+            } else {
+                head.end_line = head.end_line.max(next.end_line);
+                members.push(next);
             }
-            out.push(e);
         }
-        for &at in first_piece.values() {
-            let name = out[at].name.clone();
-            let end = out[start..]
-                .iter()
-                .filter(|m| is_member_of(&m.name, &name))
-                .map(|m| m.end_line)
-                .max()
-                .unwrap_or(0);
-            out[at].end_line = out[at].end_line.max(end);
-        }
+        out.push(head);
+        // Members may be containers of their own: merge within them too.
+        out.extend(merge_containers(members));
     }
     out
 }
@@ -758,6 +748,60 @@ mod tests {
             .into_iter()
             .map(|(f, _)| s.entry(f).path.to_string())
             .collect()
+    }
+
+    #[test]
+    fn a_container_spans_its_members_and_only_its_own() {
+        let rows = vec![
+            row(
+                "foo.rs",
+                "struct",
+                "Foo",
+                1,
+                "pub struct Foo {\n    size: usize,\n}",
+            ),
+            row("foo.rs", "impl", "Foo", 5, "impl Foo {"),
+            row(
+                "foo.rs",
+                "method",
+                "Foo.new",
+                6,
+                "    pub fn new() -> Foo {\n        Foo { size: 0 }\n    }",
+            ),
+            row(
+                "foo.rs",
+                "method",
+                "Foo.size",
+                9,
+                "    pub fn size(&self) -> usize {\n        self.size\n    }",
+            ),
+            row("foo.rs", "impl", "Foo", 13, "impl Foo {"),
+            row(
+                "foo.rs",
+                "method",
+                "Foo.clear",
+                14,
+                "    pub fn clear(&mut self) {\n        self.size = 0;\n    }",
+            ),
+        ];
+        let index = RepoIndex::build(rows, 2, false);
+        let spans: Vec<(&str, &str, u32, u32)> = index
+            .entries()
+            .iter()
+            .map(|e| (e.kind.as_str(), e.name.as_str(), e.start_line, e.end_line))
+            .collect();
+        assert_eq!(
+            spans,
+            [
+                ("struct", "Foo", 1, 3),
+                // A second `impl Foo` right after the first one's members cannot be told from a
+                // trailing piece of the first: the two read as one.
+                ("impl", "Foo", 5, 16),
+                ("method", "Foo.new", 6, 8),
+                ("method", "Foo.size", 9, 11),
+                ("method", "Foo.clear", 14, 16),
+            ]
+        );
     }
 
     #[test]
