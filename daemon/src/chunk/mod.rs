@@ -170,45 +170,75 @@ fn collect(
     limits: &Limits,
     out: &mut Vec<Definition>,
 ) {
+    /// The named children of one node, and where that node sits among its own siblings (`None`
+    /// for the root's children), so the walk finds a node's neighbours and parents by index
+    /// rather than by tree-sitter's `prev_named_sibling`/`parent`, which search from the root.
+    /// Kept in an arena (a chain of reference-counted parents would drop recursively).
+    struct Siblings<'t> {
+        nodes: Vec<Node<'t>>,
+        parent: Option<(usize, usize)>,
+    }
     /// A node still to visit, with the definition context it sits in.
-    struct Pending<'t> {
-        node: Node<'t>,
+    struct Pending {
+        list: usize,
+        index: usize,
         parent_name: std::rc::Rc<str>,
         depth: usize,
         /// Index in `out` of the container whose split-out members this node is among.
         container: Option<usize>,
     }
     fn push_children<'t>(
-        stack: &mut Vec<Pending<'t>>,
+        lists: &mut Vec<Siblings<'t>>,
+        stack: &mut Vec<Pending>,
         node: Node<'t>,
+        place: Option<(usize, usize)>,
         parent_name: &std::rc::Rc<str>,
         depth: usize,
         container: Option<usize>,
     ) {
         let mut cursor = node.walk();
-        let children: Vec<Node<'t>> = node.named_children(&mut cursor).collect();
+        let nodes: Vec<Node<'t>> = node.named_children(&mut cursor).collect();
+        let list = lists.len();
         // Reversed, so the first child is visited first.
-        for child in children.into_iter().rev() {
+        for index in (0..nodes.len()).rev() {
             stack.push(Pending {
-                node: child,
+                list,
+                index,
                 parent_name: parent_name.clone(),
                 depth,
                 container,
             });
         }
+        lists.push(Siblings {
+            nodes,
+            parent: place,
+        });
     }
+    let mut lists: Vec<Siblings> = Vec::new();
     let mut stack: Vec<Pending> = Vec::new();
-    push_children(&mut stack, root, &std::rc::Rc::from(""), 0, None);
+    let top: std::rc::Rc<str> = std::rc::Rc::from("");
+    push_children(&mut lists, &mut stack, root, None, &top, 0, None);
     while let Some(Pending {
-        node: child,
+        list,
+        index: position,
         parent_name,
         depth,
         container,
     }) = stack.pop()
     {
+        let child = lists[list].nodes[position];
         let Some(mut kind) = language.definition_kind(&child, source) else {
             if child.named_child_count() > 0 {
-                push_children(&mut stack, child, &parent_name, depth, container);
+                let place = Some((list, position));
+                push_children(
+                    &mut lists,
+                    &mut stack,
+                    child,
+                    place,
+                    &parent_name,
+                    depth,
+                    container,
+                );
             }
             continue;
         };
@@ -225,18 +255,21 @@ fn collect(
         // definition wrapped in a node that starts on its line (`export function f`) has them
         // above the wrapper.
         let mut start = child.start_position().row;
-        let mut anchor = child;
-        while anchor.prev_named_sibling().is_none() {
-            match anchor.parent() {
-                Some(p) if p.parent().is_some() && p.start_position().row == start => anchor = p,
-                _ => break,
+        let (mut sibs, mut at) = (list, position);
+        while at == 0 {
+            let Some((parent_list, parent_at)) = lists[sibs].parent else {
+                break;
+            };
+            if lists[parent_list].nodes[parent_at].start_position().row != start {
+                break;
             }
+            (sibs, at) = (parent_list, parent_at);
         }
-        let mut prev = anchor.prev_named_sibling();
-        while let Some(p) = prev {
+        while at > 0 {
+            let p = lists[sibs].nodes[at - 1];
             if language.is_leading_trivia(&p) && p.end_position().row + 1 >= start {
                 start = p.start_position().row;
-                prev = p.prev_named_sibling();
+                at -= 1;
             } else {
                 break;
             }
@@ -255,8 +288,10 @@ fn collect(
         let is_container = !matches!(kind, "function" | "method" | "macro" | "test");
         if too_big && is_container {
             push_children(
+                &mut lists,
                 &mut stack,
                 child,
+                Some((list, position)),
                 &std::rc::Rc::from(qualified.as_str()),
                 depth + 1,
                 Some(index),
