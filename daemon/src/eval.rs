@@ -95,8 +95,6 @@ fn ndcg(hits: &[(String, u32, u32)], targets: &[Target], k: usize) -> f64 {
     dcg(&gains) / ideal
 }
 
-/// Scores every query of `names` (all repositories with a work tree when empty); prints a
-/// table and returns the mean of per-repository means.
 /// What to evaluate.
 pub struct Options {
     /// The benchmark data folder (repos.json, annotations/).
@@ -111,6 +109,8 @@ pub struct Options {
     pub verbose: bool,
 }
 
+/// Scores every query of the chosen repositories (every indexed one when none is named);
+/// prints a table and returns the mean of per-repository means.
 pub async fn run(store: &Store, embedder: &Embedder, options: &Options) -> Result<f64, EvalError> {
     let Options {
         data,

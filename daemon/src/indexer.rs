@@ -3,7 +3,7 @@
 //! Files whose blob is unchanged are not touched; a blob that already has blocks anywhere in the store
 //! (a rename, a copy, a file shared between repositories) is re-used without embedding; only new
 //! blobs are parsed and embedded. New blobs stream through parse → embed → write stages joined by
-//! bounded channels, so memory stays flat whatever the repository size.
+//! bounded channels, so memory is bounded by the parsed-ahead limit whatever the repository size.
 
 use std::collections::HashMap;
 use std::path::PathBuf;
@@ -32,8 +32,9 @@ pub enum IndexError {
 }
 
 /// Live counters of a running job, read by status and progress reporting, and the blocks it
-/// parsed: a search during a long job reads them (without vectors) so a repository is
-/// searchable by words long before its vectors are all there.
+/// parsed but has not written yet: a search during a long job reads them (without vectors) so a
+/// repository is searchable by words long before its vectors are all there. Rows leave this
+/// list once they are in the store.
 #[derive(Debug, Default)]
 pub struct JobProgress {
     pub embedded: AtomicU64,
@@ -57,6 +58,16 @@ impl JobProgress {
             .unwrap_or_else(|p| p.into_inner())
             .extend(rows);
     }
+
+    /// These rows are in the store now: searches read them there.
+    fn forget_written(&self, written: &[BlockRow]) {
+        let paths: std::collections::HashSet<&str> =
+            written.iter().map(|r| r.path.as_str()).collect();
+        self.parsed
+            .lock()
+            .unwrap_or_else(|p| p.into_inner())
+            .retain(|r| !paths.contains(r.path.as_str()));
+    }
 }
 
 /// What a finished job did.
@@ -73,8 +84,9 @@ pub struct JobReport {
 }
 
 /// Parsed files waiting for the embedder at most: enough for the parser to run far ahead (so a
-/// long job's blocks are searchable by words early) while bounding memory.
-const PARSED_AHEAD: usize = 8192;
+/// long job's blocks are searchable by words early) while bounding memory (with the unwritten
+/// rows kept for searches, about twice the text of this many files).
+const PARSED_AHEAD: usize = 4096;
 
 /// Rows are written in groups of whole files of about this many rows: one LanceDB commit each.
 const WRITE_ROWS: usize = 512;
@@ -84,7 +96,7 @@ const WRITE_EVERY: std::time::Duration = std::time::Duration::from_secs(2);
 /// Blocks embedded per call (the embedder batches further by length).
 const EMBED_BLOCKS: usize = 64;
 
-/// What gets embedded and full-text indexed for a block: where it is, what it is, and its code.
+/// What gets embedded for a block: where it is, what it is, and its code.
 pub fn embed_text(path: &str, block: &Block) -> String {
     if block.name.is_empty() {
         format!("{path}\n{}", block.content)
@@ -168,7 +180,7 @@ fn rows_without_vectors(root: &str, parsed: &Parsed) -> Vec<BlockRow> {
             start_line: block.start_line,
             end_line: block.end_line,
             content: block.content.clone(),
-            text: embed_text(&parsed.path, block),
+            text: String::new(),
             vector: Vec::new(),
         })
         .collect()
@@ -408,6 +420,7 @@ impl Indexer {
                     write_result = Err(e);
                     break;
                 }
+                progress.forget_written(&pending);
                 pending.clear();
                 last_write = std::time::Instant::now();
             }

@@ -65,14 +65,19 @@ pub async fn search(
             return Ok(None);
         }
         let rows = store.repo_rows(Layer::Overlay, request.repo).await?;
-        Ok::<_, SearchError>(Some(RepoIndex::build(rows, store.dims(), true)))
+        let dims = store.dims();
+        tokio::task::spawn_blocking(move || Some(RepoIndex::build(rows, dims, true)))
+            .await
+            .map_err(|e| SearchError::Internal(e.to_string()))
     };
     let unstored = request.unstored.take();
     let head = async {
         match unstored {
             // A job is running: the stored rows change under it, so build afresh, uncached.
             Some(unstored) => {
-                let mut rows = store.repo_rows(Layer::Head, request.repo).await?;
+                let mut rows = store
+                    .repo_rows_without_vectors(Layer::Head, request.repo)
+                    .await?;
                 let stored: HashSet<String> = rows.iter().map(|r| r.path.clone()).collect();
                 rows.extend(unstored.into_iter().filter(|r| !stored.contains(&r.path)));
                 let dims = store.dims();

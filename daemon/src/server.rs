@@ -154,24 +154,28 @@ pub async fn serve(home: &Home, listener: LocalSocketListener, service: Arc<Serv
             },
             _ = shutdown.cancelled() => break,
         };
-        let permit = match slots.clone().try_acquire_owned() {
-            Ok(permit) => permit,
-            Err(_) => {
-                // Full: make room by closing the longest-idle connection; if every connection
-                // is busy with a request, wait for one to finish.
-                if idle.evict_oldest() {
-                    tracing::debug!("closed an idle connection to make room");
-                }
-                tokio::select! {
-                    permit = slots.clone().acquire_owned() => permit.expect("semaphore is never closed"),
-                    _ = shutdown.cancelled() => break,
-                }
+        // Full: make room by closing the longest-idle connection, and keep trying while every
+        // connection is busy (a request that ends leaves its connection idle, to be closed next).
+        let permit = loop {
+            if let Ok(permit) = slots.clone().try_acquire_owned() {
+                break Some(permit);
+            }
+            if idle.evict_oldest() {
+                tracing::debug!("closed an idle connection to make room");
+            }
+            tokio::select! {
+                permit = slots.clone().acquire_owned() => break Some(permit.expect("semaphore is never closed")),
+                _ = tokio::time::sleep(Duration::from_millis(50)) => {}
+                _ = shutdown.cancelled() => break None,
             }
         };
+        let Some(permit) = permit else { break };
         next_id += 1;
         let (service, idle, id) = (service.clone(), idle.clone(), next_id);
+        // Idle from the moment it is accepted, so it can be evicted before its task first runs.
+        let evicted = idle.enter(id);
         tracker.spawn(async move {
-            handle_connection(stream, service, &idle, id).await;
+            handle_connection(stream, service, &idle, id, evicted).await;
             idle.leave(id);
             drop(permit);
         });
@@ -207,12 +211,19 @@ impl Replies<'_> {
     }
 }
 
-async fn handle_connection(stream: Stream, service: Arc<Service>, idle: &IdleConnections, id: u64) {
+async fn handle_connection(
+    stream: Stream,
+    service: Arc<Service>,
+    idle: &IdleConnections,
+    id: u64,
+    first_wait: CancellationToken,
+) {
     let mut framed = Framed::new(stream, LinesCodec::new_with_max_length(MAX_FRAME_BYTES));
     let shutdown: CancellationToken = service.shutdown.clone();
+    let mut first_wait = Some(first_wait);
     loop {
         // Waiting for a request: idle, so a timeout or a newcomer may close this connection.
-        let evicted = idle.enter(id);
+        let evicted = first_wait.take().unwrap_or_else(|| idle.enter(id));
         let frame = tokio::select! {
             frame = framed.next() => frame,
             _ = tokio::time::sleep(IDLE_TIMEOUT) => {

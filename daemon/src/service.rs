@@ -111,6 +111,8 @@ pub struct Service {
     job_cancel: Arc<AtomicBool>,
     /// One overlay refresh at a time (concurrent searches would embed the same edits twice).
     overlay_lock: tokio::sync::Mutex<()>,
+    /// Serialises writes of repository records (see [`Service::persist`]).
+    persist_lock: tokio::sync::Mutex<()>,
     pub shutdown: CancellationToken,
 }
 
@@ -172,6 +174,7 @@ impl Service {
             jobs_since_optimize: AtomicU64::new(0),
             job_cancel: Arc::new(AtomicBool::new(false)),
             overlay_lock: tokio::sync::Mutex::new(()),
+            persist_lock: tokio::sync::Mutex::new(()),
             shutdown,
         });
         // Catch up with commits made while the daemon was down.
@@ -269,10 +272,9 @@ impl Service {
             };
             if let Ok(report) = &result {
                 // Every block of the job is durable: now the pointer may advance.
-                if let Some(done) = self.indexed_record(&root, &record, &report.commit) {
-                    if let Err(e) = self.store.put_repo(&done).await {
-                        result = Err(e.into());
-                    }
+                self.advance_pointer(&root, &record, &report.commit);
+                if let Err(e) = self.persist(&root).await {
+                    result = Err(e.into());
                 }
             }
             let failed_head = match &result {
@@ -280,7 +282,7 @@ impl Service {
                 Err(_) => head_of(&root).await,
             };
             let Some((again, changed_rows)) =
-                self.finish_job(&root, &record, ticket, failed_head, result, started)
+                self.finish_job(&root, ticket, failed_head, result, started)
             else {
                 continue;
             };
@@ -290,9 +292,9 @@ impl Service {
                 + changed_rows;
             let jobs = self.jobs_since_optimize.fetch_add(1, Ordering::Relaxed) + 1;
             if pending >= OPTIMIZE_AFTER_ROWS || (pending > 0 && jobs >= OPTIMIZE_AFTER_JOBS) {
-                // Fold the new rows into the full-text index and merge the small fragments that
-                // many adds leave; otherwise queries flat-scan the unindexed rows. Not after every
-                // small commit: it would delay the next job by more than the commit's own work.
+                // Merge the small fragments that many adds leave and prune old versions, so reads
+                // stay fast and the store does not grow. Not after every small commit: it would
+                // delay the next job by more than the commit's own work.
                 self.unoptimized_rows.store(0, Ordering::Relaxed);
                 self.jobs_since_optimize.store(0, Ordering::Relaxed);
                 let started = Instant::now();
@@ -310,23 +312,27 @@ impl Service {
         }
     }
 
-    /// The record to persist after a job over `job`'s scopes reached `commit`. If a scope was
-    /// added while the job ran, the job did not cover it: the pointer stays cleared so that the
-    /// next job, even after a restart, compares all of HEAD with the store.
-    fn indexed_record(
-        &self,
-        root: &str,
-        job: &RepoRecord,
-        commit: &Option<String>,
-    ) -> Option<RepoRecord> {
-        let repos = self.lock_repos();
-        let mut record = repos.get(root)?.record.clone();
-        record.indexed_commit = if record.scopes == job.scopes {
-            commit.clone()
-        } else {
-            None
-        };
-        Some(record)
+    /// A job over `job`'s scopes reached `commit`: the in-memory pointer moves there, unless a
+    /// scope was added while the job ran (the job did not cover it, so the pointer stays cleared
+    /// and the next job, even after a restart, compares all of HEAD with the store).
+    fn advance_pointer(&self, root: &str, job: &RepoRecord, commit: &Option<String>) {
+        if let Some(entry) = self.lock_repos().get_mut(root) {
+            if entry.record.scopes == job.scopes {
+                entry.record.indexed_commit = commit.clone();
+            }
+        }
+    }
+
+    /// Writes `root`'s current record (scopes and pointer). Writers take the record inside one
+    /// lock, so the last write is always of the latest state, whichever of a widening search
+    /// and a finishing job comes second.
+    async fn persist(&self, root: &str) -> Result<(), StoreError> {
+        let _guard = self.persist_lock.lock().await;
+        let record = self.lock_repos().get(root).map(|e| e.record.clone());
+        match record {
+            Some(record) => self.store.put_repo(&record).await,
+            None => Ok(()),
+        }
     }
 
     /// Records a finished job and wakes its waiters. Returns whether another job is due and how many
@@ -334,7 +340,6 @@ impl Service {
     fn finish_job(
         &self,
         root: &str,
-        job: &RepoRecord,
         ticket: u64,
         failed_head: Option<String>,
         result: Result<crate::indexer::JobReport, crate::indexer::IndexError>,
@@ -360,9 +365,6 @@ impl Service {
                     report.files_removed,
                     started.elapsed()
                 );
-                if entry.record.scopes == job.scopes {
-                    entry.record.indexed_commit = report.commit;
-                }
                 entry.error = None;
             }
             Err(e) => {
@@ -491,7 +493,7 @@ impl Service {
                 .await
                 .map_err(|e| ServiceError::Internal(e.to_string()))??
         };
-        let (record, scope_added, freshness) = {
+        let (scope_added, freshness) = {
             let mut repos = self.lock_repos();
             let entry = repos.entry(root.clone()).or_insert_with(|| {
                 RepoEntry::new(RepoRecord {
@@ -528,10 +530,10 @@ impl Service {
                 }
                 _ => None,
             };
-            (entry.record.clone(), scope_added, freshness)
+            (scope_added, freshness)
         };
         if scope_added {
-            self.store.put_repo(&record).await?;
+            self.persist(&root).await?;
         }
         if let Some(freshness) = freshness {
             return Ok((located, freshness));
@@ -550,6 +552,23 @@ impl Service {
             .load(Ordering::Relaxed)
             .saturating_sub(progress.embedded.load(Ordering::Relaxed));
         (left > PROGRESSIVE_AFTER_BLOCKS).then_some(progress)
+    }
+
+    /// Whether `root`'s job has not started because another repository's long job is running
+    /// (jobs run one at a time): a search then answers from what is stored instead of waiting.
+    pub fn queued_behind_long_job(&self, root: &str) -> bool {
+        let others: Vec<String> = {
+            let repos = self.lock_repos();
+            match repos.get(root) {
+                Some(entry) if entry.running.is_none() => repos
+                    .iter()
+                    .filter(|(r, e)| r.as_str() != root && e.running.is_some())
+                    .map(|(r, _)| r.clone())
+                    .collect(),
+                _ => return false,
+            }
+        };
+        others.iter().any(|r| self.long_running_job(r).is_some())
     }
 
     /// Starts waiting for a job covering `ticket` of `root`.

@@ -428,6 +428,39 @@ impl Store {
         Ok(rows)
     }
 
+    /// Every row of `repo` in one layer without its vector, for searching by words.
+    pub async fn repo_rows_without_vectors(
+        &self,
+        layer: Layer,
+        repo: &str,
+    ) -> Result<Vec<BlockRow>> {
+        let batches: Vec<RecordBatch> = self
+            .table(layer)
+            .query()
+            .only_if(format!("repo = {}", quote(repo)))
+            .select(Select::columns(&[
+                "repo",
+                "path",
+                "oid",
+                "language",
+                "kind",
+                "name",
+                "start_line",
+                "end_line",
+                "content",
+                "text",
+            ]))
+            .execute()
+            .await?
+            .try_collect()
+            .await?;
+        let mut rows = Vec::new();
+        for batch in &batches {
+            rows.extend(rows_of(batch)?);
+        }
+        Ok(rows)
+    }
+
     /// `path -> blob oid` of the overlay rows of `repo`.
     pub async fn overlay_files(&self, repo: &str) -> Result<HashMap<String, String>> {
         let batches: Vec<RecordBatch> = self
@@ -500,7 +533,7 @@ impl Store {
         Ok(self.blocks.count_rows(filter).await? as u64)
     }
 
-    /// Folds new rows into the full-text index, compacts small fragments, prunes old versions and
+    /// Compacts small fragments (and updates any index an older version created), prunes old versions and
     /// bounds the retired table, so the store does not grow without bound.
     pub async fn optimize(&self) -> Result<()> {
         let _guard = self.write_lock.lock().await;
@@ -666,11 +699,16 @@ impl<'b> HitColumns<'b> {
     }
 }
 
+/// The rows of a batch; rows read without the vector column get an empty vector.
 fn rows_of(batch: &RecordBatch) -> Result<Vec<BlockRow>> {
     let vectors = batch
         .column_by_name("vector")
-        .and_then(|c| c.as_any().downcast_ref::<FixedSizeListArray>())
-        .ok_or(StoreError::Column("vector"))?;
+        .map(|c| {
+            c.as_any()
+                .downcast_ref::<FixedSizeListArray>()
+                .ok_or(StoreError::Column("vector"))
+        })
+        .transpose()?;
     let columns = HitColumns::of(batch)?;
     let (repo, oid, text) = (
         strings(batch, "repo")?,
@@ -679,11 +717,16 @@ fn rows_of(batch: &RecordBatch) -> Result<Vec<BlockRow>> {
     );
     (0..batch.num_rows())
         .map(|i| {
-            let vector = vectors.value(i);
-            let vector = vector
-                .as_any()
-                .downcast_ref::<Float32Array>()
-                .ok_or(StoreError::Column("vector"))?;
+            let vector = match vectors {
+                Some(vectors) => vectors
+                    .value(i)
+                    .as_any()
+                    .downcast_ref::<Float32Array>()
+                    .ok_or(StoreError::Column("vector"))?
+                    .values()
+                    .to_vec(),
+                None => Vec::new(),
+            };
             let hit = columns.hit(i);
             Ok(BlockRow {
                 repo: repo.value(i).to_owned(),
@@ -696,7 +739,7 @@ fn rows_of(batch: &RecordBatch) -> Result<Vec<BlockRow>> {
                 end_line: hit.end_line,
                 content: hit.content,
                 text: text.value(i).to_owned(),
-                vector: vector.values().to_vec(),
+                vector,
             })
         })
         .collect()

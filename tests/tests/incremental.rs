@@ -277,12 +277,22 @@ fn hooks_of_an_uninstalled_hgd_do_not_break_git() {
     // Install from a copy of hgd, then remove the copy: the hook's hgd is gone and none is on PATH.
     let copy = hgd.dir.path().join("hgd-copy");
     std::fs::copy(hgd_tests::bin("hgd"), &copy).unwrap();
-    let out = Command::new(&copy)
-        .args(["hooks", "install"])
-        .current_dir(repo.path())
-        .env("HGD_HOME", hgd.home())
-        .output()
-        .unwrap();
+    // A fork in another test thread can briefly hold the copy's write handle (ETXTBSY).
+    let mut tries = 0;
+    let out = loop {
+        match Command::new(&copy)
+            .args(["hooks", "install"])
+            .current_dir(repo.path())
+            .env("HGD_HOME", hgd.home())
+            .output()
+        {
+            Err(e) if e.kind() == std::io::ErrorKind::ExecutableFileBusy && tries < 50 => {
+                tries += 1;
+                std::thread::sleep(Duration::from_millis(50));
+            }
+            other => break other.unwrap(),
+        }
+    };
     assert!(
         out.status.success(),
         "{}",
@@ -324,8 +334,8 @@ fn sigkill_during_indexing_then_restart_gives_the_same_index_as_a_fresh_one() {
         .collect();
 
     let crashed = Hgd::new();
-    // Each kill lands while a job is running, after it embedded some blocks (and, blocks being
-    // written every two seconds, after some of them were written).
+    // Each kill lands while a job is running, after it embedded some blocks; blocks are written
+    // every two seconds, so later kills usually find some of the job's blocks stored.
     for embedded in [5u64, 30, 60] {
         let mut daemon = crashed.start_daemon();
         let out = crashed.hgd(&repo.path(), &["index", "--no-wait"]);
@@ -469,6 +479,7 @@ fn a_burst_of_notifications_coalesces() {
     wait_until_indexed_at_head(&hgd, &repo);
     let jobs = hgd.status(&repo.path())["jobs_run"].as_u64().unwrap() - jobs_before;
     // 30 notifications plus the rebase's post-checkout and post-rewrite hooks (the commits above ran
-    // git without this test's HGD_HOME, so their hooks notified nobody): far fewer jobs.
-    assert!(jobs <= 5, "{jobs} jobs for over 30 notifications");
+    // git without this test's HGD_HOME, so their hooks notified nobody): far fewer jobs (a loaded
+    // machine spaces hooks out more, so allow up to a third).
+    assert!(jobs <= 10, "{jobs} jobs for over 30 notifications");
 }

@@ -451,9 +451,9 @@ const CASES: &[(&str, &str, &str)] = &[
         "def allow",
     ),
     (
-        "how does the cache track recently used entries",
+        "what keeps the cache's entries in order of use",
         "server/cache.go",
-        "MoveToFront",
+        "order *list.List",
     ),
     (
         "how are cached values looked up",

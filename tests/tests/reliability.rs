@@ -183,6 +183,7 @@ fn an_overlay_failure_still_answers_from_head() {
 fn deeply_nested_code_does_not_crash_the_daemon() {
     let hgd = Hgd::new();
     let repo = two_folder_repo(0);
+    let mut daemon = hgd.start_daemon();
     let depth = 100_000;
     repo.write(
         "a/deep.py",
@@ -192,7 +193,15 @@ fn deeply_nested_code_does_not_crash_the_daemon() {
     hgd.index(&repo.path());
     let found = files(&hgd.search_json(&repo.path(), "sha256 digest of a file", 1));
     assert_eq!(found, ["a/checksum.py"]);
-    assert_eq!(hgd.status(&repo.path())["running"], true);
+    // The daemon that indexed the file is still the one running (a crash would have been
+    // hidden by the client starting a new one).
+    assert!(daemon.try_wait().unwrap().is_none(), "the daemon died");
+    assert_eq!(
+        hgd.status(&repo.path())["pid"].as_u64(),
+        Some(u64::from(daemon.id()))
+    );
+    let _ = hgd.hgd(&repo.path(), &["stop"]);
+    daemon.wait().unwrap();
 }
 
 /// Clients that connect and say nothing can not lock others out: with more idle connections than

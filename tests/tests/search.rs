@@ -205,15 +205,16 @@ fn malformed_frames_get_errors_and_the_daemon_keeps_serving() {
     assert!(!hgd.socket().exists(), "socket left behind");
 }
 
-/// Two clients search one repository while a long job indexes another: both are answered at
-/// once with the right results, and a search of the repository being indexed waits for its job.
+/// Two clients search one repository while a long job indexes another: both are answered with
+/// the right results while that job runs, and a search of the repository being indexed answers
+/// at once by words from what the job has parsed.
 #[test]
 fn two_clients_search_while_another_repository_is_indexed() {
     let hgd = Hgd::new();
     let repo = sample_repo();
     hgd.index(&repo.path());
     let big = GitRepo::new();
-    for i in 0..300 {
+    for i in 0..600 {
         big.write(
             &format!("m{}/unit_{i}.py", i % 5),
             format!("def unit_{i}(x):\n    \"\"\"Scale the reading number {i}.\"\"\"\n    return x * {i}\n"),
@@ -242,8 +243,9 @@ fn two_clients_search_while_another_repository_is_indexed() {
         .find(|r| r["root"].as_str() == big.path().to_str())
         .map(|r| r["state"].clone());
     assert_eq!(state, Some("indexing".into()), "{status:#}");
-    let found = files(&hgd.search_json(&big.path(), "boil water", 1));
-    assert_eq!(found, ["m0/kettle.py"]);
+    let hits = hgd.search_json(&big.path(), "boil water", 1);
+    assert_eq!(files(&hits), ["m0/kettle.py"]);
+    assert_eq!(hits[0]["mode"], "lexical", "{hits:#?}");
 }
 
 #[test]

@@ -37,7 +37,7 @@ pub async fn run(
     let mut warnings = Vec::new();
     let mut unstored = None;
     let behind = |reason: &str| {
-        format!("the index is behind HEAD, results are from the last indexed commit: {reason}")
+        format!("the index is behind HEAD, results may miss recent changes: {reason}")
     };
     match freshness {
         Freshness::Current => {}
@@ -48,7 +48,7 @@ pub async fn run(
             let waited = match service.waiter(&root, ticket) {
                 Ok(waiter) => {
                     wait_until(service, waiter, replies, |s| {
-                        s.long_running_job(&root).is_some()
+                        s.long_running_job(&root).is_some() || s.queued_behind_long_job(&root)
                     })
                     .await
                 }
@@ -58,7 +58,11 @@ pub async fn run(
                 Ok(Waited::Done) => {}
                 Ok(Waited::Gone) => return false,
                 Ok(Waited::Stopped) => {
-                    if let Some(job) = service.long_running_job(&root) {
+                    if service.queued_behind_long_job(&root) {
+                        warnings.push(behind(
+                            "its indexing is queued behind another repository's long job",
+                        ));
+                    } else if let Some(job) = service.long_running_job(&root) {
                         let (done, total) = (
                             job.embedded.load(std::sync::atomic::Ordering::Relaxed),
                             job.to_embed.load(std::sync::atomic::Ordering::Relaxed),

@@ -567,7 +567,7 @@ impl<'a> Search<'a> {
         }
         // A path query: the blocks of the files it names.
         if self.query.kind == QueryKind::Path && self.rules.path_query {
-            let wanted = self.query.text.to_lowercase();
+            let wanted = self.query.text.trim_start_matches("./").to_lowercase();
             let name = wanted.rsplit('/').next().unwrap_or(&wanted).to_owned();
             for (dirty, index) in self.layers() {
                 for &file in index.file_names.get(&name).into_iter().flatten() {

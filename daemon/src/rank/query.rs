@@ -143,6 +143,7 @@ fn is_path_like(s: &str) -> bool {
     if s.is_empty() || s.chars().any(char::is_whitespace) {
         return false;
     }
+    let s = s.trim_start_matches("./");
     if s.contains('/') {
         return s.split('/').all(|c| {
             c.chars()
@@ -151,15 +152,16 @@ fn is_path_like(s: &str) -> bool {
     }
     match s.rsplit_once('.') {
         Some((stem, ext)) => {
+            // `config.py`, and dotted names like `index.d.ts` or `app.spec.ts`.
             !stem.is_empty()
-                && !stem.contains('.')
+                && !stem.starts_with('.')
                 && (1..=5).contains(&ext.len())
                 && ext
                     .chars()
                     .all(|c| c.is_ascii_lowercase() || c.is_ascii_digit())
                 && stem
                     .chars()
-                    .all(|c| c.is_alphanumeric() || "_-".contains(c))
+                    .all(|c| c.is_alphanumeric() || "_-.".contains(c))
                 && is_known_extension(ext)
         }
         None => false,
@@ -227,7 +229,13 @@ mod tests {
         ] {
             assert_eq!(Query::parse(q).kind, QueryKind::Identifier, "{q}");
         }
-        for q in ["config.py", "src/router.go", "lib/web/base.rb"] {
+        for q in [
+            "config.py",
+            "src/router.go",
+            "lib/web/base.rb",
+            "index.d.ts",
+            "./src/x.rs",
+        ] {
             assert_eq!(Query::parse(q).kind, QueryKind::Path, "{q}");
         }
         for q in ["how are hooks installed", "session", "parse the args"] {

@@ -83,7 +83,7 @@ weights! {
     prose_factor: f32 = 0.5;
     /// Multiplier for examples, demos and benchmarks, unless the query asks for them.
     example_factor: f32 = 0.3;
-    /// Multiplier for compatibility shims, legacy and deprecated code.
+    /// Multiplier for compatibility shims and legacy code (`compat`, `_compat`, `legacy`).
     compat_factor: f32 = 0.3;
     /// Multiplier for re-export barrels that define nothing themselves.
     reexport_factor: f32 = 0.5;
