@@ -428,3 +428,34 @@ fn a_large_first_index_is_searchable_by_words_within_seconds() {
     );
     eprintln!("first answer after {after:?}");
 }
+
+/// `--mode` chooses the channels and `--json` says which answered: a query that shares no word
+/// with the code is found by meaning only, an exact identifier by words only.
+#[test]
+fn modes_choose_the_channels() {
+    let hgd = Hgd::new();
+    let repo = sample_repo();
+    hgd.index(&repo.path());
+    let run = |mode: &str, query: &str| -> Vec<serde_json::Value> {
+        let out = hgd.hgd(
+            &repo.path(),
+            &["search", "--json", "-n", "3", "--mode", mode, query],
+        );
+        assert!(out.status.code() == Some(0) || out.status.code() == Some(1));
+        serde_json::from_slice(&out.stdout).unwrap()
+    };
+    // No word of this query is in fingerprint.py: lexical search cannot find it, semantic can.
+    let query = "compute checksum digest of a file's bytes";
+    let semantic = run("semantic", query);
+    assert_eq!(files(&semantic)[0], "src/fingerprint.py", "{semantic:#?}");
+    assert_eq!(semantic[0]["mode"], "semantic");
+    let lexical = run("lexical", query);
+    assert!(
+        !files(&lexical).contains(&"src/fingerprint.py".to_owned()),
+        "{lexical:#?}"
+    );
+    let exact = run("lexical", "startServer");
+    assert_eq!(files(&exact)[0], "src/server.js");
+    assert_eq!(exact[0]["mode"], "lexical");
+    assert_eq!(run("hybrid", "startServer")[0]["mode"], "hybrid");
+}

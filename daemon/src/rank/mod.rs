@@ -168,6 +168,7 @@ impl RepoIndex {
                 files.push(FileInfo::new(Arc::from(row.path.as_str())));
             }
             let continues = same_file
+                && weights::w().whole_definitions
                 && entries.last().is_some_and(|e| {
                     e.kind == row.kind && e.name == row.name && row.start_line <= e.end_line + 1
                 });
@@ -207,7 +208,11 @@ impl RepoIndex {
         if let Some(last) = entries.last_mut() {
             finish(last, &mut lines);
         }
-        let entries = merge_containers(entries);
+        let entries = if weights::w().whole_definitions {
+            merge_containers(entries)
+        } else {
+            entries
+        };
         let mut facts = vec![
             paths::FileFacts {
                 has_definitions: false,

@@ -38,6 +38,9 @@ weights! {
     bm25_k1: f32 = 1.2;
     /// BM25 length normalisation.
     bm25_b: f32 = 0.75;
+    /// Windows of one long definition are one entry, and a container split into members is one
+    /// entry spanning them (off: every stored window and piece is an entry of its own).
+    whole_definitions: bool = true;
     /// Lexical tokens are reduced to their English stems (index and query alike).
     stemming: bool = true;
     /// Extra term frequency a token gets when it is in the block's symbol name (per occurrence).
