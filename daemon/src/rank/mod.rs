@@ -677,14 +677,19 @@ fn fuse_into(fused: &mut HashMap<Found, f32>, list: &[(Found, f32)], share: f32,
         _ => return,
     };
     for (rank, &(found, score)) in list.iter().enumerate() {
+        let k = weights::w().rrf_k;
+        // By rank, scaled so the first is 1 like the first by score.
+        let by_rank = (k + 1.0) / (k + rank as f32 + 1.0);
         let value = if convex {
-            if first > last {
+            let by_score = if first > last {
                 (score - last) / (first - last)
             } else {
                 1.0
-            }
+            };
+            let blend = weights::w().rank_in_fusion;
+            blend * by_rank + (1.0 - blend) * by_score
         } else {
-            1.0 / (weights::w().rrf_k + rank as f32 + 1.0)
+            by_rank / (k + 1.0)
         };
         *fused.entry(found).or_default() += share * value;
     }

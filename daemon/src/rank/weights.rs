@@ -55,8 +55,11 @@ weights! {
     candidates_per_result: usize = 5;
     /// ... and at least this many.
     min_candidates: usize = 50;
+    /// In convex fusion, the share of a candidate's value that comes from its rank (scaled so
+    /// the first is 1) rather than from its score scaled between the list's last and first.
+    rank_in_fusion: f32 = 0.5;
     /// Reciprocal-rank fusion constant (when fusing by rank).
-    rrf_k: f32 = 60.0;
+    rrf_k: f32 = 30.0;
     /// Share of the vector channel in fusion for identifier and path queries; the rest is lexical.
     vector_share_identifier: f32 = 0.3;
     /// Share of the vector channel in fusion for questions in words.
