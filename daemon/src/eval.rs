@@ -134,7 +134,7 @@ pub async fn run(store: &Store, embedder: &Embedder, options: &Options) -> Resul
         let subtree = spec.benchmark_root.clone().unwrap_or_default();
         let subtree = subtree.trim_matches('/').to_owned();
         let rows = store
-            .repo_rows(Layer::Head, &root.to_string_lossy())
+            .repo_rows(Layer::Head, &root.to_string_lossy(), true)
             .await?;
         if rows.is_empty() {
             eprintln!("{}: not indexed in this home, skipped", spec.name);

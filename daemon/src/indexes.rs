@@ -33,11 +33,6 @@ impl Indexes {
         slot.index = None;
     }
 
-    /// The repository is no longer searched: free its memory.
-    pub fn forget(&self, root: &str) {
-        self.lock().remove(root);
-    }
-
     /// HEAD's index of `root`, built from the store if there is none.
     pub async fn head(&self, store: &Store, root: &str) -> Result<Arc<RepoIndex>, StoreError> {
         let generation = {
@@ -48,7 +43,7 @@ impl Indexes {
             }
             slot.generation
         };
-        let rows = store.repo_rows(Layer::Head, root).await?;
+        let rows = store.repo_rows(Layer::Head, root, true).await?;
         let dims = store.dims();
         let index =
             tokio::task::spawn_blocking(move || Arc::new(RepoIndex::build(rows, dims, false)))
@@ -60,14 +55,5 @@ impl Indexes {
             slot.index = Some(index.clone());
         }
         Ok(index)
-    }
-
-    /// Approximate heap bytes of the indexes held.
-    pub fn heap_bytes(&self) -> usize {
-        self.lock()
-            .values()
-            .filter_map(|s| s.index.as_ref())
-            .map(|i| i.heap_bytes())
-            .sum()
     }
 }

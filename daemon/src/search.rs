@@ -64,7 +64,7 @@ pub async fn search(
         if request.dirty.is_empty() {
             return Ok(None);
         }
-        let rows = store.repo_rows(Layer::Overlay, request.repo).await?;
+        let rows = store.repo_rows(Layer::Overlay, request.repo, true).await?;
         let dims = store.dims();
         tokio::task::spawn_blocking(move || Some(RepoIndex::build(rows, dims, true)))
             .await
@@ -75,9 +75,7 @@ pub async fn search(
         match unstored {
             // A job is running: the stored rows change under it, so build afresh, uncached.
             Some(unstored) => {
-                let mut rows = store
-                    .repo_rows_without_vectors(Layer::Head, request.repo)
-                    .await?;
+                let mut rows = store.repo_rows(Layer::Head, request.repo, false).await?;
                 let stored: HashSet<String> = rows.iter().map(|r| r.path.clone()).collect();
                 rows.extend(unstored.into_iter().filter(|r| !stored.contains(&r.path)));
                 let dims = store.dims();

@@ -417,28 +417,20 @@ impl Store {
         Ok(())
     }
 
-    /// Every row of `repo` in one layer, vectors included (what the in-memory search index is
-    /// built from).
-    pub async fn repo_rows(&self, layer: Layer, repo: &str) -> Result<Vec<BlockRow>> {
-        let batches = filtered(self.table(layer), format!("repo = {}", quote(repo))).await?;
-        let mut rows = Vec::new();
-        for batch in &batches {
-            rows.extend(rows_of(batch)?);
-        }
-        Ok(rows)
-    }
-
-    /// Every row of `repo` in one layer without its vector, for searching by words.
-    pub async fn repo_rows_without_vectors(
+    /// Every row of `repo` in one layer (what the in-memory search index is built from); without
+    /// `vectors`, the vector column is not read and rows carry empty vectors (searching by words).
+    pub async fn repo_rows(
         &self,
         layer: Layer,
         repo: &str,
+        vectors: bool,
     ) -> Result<Vec<BlockRow>> {
-        let batches: Vec<RecordBatch> = self
+        let mut query = self
             .table(layer)
             .query()
-            .only_if(format!("repo = {}", quote(repo)))
-            .select(Select::columns(&[
+            .only_if(format!("repo = {}", quote(repo)));
+        if !vectors {
+            query = query.select(Select::columns(&[
                 "repo",
                 "path",
                 "oid",
@@ -449,11 +441,9 @@ impl Store {
                 "end_line",
                 "content",
                 "text",
-            ]))
-            .execute()
-            .await?
-            .try_collect()
-            .await?;
+            ]));
+        }
+        let batches: Vec<RecordBatch> = query.execute().await?.try_collect().await?;
         let mut rows = Vec::new();
         for batch in &batches {
             rows.extend(rows_of(batch)?);

@@ -43,14 +43,6 @@ impl Bm25 {
         }
     }
 
-    pub fn len(&self) -> usize {
-        self.lengths.len()
-    }
-
-    pub fn is_empty(&self) -> bool {
-        self.lengths.is_empty()
-    }
-
     /// Inverse document frequency (Lucene's, never negative).
     pub fn idf(&self, token: &str) -> f32 {
         let n = self.lengths.len() as f32;
@@ -86,15 +78,6 @@ impl Bm25 {
                     .map(|tf| self.term_score(*tf, length, self.idf(t)))
             })
             .sum()
-    }
-
-    /// Approximate heap bytes, for status and memory budgets.
-    pub fn heap_bytes(&self) -> usize {
-        self.postings
-            .iter()
-            .map(|(k, v)| k.len() + v.capacity() * 8 + 48)
-            .sum::<usize>()
-            + self.lengths.capacity() * 4
     }
 }
 

@@ -262,17 +262,6 @@ impl RepoIndex {
         &self.entries
     }
 
-    /// Approximate heap bytes.
-    pub fn heap_bytes(&self) -> usize {
-        self.vectors.capacity() * 4
-            + self.bm25.heap_bytes()
-            + self
-                .entries
-                .iter()
-                .map(|e| e.content.len() + e.name.len() + 96)
-                .sum::<usize>()
-    }
-
     fn best_window(&self, entry: &Entry, query: &[f32]) -> f32 {
         entry
             .vectors
