@@ -124,6 +124,15 @@ pub async fn run(store: &Store, embedder: &Embedder, options: &Options) -> Resul
     let specs: Vec<RepoSpec> = read_json(&data.join("repos.json"))?;
     let mut per_repo = Vec::new();
     let mut per_category: BTreeMap<String, Vec<f64>> = BTreeMap::new();
+    // A repository counts once its first index is complete: while a job runs, its rows are a
+    // partial (progressive) set and would score as a different, worse tool.
+    let indexed: HashSet<String> = store
+        .repos()
+        .await?
+        .into_iter()
+        .filter(|r| r.indexed_commit.is_some())
+        .map(|r| r.root)
+        .collect();
     for spec in &specs {
         if !names.is_empty() && !names.contains(&spec.name) {
             continue;
@@ -133,6 +142,10 @@ pub async fn run(store: &Store, embedder: &Embedder, options: &Options) -> Resul
         };
         let subtree = spec.benchmark_root.clone().unwrap_or_default();
         let subtree = subtree.trim_matches('/').to_owned();
+        if !indexed.contains(root.to_string_lossy().as_ref()) {
+            eprintln!("{}: not indexed in this home, skipped", spec.name);
+            continue;
+        }
         let rows = store
             .repo_rows(Layer::Head, &root.to_string_lossy(), true)
             .await?;
@@ -145,6 +158,7 @@ pub async fn run(store: &Store, embedder: &Embedder, options: &Options) -> Resul
             read_json(&data.join("annotations").join(format!("{}.json", spec.name)))?;
         let mut scores = Vec::new();
         let hidden = HashSet::new();
+        let mut reachable = 0;
         for a in &annotations {
             let targets: Vec<Target> = a
                 .relevant
@@ -162,6 +176,9 @@ pub async fn run(store: &Store, embedder: &Embedder, options: &Options) -> Resul
                     t
                 })
                 .collect();
+            if targets.iter().any(|t| root.join(&t.path).exists()) {
+                reachable += 1;
+            }
             let query = Query::parse(&a.query);
             let vector = match mode {
                 Mode::Lexical => None,
@@ -200,10 +217,21 @@ pub async fn run(store: &Store, embedder: &Embedder, options: &Options) -> Resul
                     a.query
                 );
             }
-            per_category.entry(category).or_default().push(score);
-            scores.push(score);
+            scores.push((category, score));
         }
-        let mean = scores.iter().sum::<f64>() / scores.len().max(1) as f64;
+        if reachable == 0 {
+            // A snapshot older than the pinned revision can lack every annotated file; no tool
+            // can score there, so the repository is reported and left out of the means.
+            eprintln!(
+                "{}: no annotated file exists in this snapshot, left out of the means",
+                spec.name
+            );
+            continue;
+        }
+        let mean = scores.iter().map(|(_, s)| s).sum::<f64>() / scores.len().max(1) as f64;
+        for (category, score) in scores.iter() {
+            per_category.entry(category.clone()).or_default().push(*score);
+        }
         println!("{:<20} {:>3} {:.3}", spec.name, scores.len(), mean);
         per_repo.push(mean);
     }

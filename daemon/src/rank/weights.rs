@@ -43,6 +43,9 @@ weights! {
     whole_definitions: bool = true;
     /// Lexical tokens are reduced to their English stems (index and query alike).
     stemming: bool = true;
+    /// Tokenise with Lance's `code` analyzer (identifier splitting on, original kept) instead of
+    /// ours; only for measuring one against the other (ARCHITECTURE.md, "Lexical search").
+    lance_code_tokenizer: bool = false;
     /// Extra term frequency a token gets when it is in the block's symbol name (per occurrence).
     name_tf: f32 = 2.0;
     /// Extra term frequency for a token of the file's name (stem and its parts).
