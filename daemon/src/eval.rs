@@ -107,6 +107,17 @@ pub struct Options {
     pub rules: Rules,
     /// Print every query that is not ranked perfectly.
     pub verbose: bool,
+    /// Embed blocks again from this text instead of using the stored vectors.
+    pub embed_as: Option<EmbedAs>,
+}
+
+/// Alternatives to the stored embedding text (header line + code), measured by embedding again.
+#[derive(Debug, Clone, Copy)]
+pub enum EmbedAs {
+    /// The block's code alone.
+    Content,
+    /// The path on a line, then the code (no kind or name).
+    PathAndContent,
 }
 
 /// Scores every query of the chosen repositories (every indexed one when none is named);
@@ -119,6 +130,7 @@ pub async fn run(store: &Store, embedder: &Embedder, options: &Options) -> Resul
         mode,
         rules,
         verbose,
+        embed_as,
     } = options;
     let (mode, rules, verbose) = (*mode, *rules, *verbose);
     let specs: Vec<RepoSpec> = read_json(&data.join("repos.json"))?;
@@ -152,6 +164,19 @@ pub async fn run(store: &Store, embedder: &Embedder, options: &Options) -> Resul
         if rows.is_empty() {
             eprintln!("{}: not indexed in this home, skipped", spec.name);
             continue;
+        }
+        let mut rows = rows;
+        if let Some(embed_as) = embed_as {
+            let texts: Vec<String> = rows
+                .iter()
+                .map(|r| match embed_as {
+                    EmbedAs::Content => r.content.clone(),
+                    EmbedAs::PathAndContent => format!("{}\n{}", r.path, r.content),
+                })
+                .collect();
+            for (row, vector) in rows.iter_mut().zip(embedder.embed_documents(&texts)?) {
+                row.vector = vector;
+            }
         }
         let index = RepoIndex::build(rows, embedder.config().dims, false);
         let annotations: Vec<Annotation> =

@@ -74,6 +74,11 @@ enum Command {
         /// Print every query that is not ranked perfectly.
         #[arg(long)]
         verbose: bool,
+        /// Embed every block again from this text instead of using its stored vector, to
+        /// measure what gets embedded: `content` (the code alone) or `path` (path and code).
+        /// Stored vectors embed the header (path, kind, name) and the code.
+        #[arg(long)]
+        embed_as: Option<String>,
     },
     /// Split files into blocks as the indexer would; print them as JSON.
     Chunk {
@@ -116,7 +121,14 @@ fn run(cli: Cli) -> Result<()> {
             without,
             set,
             verbose,
+            embed_as,
         } => {
+            let embed_as = match embed_as.as_deref() {
+                None => None,
+                Some("content") => Some(hgd_daemon::eval::EmbedAs::Content),
+                Some("path") => Some(hgd_daemon::eval::EmbedAs::PathAndContent),
+                Some(other) => anyhow::bail!("unknown --embed-as {other}: content or path"),
+            };
             hgd_daemon::rank::weights::override_with(&set).map_err(anyhow::Error::msg)?;
             let rules = hgd_daemon::rank::Rules::without(&without).map_err(anyhow::Error::msg)?;
             let mode = match mode.as_str() {
@@ -141,6 +153,7 @@ fn run(cli: Cli) -> Result<()> {
                     mode,
                     rules,
                     verbose,
+                    embed_as,
                 };
                 hgd_daemon::eval::run(&store, &embedder, &options).await?;
                 anyhow::Ok(())

@@ -65,7 +65,7 @@ impl Role {
                 "benches",
                 "benchmark",
                 "benchmarks",
-            ]),
+            ]) || is_benchmark_file(original_file, stem, ext),
             compat: in_folder(&["compat", "_compat", "legacy"])
                 || matches!(stem, "compat" | "_compat"),
             reexport: !has_definitions
@@ -125,12 +125,28 @@ fn is_test_file(file: &str, stem: &str, ext: &str) -> bool {
         || stem.ends_with("_spec")
         || stem.ends_with(".test")
         || stem.ends_with(".spec")
+        || stem.ends_with("_unittest")
         || stem == "conftest"
         || stem.starts_with("test_helper")
         || ["Test", "Tests", "Spec", "Suite"].iter().any(|s| {
             file.strip_suffix(&format!(".{ext}"))
                 .is_some_and(|f| f.ends_with(s) && f.len() > s.len())
         }))
+}
+
+/// Benchmark files by the naming conventions of the common languages (`btree_benchmark.cc`,
+/// `parse.bench.ts`, `bench_io.py`, `ParserBenchmark.java`).
+fn is_benchmark_file(file: &str, stem: &str, ext: &str) -> bool {
+    stem.ends_with("_benchmark")
+        || stem.ends_with("_benchmarks")
+        || stem.ends_with("_bench")
+        || stem.ends_with(".bench")
+        || stem.starts_with("bench_")
+        || stem.starts_with("benchmark_")
+        || ["Benchmark", "Benchmarks"].iter().any(|s| {
+            file.strip_suffix(&format!(".{ext}"))
+                .is_some_and(|f| f.ends_with(s) && f.len() > s.len())
+        })
 }
 
 #[cfg(test)]
@@ -155,6 +171,11 @@ mod tests {
         assert!(!Role::of("src/contest.py", CODE).test);
         assert!(Role::of("README.md", NOTHING).prose);
         assert!(Role::of("examples/basic.rs", CODE).example);
+        assert!(Role::of("absl/container/btree_benchmark.cc", CODE).example);
+        assert!(Role::of("src/parse.bench.ts", CODE).example);
+        assert!(Role::of("src/main/ParserBenchmark.java", CODE).example);
+        assert!(!Role::of("src/benchmark.py", CODE).example);
+        assert!(Role::of("base/strings_unittest.cc", CODE).test);
         assert!(Role::of("src/_compat.py", CODE).compat);
         assert!(Role::of("pkg/__init__.py", NOTHING).reexport);
         assert!(!Role::of("pkg/__init__.py", CODE).reexport);
