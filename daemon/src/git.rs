@@ -142,6 +142,11 @@ impl Repo {
         })
     }
 
+    /// The repository's git directory (`.git`, or elsewhere for linked work trees).
+    pub fn git_dir(&self) -> &Path {
+        self.inner.git_dir()
+    }
+
     pub fn head_commit(&self) -> Result<Option<String>, GitError> {
         match self.inner.head_id() {
             Ok(id) => Ok(Some(id.to_string())),

@@ -62,13 +62,9 @@ pub async fn search(
     };
     let overlay = async {
         if request.dirty.is_empty() {
-            return Ok(None);
+            return Ok::<_, SearchError>(None);
         }
-        let rows = store.repo_rows(Layer::Overlay, request.repo, true).await?;
-        let dims = store.dims();
-        tokio::task::spawn_blocking(move || Some(RepoIndex::build(rows, dims, true)))
-            .await
-            .map_err(|e| SearchError::Internal(e.to_string()))
+        Ok(Some(indexes.overlay(store, request.repo).await?))
     };
     let unstored = request.unstored.take();
     let head = async {
@@ -92,7 +88,7 @@ pub async fn search(
     let query = Query::parse(request.query);
     let search = Search {
         head: &head,
-        overlay: overlay.as_ref(),
+        overlay: overlay.as_deref(),
         hidden: &hidden,
         subtree: request.subtree,
         query: &query,

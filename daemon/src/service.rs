@@ -17,10 +17,11 @@ use tokio_util::sync::CancellationToken;
 
 use crate::chunk::Limits;
 use crate::embed::Embedder;
+use crate::freshness::WorkTrees;
 use crate::git::{self, GitError, Located, Repo};
 use crate::indexer::{Indexer, JobProgress};
 use crate::indexes::Indexes;
-use crate::store::{BlobKey, RepoRecord, Store, StoreError};
+use crate::store::{RepoRecord, Store, StoreError};
 
 #[derive(Debug, thiserror::Error)]
 pub enum ServiceError {
@@ -74,6 +75,14 @@ pub enum Freshness {
     Behind(String),
 }
 
+/// What [`Service::ensure_indexed`] found.
+pub struct Ensured {
+    pub located: Located,
+    /// HEAD when the request came (`None`: no commits yet).
+    pub head: Option<String>,
+    pub freshness: Freshness,
+}
+
 /// A search does not retry a failed job at the same HEAD more often than this.
 const RETRY_FAILED_AFTER: Duration = Duration::from_secs(30);
 
@@ -98,7 +107,9 @@ pub struct Service {
     pub embedder: Arc<Embedder>,
     /// In-memory search indexes of HEAD, dropped when a job changes a repository.
     pub indexes: Indexes,
-    indexer: Indexer,
+    pub(crate) indexer: Indexer,
+    /// Watched work trees: what is dirty, without a walk per search.
+    pub(crate) work_trees: Arc<WorkTrees>,
     repos: Mutex<HashMap<String, RepoEntry>>,
     queue: Mutex<VecDeque<String>>,
     queued: Notify,
@@ -110,7 +121,7 @@ pub struct Service {
     jobs_since_optimize: AtomicU64,
     job_cancel: Arc<AtomicBool>,
     /// One overlay refresh at a time (concurrent searches would embed the same edits twice).
-    overlay_lock: tokio::sync::Mutex<()>,
+    pub(crate) overlay_lock: tokio::sync::Mutex<()>,
     /// Serialises writes of repository records (see [`Service::persist`]).
     persist_lock: tokio::sync::Mutex<()>,
     pub shutdown: CancellationToken,
@@ -164,6 +175,7 @@ impl Service {
             embedder,
             indexes: Indexes::default(),
             indexer,
+            work_trees: Arc::new(WorkTrees::default()),
             repos: Mutex::new(repos),
             queue: Mutex::new(VecDeque::new()),
             queued: Notify::new(),
@@ -192,6 +204,16 @@ impl Service {
 
     pub fn blocks_embedded(&self) -> u64 {
         self.blocks_embedded.load(Ordering::Relaxed)
+    }
+
+    pub(crate) fn count_embedded(&self, blocks: usize) {
+        self.blocks_embedded
+            .fetch_add(blocks as u64, Ordering::Relaxed);
+    }
+
+    /// The scopes `root` is indexed under, if it is tracked.
+    pub(crate) fn scopes(&self, root: &str) -> Option<Vec<String>> {
+        self.lock_repos().get(root).map(|e| e.record.scopes.clone())
     }
 
     pub fn jobs_run(&self) -> u64 {
@@ -381,87 +403,6 @@ impl Service {
         Some((entry.requested > entry.completed, changed_rows))
     }
 
-    /// Brings the overlay of `root`'s uncommitted files up to date and returns every dirty path
-    /// (modified, deleted or untracked) under its scopes; HEAD's blocks of those paths are hidden
-    /// from search. Only files whose content changed since the last refresh are parsed, and only
-    /// content never seen before is embedded.
-    pub async fn refresh_overlay(&self, root: &str) -> Result<Vec<String>, ServiceError> {
-        let _guard = self.overlay_lock.lock().await;
-        let scopes = match self.lock_repos().get(root) {
-            Some(entry) => entry.record.scopes.clone(),
-            None => return Ok(Vec::new()),
-        };
-        let root_path = std::path::PathBuf::from(root);
-        let (dirty, files) = tokio::task::spawn_blocking(move || {
-            let repo = Repo::open(&root_path)?;
-            let dirty = repo.dirty_paths(&scopes)?;
-            let files: Vec<(String, String, String)> = dirty
-                .iter()
-                .filter_map(|p| repo.read_worktree_text(p).map(|(t, o)| (p.clone(), t, o)))
-                .collect();
-            Ok::<_, GitError>((dirty, files))
-        })
-        .await
-        .map_err(|e| ServiceError::Internal(e.to_string()))??;
-
-        let stored = self.store.overlay_files(root).await?;
-        let current: HashMap<&str, &str> = files
-            .iter()
-            .map(|(p, _, o)| (p.as_str(), o.as_str()))
-            .collect();
-        let stale: Vec<String> = stored
-            .iter()
-            .filter(|(p, o)| current.get(p.as_str()) != Some(&o.as_str()))
-            .map(|(p, _)| p.clone())
-            .collect();
-        self.store.delete_overlay(root, &stale).await?;
-
-        let new_files: Vec<(String, String, String)> = files
-            .into_iter()
-            .filter(|(p, _, o)| stored.get(p) != Some(o))
-            .collect();
-        if new_files.is_empty() {
-            return Ok(dirty);
-        }
-        let keys: Vec<BlobKey> = new_files
-            .iter()
-            .map(|(p, _, o)| BlobKey::at(p, o))
-            .collect();
-        let known = self.store.known_among(&keys).await?;
-        let mut rows = Vec::new();
-        let mut to_embed = Vec::new();
-        for (path, text, oid) in new_files {
-            let key = BlobKey::at(&path, &oid);
-            if known.contains(&key) {
-                rows.extend(self.store.copies_of_blob(&key, root, &path).await?);
-            } else {
-                to_embed.push(crate::indexer::Parsed::new(
-                    path,
-                    oid,
-                    &text,
-                    &self.indexer.limits,
-                ));
-            }
-        }
-        if !to_embed.is_empty() {
-            let embedder = self.embedder.clone();
-            let root = root.to_owned();
-            let embedded = tokio::task::spawn_blocking(move || {
-                crate::indexer::embed_rows(&embedder, &root, to_embed)
-            })
-            .await
-            .map_err(|e| ServiceError::Internal(e.to_string()))?
-            .map_err(|e| ServiceError::Internal(e.to_string()))?;
-            self.blocks_embedded
-                .fetch_add(embedded.len() as u64, Ordering::Relaxed);
-            rows.extend(embedded);
-        }
-        self.store
-            .add_to(crate::store::Layer::Overlay, &rows)
-            .await?;
-        Ok(dirty)
-    }
-
     /// A hook says HEAD of the repository containing `path` moved: queue a job if it is tracked.
     /// Never adds scopes (a hook does not know which folders the user searches).
     pub async fn notify(&self, path: &Path) -> Result<bool, ServiceError> {
@@ -484,7 +425,7 @@ impl Service {
         &self,
         path: &Path,
         retry_failed: bool,
-    ) -> Result<(Located, Freshness), ServiceError> {
+    ) -> Result<Ensured, ServiceError> {
         let located = locate(path).await?;
         let root = located.root.to_string_lossy().into_owned();
         let head = {
@@ -535,11 +476,15 @@ impl Service {
         if scope_added {
             self.persist(&root).await?;
         }
-        if let Some(freshness) = freshness {
-            return Ok((located, freshness));
-        }
-        let ticket = self.request_job(&root);
-        Ok((located, Freshness::Wait(ticket)))
+        let freshness = match freshness {
+            Some(freshness) => freshness,
+            None => Freshness::Wait(self.request_job(&root)),
+        };
+        Ok(Ensured {
+            located,
+            head,
+            freshness,
+        })
     }
 
     /// The running job of `root` if it is long (many blocks still to embed): a search then

@@ -105,7 +105,7 @@ pub struct RepoRecord {
 }
 
 /// The searchable tables: blocks of HEAD, and blocks of uncommitted work-tree files.
-#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Hash)]
 pub enum Layer {
     Head,
     /// Modified and untracked files of the work tree, searched over HEAD and marked dirty.
@@ -417,32 +417,35 @@ impl Store {
         Ok(())
     }
 
-    /// Every row of `repo` in one layer (what the in-memory search index is built from); without
-    /// `vectors`, the vector column is not read and rows carry empty vectors (searching by words).
+    /// Every row of `repo` in one layer (what the in-memory search index is built from), without
+    /// the embedded text (rows carry an empty `text`); without `vectors`, the vector column is
+    /// not read either and rows carry empty vectors (searching by words).
     pub async fn repo_rows(
         &self,
         layer: Layer,
         repo: &str,
         vectors: bool,
     ) -> Result<Vec<BlockRow>> {
-        let mut query = self
+        // Searches never read the embedded text (path and content again): leave it on disk.
+        let mut columns = vec![
+            "repo",
+            "path",
+            "oid",
+            "language",
+            "kind",
+            "name",
+            "start_line",
+            "end_line",
+            "content",
+        ];
+        if vectors {
+            columns.push("vector");
+        }
+        let query = self
             .table(layer)
             .query()
-            .only_if(format!("repo = {}", quote(repo)));
-        if !vectors {
-            query = query.select(Select::columns(&[
-                "repo",
-                "path",
-                "oid",
-                "language",
-                "kind",
-                "name",
-                "start_line",
-                "end_line",
-                "content",
-                "text",
-            ]));
-        }
+            .only_if(format!("repo = {}", quote(repo)))
+            .select(Select::columns(&columns));
         let batches: Vec<RecordBatch> = query.execute().await?.try_collect().await?;
         let mut rows = Vec::new();
         for batch in &batches {
@@ -700,11 +703,11 @@ fn rows_of(batch: &RecordBatch) -> Result<Vec<BlockRow>> {
         })
         .transpose()?;
     let columns = HitColumns::of(batch)?;
-    let (repo, oid, text) = (
-        strings(batch, "repo")?,
-        strings(batch, "oid")?,
-        strings(batch, "text")?,
-    );
+    let (repo, oid) = (strings(batch, "repo")?, strings(batch, "oid")?);
+    let text = batch
+        .column_by_name("text")
+        .map(|_| strings(batch, "text"))
+        .transpose()?;
     (0..batch.num_rows())
         .map(|i| {
             let vector = match vectors {
@@ -728,7 +731,7 @@ fn rows_of(batch: &RecordBatch) -> Result<Vec<BlockRow>> {
                 start_line: hit.start_line,
                 end_line: hit.end_line,
                 content: hit.content,
-                text: text.value(i).to_owned(),
+                text: text.map(|t| t.value(i).to_owned()).unwrap_or_default(),
                 vector,
             })
         })

@@ -443,6 +443,54 @@ fn uncommitted_edits_and_untracked_files_are_searched_and_ignored_files_are_not(
     assert!(!found.contains(&"draft.py".to_owned()), "{found:?}");
 }
 
+/// Searches reuse what they knew about the work tree while nothing in it changed; every edit
+/// between two searches is still seen: a second edit of a file that is already dirty (the dirty
+/// paths stay the same, only the watcher can tell), a file in a folder made after the first
+/// search, and staging, which changes no file.
+#[test]
+fn edits_between_searches_are_seen_at_once() {
+    let hgd = Hgd::new();
+    let repo = base_repo();
+    hgd.index(&repo.path());
+    for _ in 0..2 {
+        let results = hgd.search_json(&repo.path(), "name of the day of the week", 3);
+        assert_eq!(results[0]["file"], "dates.py");
+        assert_eq!(results[0]["dirty"], false);
+    }
+
+    repo.write(
+        "dates.py",
+        "def fiscal_quarter(day):\n    return (day.month - 1) // 3 + 1\n",
+    );
+    let results = hgd.search_json(&repo.path(), "which quarter of the financial year", 3);
+    assert_eq!(results[0]["file"], "dates.py");
+    assert_eq!(results[0]["dirty"], true);
+
+    repo.write(
+        "dates.py",
+        "def lunar_phase(day):\n    return (day.toordinal() % 29.53) / 29.53\n",
+    );
+    let results = hgd.search_json(&repo.path(), "phase of the moon on a day", 3);
+    let content = results[0]["content"].as_str().unwrap();
+    assert!(content.contains("lunar_phase"), "{results:#?}");
+    assert!(results
+        .iter()
+        .all(|r| !r["content"].as_str().unwrap().contains("fiscal_quarter")));
+
+    repo.write(
+        "tides/models/height.py",
+        "def tide_height(hour):\n    return 1.2 * math.sin(hour / 12.42 * math.tau)\n",
+    );
+    let results = hgd.search_json(&repo.path(), "height of the tide at an hour", 3);
+    assert_eq!(results[0]["file"], "tides/models/height.py", "{results:#?}");
+
+    // Staged, the edit is still uncommitted: still searched, still dirty.
+    repo.git(&["add", "-A"]);
+    let results = hgd.search_json(&repo.path(), "phase of the moon on a day", 3);
+    assert_eq!(results[0]["file"], "dates.py");
+    assert_eq!(results[0]["dirty"], true);
+}
+
 /// A rebase of many commits notifies the daemon a few times at most, and the notifications that
 /// arrive while a job runs coalesce into one more job for the final HEAD.
 #[test]

@@ -16,7 +16,9 @@ pub async fn run(
     replies: &mut Replies<'_>,
 ) -> bool {
     // An explicit `hgd index` retries a failed job at once and reports its failure.
-    let (located, freshness) = match service.ensure_indexed(Path::new(path), true).await {
+    let crate::service::Ensured {
+        located, freshness, ..
+    } = match service.ensure_indexed(Path::new(path), true).await {
         Ok(found) => found,
         Err(e) => return replies.send(&error_reply(&e)).await,
     };

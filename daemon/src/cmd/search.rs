@@ -29,7 +29,11 @@ pub async fn run(
             .await;
     }
     let started = std::time::Instant::now();
-    let (located, freshness) = match service.ensure_indexed(Path::new(path), false).await {
+    let crate::service::Ensured {
+        located,
+        head,
+        freshness,
+    } = match service.ensure_indexed(Path::new(path), false).await {
         Ok(found) => found,
         Err(e) => return replies.send(&error_reply(&e)).await,
     };
@@ -81,7 +85,7 @@ pub async fn run(
     let limit = limit.clamp(1, 1000);
     let indexed = started.elapsed();
     let work = async {
-        let dirty = match service.refresh_overlay(&root).await {
+        let dirty = match service.refresh_overlay(&root, head.as_deref()).await {
             Ok(dirty) => dirty,
             Err(e) => {
                 tracing::warn!("searching {root} without its uncommitted files: {e}");
