@@ -255,7 +255,10 @@ pub async fn run(store: &Store, embedder: &Embedder, options: &Options) -> Resul
         }
         let mean = scores.iter().map(|(_, s)| s).sum::<f64>() / scores.len().max(1) as f64;
         for (category, score) in scores.iter() {
-            per_category.entry(category.clone()).or_default().push(*score);
+            per_category
+                .entry(category.clone())
+                .or_default()
+                .push(*score);
         }
         println!("{:<20} {:>3} {:.3}", spec.name, scores.len(), mean);
         per_repo.push(mean);

@@ -1,5 +1,7 @@
-//! Ranking regression: a small multi-language repository and 24 queries of the three kinds a
-//! user asks (a symbol, what some code does, how a part of the system works). The block that
+//! Ranking regression: a small multi-language repository and 29 queries of the three kinds a
+//! user asks (a symbol, what some code does, how a part of the system works), including a method
+//! named with its class beside a same-named function, a class long enough to be split and one of
+//! its methods, a path, and a question that asks for tests. The block that
 //! answers each must be in the top 3, so a ranking change that breaks one fails here.
 
 use hgd_tests::{GitRepo, Hgd};
@@ -355,6 +357,13 @@ func (c *LRU) RemoveOldest() {
 "#,
         ),
         (
+            "src/acl.py",
+            r#"def allow(user, action):
+    """Whether the user's role grants the action."""
+    return action in user.role.rights
+"#,
+        ),
+        (
             "README.md",
             "# Toolkit\n\nA toolkit of small utilities: durations, rate limits, caching, routing, retries.\n\n## Installing\n\nCopy the folders you need into your project.\n",
         ),
@@ -362,8 +371,29 @@ func (c *LRU) RemoveOldest() {
     for (path, content) in files {
         repo.write(path, content);
     }
+    repo.write("src/ledger.py", ledger());
     repo.commit_all("toolkit");
     repo
+}
+
+/// A class long enough to be split into its members (over 80 lines), so that a search for it or
+/// for one of its methods must find the right part of a windowed definition.
+fn ledger() -> String {
+    let mut text = String::from(
+        "class InventoryLedger:\n    \"\"\"Stock levels per warehouse, with a journal of every movement.\"\"\"\n\n    def __init__(self):\n        self.levels = {}\n        self.journal = []\n\n",
+    );
+    for item in [
+        "pallets", "crates", "boxes", "bottles", "sacks", "barrels", "bundles", "cartons", "drums",
+        "reels", "rolls", "tubes",
+    ] {
+        text.push_str(&format!(
+            "    def receive_{item}(self, warehouse, count):\n        key = (warehouse, \"{item}\")\n        self.levels[key] = self.levels.get(key, 0) + count\n        self.journal.append((\"in\", warehouse, \"{item}\", count))\n        return self.levels[key]\n\n"
+        ));
+    }
+    text.push_str(
+        "    def reconcile_balances(self, counted):\n        \"\"\"Replace book levels by a physical count and journal the differences.\"\"\"\n        for key, actual in counted.items():\n            delta = actual - self.levels.get(key, 0)\n            if delta:\n                self.journal.append((\"adjust\", *key, delta))\n            self.levels[key] = actual\n",
+    );
+    text
 }
 
 /// (query, the file that answers it, a line of the definition that answers it): the result must
@@ -387,6 +417,23 @@ const CASES: &[(&str, &str, &str)] = &[
     ("slugify", "lib/slug.rb", "def self.slugify"),
     ("TokenStore", "client/auth.ts", "export class TokenStore"),
     ("load_config", "src/config.py", "def load_config"),
+    // A method of a short class, with a same-named function elsewhere.
+    ("RateLimiter.allow", "src/ratelimit.py", "def allow(self)"),
+    // A long class, and a method of it.
+    ("InventoryLedger", "src/ledger.py", "class InventoryLedger"),
+    (
+        "InventoryLedger.reconcile_balances",
+        "src/ledger.py",
+        "def reconcile_balances",
+    ),
+    // A path.
+    ("lib/slug.rb", "lib/slug.rb", "def self.slugify"),
+    // Tests, asked for.
+    (
+        "tests for evicting cache entries",
+        "server/cache_test.go",
+        "func TestEvict",
+    ),
     // What some code does.
     (
         "convert a text like 1h30m into seconds",

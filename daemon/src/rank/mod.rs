@@ -43,7 +43,8 @@ pub struct Rules {
     pub roles: bool,
     /// Further blocks of a file already in the results decay.
     pub diversity: bool,
-    /// Fuse by normalised scores (convex combination) rather than by reciprocal rank.
+    /// Fuse by a blend of each candidate's rank and its normalised score (`rank_in_fusion`);
+    /// off: by reciprocal rank alone.
     pub convex_fusion: bool,
 }
 
@@ -153,6 +154,12 @@ impl RepoIndex {
         });
         let mut entries: Vec<Entry> = Vec::new();
         let mut files: Vec<FileInfo> = Vec::new();
+        // Rows without vectors (a job's parsed blocks): no vector channel, and no memory for one.
+        let dims = if rows.iter().any(|r| r.vector.len() == dims) {
+            dims
+        } else {
+            0
+        };
         let mut vectors: Vec<f32> = Vec::with_capacity(rows.len() * dims);
         // Lines of the entry being assembled, so overlapping windows merge into one text.
         let mut lines: BTreeMap<u32, String> = BTreeMap::new();
@@ -217,11 +224,15 @@ impl RepoIndex {
             paths::FileFacts {
                 has_definitions: false,
                 declarations_only: true,
+                generated_marker: false,
             };
             files.len()
         ];
         let mut definitions: HashMap<String, Vec<u32>> = HashMap::new();
         for (i, e) in entries.iter().enumerate() {
+            if e.start_line <= 2 && paths::says_generated(&e.content) {
+                facts[e.file as usize].generated_marker = true;
+            }
             if is_definition(&e.kind) && !e.name.is_empty() {
                 let f = &mut facts[e.file as usize];
                 f.has_definitions = true;
@@ -298,7 +309,10 @@ fn merge_containers(entries: Vec<Entry>) -> Vec<Entry> {
         let mut members: Vec<Entry> = Vec::new();
         while let Some(next) = rest.next_if(|e| {
             e.file == head.file
-                && (is_member_of(&e.name, &head.name)
+                // A module named after another (`defmodule A.B` after `defmodule A` in Elixir)
+                // is a module of its own, not a member.
+                && ((is_member_of(&e.name, &head.name)
+                    && !(e.kind == "module" && head.kind == "module"))
                     || (e.kind == head.kind && e.name == head.name && !members.is_empty()))
         }) {
             if next.name == head.name {
@@ -308,7 +322,9 @@ fn merge_containers(entries: Vec<Entry>) -> Vec<Entry> {
                 head.more_text.push('\n');
                 head.more_text.push_str(&next.content);
             } else {
-                head.end_line = head.end_line.max(next.end_line);
+                if weights::w().container_spans_members {
+                    head.end_line = head.end_line.max(next.end_line);
+                }
                 members.push(next);
             }
         }
@@ -317,6 +333,16 @@ fn merge_containers(entries: Vec<Entry>) -> Vec<Entry> {
         out.extend(merge_containers(members));
     }
     out
+}
+
+/// Whether `word` occurs in `text` as a whole identifier (case-sensitive).
+fn contains_word(text: &str, word: &str) -> bool {
+    let is_ident = |c: char| c.is_alphanumeric() || c == '_';
+    !word.is_empty()
+        && text.match_indices(word).any(|(at, _)| {
+            !text[..at].chars().next_back().is_some_and(is_ident)
+                && !text[at + word.len()..].chars().next().is_some_and(is_ident)
+        })
 }
 
 impl FileInfo {
@@ -495,11 +521,8 @@ impl<'a> Search<'a> {
 
     fn rerank(&self, fused: &mut HashMap<Found, f32>) {
         let best = fused.values().copied().fold(0.0f32, f32::max);
-        let best = if best > 0.0 {
-            best
-        } else {
-            1.0 / (weights::w().rrf_k + 1.0)
-        };
+        // With no positive score (nothing matched), boosts are scaled to a first rank's value.
+        let best = if best > 0.0 { best } else { 1.0 };
         // File evidence: several good blocks in one file lift that file's best block.
         let mut per_file: HashMap<(bool, u32), (f32, Found, f32)> = HashMap::new();
         for (&f, &s) in fused.iter() {
@@ -527,11 +550,15 @@ impl<'a> Search<'a> {
         for symbol in symbols {
             let key = symbol.name.to_lowercase();
             for (dirty, index) in self.layers() {
+                let holder = symbol.qualifiers.last();
+                let mut held_by_name = false;
                 for &i in index.definitions.get(&key).into_iter().flatten() {
                     let e = &index.entries[i as usize];
                     if !self.allowed(dirty, e) {
                         continue;
                     }
+                    held_by_name |=
+                        holder.is_some_and(|h| e.name.to_lowercase().contains(h.as_str()));
                     let file = &index.files[e.file as usize];
                     let mut boost = weights::w().definition_boost;
                     if stem_names(&file.stem, &key) {
@@ -553,9 +580,32 @@ impl<'a> Search<'a> {
                             .iter()
                             .filter(|q| qualified.contains(q.as_str()) || path.contains(q.as_str()))
                             .count();
-                        boost *= 0.5 + 0.5 * matched as f32 / symbol.qualifiers.len() as f32;
+                        let unmatched = weights::w().definition_unqualified_factor;
+                        boost *= unmatched
+                            + (1.0 - unmatched) * matched as f32 / symbol.qualifiers.len() as f32;
                     }
                     *fused.entry(Found { dirty, entry: i }).or_default() += boost * best;
+                }
+                // `Holder.member` where the holder was not split into members (it is short): the
+                // member is not in the name index, but the holder's own text defines it.
+                // Only for a query that is the qualified name itself: inside a sentence the
+                // qualifier is as often a namespace (`absl::string_view for ...`), whose blocks
+                // mention everything.
+                let Some(holder) = holder.filter(|_| !held_by_name && !symbol.in_prose) else {
+                    continue;
+                };
+                for &i in index.definitions.get(holder).into_iter().flatten() {
+                    let e = &index.entries[i as usize];
+                    // A holder with further pieces was split: its members are entries of
+                    // their own, found above when they exist.
+                    if !self.allowed(dirty, e)
+                        || !e.more_text.is_empty()
+                        || !contains_word(&e.content, &symbol.name)
+                    {
+                        continue;
+                    }
+                    *fused.entry(Found { dirty, entry: i }).or_default() +=
+                        weights::w().definition_boost * best;
                 }
             }
         }
@@ -706,7 +756,8 @@ fn words_match(keyword: &str, word: &str) -> bool {
         .take_while(|(a, b)| a == b)
         .count();
     let shorter = keyword.chars().count().min(word.chars().count());
-    common >= 4 && shorter - common <= weights::w().path_keyword_slack
+    common >= weights::w().path_keyword_min_prefix
+        && shorter - common <= weights::w().path_keyword_slack
 }
 
 #[cfg(test)]
@@ -747,6 +798,73 @@ mod tests {
             .into_iter()
             .map(|(f, _)| s.entry(f).path.to_string())
             .collect()
+    }
+
+    #[test]
+    fn a_qualified_member_of_a_short_class_finds_the_class_before_a_namesake() {
+        let rows = vec![
+            // A short class is one block: its methods are not in the name index of their own.
+            row(
+                "limits.py",
+                "class",
+                "RateLimiter",
+                1,
+                "class RateLimiter:\n    def allow(self, key):\n        return self.tokens[key] > 0",
+            ),
+            // A same-named function elsewhere, which the name index does know.
+            row(
+                "acl.py",
+                "function",
+                "allow",
+                1,
+                "def allow(user, action):\n    return action in user.rights",
+            ),
+        ];
+        let index = RepoIndex::build(rows, 2, false);
+        assert_eq!(search(&index, "RateLimiter.allow")[0], "limits.py");
+        assert_eq!(search(&index, "allow")[0], "acl.py");
+    }
+
+    #[test]
+    fn a_module_named_after_the_one_before_it_is_not_its_member() {
+        let rows = vec![
+            row(
+                "assoc.ex",
+                "module",
+                "Assoc",
+                1,
+                "defmodule Assoc do\n  @moduledoc \"Associations\"",
+            ),
+            row(
+                "assoc.ex",
+                "function",
+                "Assoc.build",
+                3,
+                "  def build(owner) do\n    owner\n  end",
+            ),
+            row(
+                "assoc.ex",
+                "module",
+                "Assoc.Has",
+                10,
+                "defmodule Assoc.Has do\n  @moduledoc \"has one\"",
+            ),
+            row(
+                "assoc.ex",
+                "function",
+                "Assoc.Has.build",
+                12,
+                "  def build(owner) do\n    owner\n  end",
+            ),
+        ];
+        let index = RepoIndex::build(rows, 2, false);
+        let spans: Vec<(&str, u32, u32)> = index
+            .entries
+            .iter()
+            .filter(|e| e.kind == "module")
+            .map(|e| (e.name.as_str(), e.start_line, e.end_line))
+            .collect();
+        assert_eq!(spans, [("Assoc", 1, 5), ("Assoc.Has", 10, 14)]);
     }
 
     #[test]

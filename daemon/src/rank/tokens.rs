@@ -40,9 +40,6 @@ pub fn tokens(text: &str) -> Vec<String> {
 
 /// Calls `f` with each token of `text` (see [`tokens`]) without collecting them.
 pub fn for_each_token(text: &str, mut f: impl FnMut(&str)) {
-    if super::weights::w().lance_code_tokenizer {
-        return lance_code_tokens(text, f);
-    }
     let mut word = String::new();
     let flush = |word: &mut String, f: &mut dyn FnMut(&str)| {
         if word.chars().count() > 1 {
@@ -73,27 +70,6 @@ pub fn for_each_token(text: &str, mut f: impl FnMut(&str)) {
     if !word.is_empty() {
         flush(&mut word, &mut f);
     }
-}
-
-/// Lance's code analyzer (identifiers split, the original kept, lowercased, no stemming), run in
-/// place of ours for comparison.
-fn lance_code_tokens(text: &str, mut f: impl FnMut(&str)) {
-    use lance_index::scalar::inverted::tokenizer::document_tokenizer::LanceTokenizer;
-    use lance_tokenizer::TokenStream;
-    thread_local! {
-        static ANALYZER: std::cell::RefCell<Box<dyn LanceTokenizer>> = std::cell::RefCell::new(
-            lancedb::index::scalar::InvertedIndexParams::default()
-                .analyzer("code")
-                .and_then(|p| p.split_identifiers(true).preserve_original(true).build())
-                .expect("Lance's code analyzer builds with these options"),
-        );
-    }
-    ANALYZER.with_borrow_mut(|analyzer| {
-        let mut stream = analyzer.token_stream_for_doc(text);
-        while stream.advance() {
-            f(&stream.token().text);
-        }
-    });
 }
 
 /// The form a token takes in the lexical index: its English stem (`validators` → `valid`,

@@ -35,17 +35,16 @@ macro_rules! weights {
 
 weights! {
     /// BM25 term-frequency saturation.
-    bm25_k1: f32 = 1.2;
+    bm25_k1: f32 = 0.9;
     /// BM25 length normalisation.
-    bm25_b: f32 = 0.75;
+    bm25_b: f32 = 0.5;
     /// Windows of one long definition are one entry, and a container split into members is one
     /// entry spanning them (off: every stored window and piece is an entry of its own).
     whole_definitions: bool = true;
+    /// ... and the container's line range spans its members (off: only its own pieces).
+    container_spans_members: bool = true;
     /// Lexical tokens are reduced to their English stems (index and query alike).
     stemming: bool = true;
-    /// Tokenise with Lance's `code` analyzer (identifier splitting on, original kept) instead of
-    /// ours; only for measuring one against the other (ARCHITECTURE.md, "Lexical search").
-    lance_code_tokenizer: bool = false;
     /// Extra term frequency a token gets when it is in the block's symbol name (per occurrence).
     name_tf: f32 = 2.0;
     /// Extra term frequency for a token of the file's name (stem and its parts).
@@ -73,16 +72,20 @@ weights! {
     definition_file_factor: f32 = 1.5;
     /// ... times this for each level a definition is nested deeper than the query names it.
     definition_nested_factor: f32 = 0.5;
+    /// ... times this when none of the query's qualifiers (`Foo` of `Foo.bar`) is in the
+    /// definition's qualified name or path; in proportion up to 1 as more of them are.
+    definition_unqualified_factor: f32 = 0.5;
     /// ... times this when the symbol is only mentioned inside a question in words.
     definition_in_prose_factor: f32 = 0.5;
     /// The best block of a file gets up to this share of the best fused score, in proportion to
     /// the file's share of the candidates' total score relative to the best file.
-    file_evidence_boost: f32 = 0.2;
+    file_evidence_boost: f32 = 0.35;
     /// A block whose file or folder name matches the query's keywords gets up to this share of
     /// the best fused score, in proportion to the share of keywords matched.
     path_keyword_boost: f32 = 1.0;
-    /// Letters of the shorter word a keyword and a path word may differ in after their common
-    /// prefix (of at least four letters) and still match.
+    /// A keyword and a path word match when they share a prefix of at least this many letters...
+    path_keyword_min_prefix: usize = 4;
+    /// ... and the shorter one has at most this many letters after it.
     path_keyword_slack: usize = 3;
     /// Matches below this share of keywords give nothing.
     path_keyword_min_share: f32 = 0.1;
@@ -96,10 +99,13 @@ weights! {
     compat_factor: f32 = 0.3;
     /// Multiplier for re-export barrels that define nothing themselves.
     reexport_factor: f32 = 0.5;
-    /// Multiplier for type stubs (`.d.ts`, `.pyi`).
+    /// Multiplier for type stubs (`.d.ts`, `.pyi`, TypeScript modules declaring only interfaces
+    /// and type aliases).
     type_stub_factor: f32 = 0.7;
     /// Multiplier for vendored third-party code.
     vendored_factor: f32 = 0.3;
+    /// Multiplier for generated files (lockfiles, minified bundles, generated sources).
+    generated_factor: f32 = 0.3;
     /// Each further block from a file already in the results is multiplied by this, once more per
     /// block already taken from it.
     same_file_decay: f32 = 0.5;
