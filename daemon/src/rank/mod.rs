@@ -299,8 +299,15 @@ fn merge_containers(entries: Vec<Entry>) -> Vec<Entry> {
             && member.as_bytes()[container.len()] == b'.'
     }
     let mut out: Vec<Entry> = Vec::with_capacity(entries.len());
-    let mut rest = entries.into_iter().peekable();
-    while let Some(mut head) = rest.next() {
+    // Lists still to merge, innermost last: a container's members are merged (as a list of their
+    // own) before the rest of the list it is in. A stack, not recursion, so deeply nested
+    // containers cannot overflow a thread's stack.
+    let mut lists = vec![entries.into_iter().peekable()];
+    while let Some(rest) = lists.last_mut() {
+        let Some(mut head) = rest.next() else {
+            lists.pop();
+            continue;
+        };
         let container = is_definition(&head.kind) && !head.name.is_empty();
         if !container {
             out.push(head);
@@ -330,7 +337,9 @@ fn merge_containers(entries: Vec<Entry>) -> Vec<Entry> {
         }
         out.push(head);
         // Members may be containers of their own: merge within them too.
-        out.extend(merge_containers(members));
+        if !members.is_empty() {
+            lists.push(members.into_iter().peekable());
+        }
     }
     out
 }
@@ -573,12 +582,18 @@ impl<'a> Search<'a> {
                     let extra = depth.saturating_sub(symbol.qualifiers.len() + 1);
                     boost *= weights::w().definition_nested_factor.powi(extra as i32);
                     if !symbol.qualifiers.is_empty() {
+                        // Whole components only: `io` of `io.Reader` must not match `audio.go`.
                         let qualified = e.name.to_lowercase();
                         let path = file.path.to_lowercase();
+                        let components: HashSet<&str> = qualified
+                            .split(['.', ':', '\\'])
+                            .chain(path.split('/').map(|c| c.split('.').next().unwrap_or(c)))
+                            .filter(|c| !c.is_empty())
+                            .collect();
                         let matched = symbol
                             .qualifiers
                             .iter()
-                            .filter(|q| qualified.contains(q.as_str()) || path.contains(q.as_str()))
+                            .filter(|q| components.contains(q.as_str()))
                             .count();
                         let unmatched = weights::w().definition_unqualified_factor;
                         boost *= unmatched
@@ -865,6 +880,26 @@ mod tests {
             .map(|e| (e.name.as_str(), e.start_line, e.end_line))
             .collect();
         assert_eq!(spans, [("Assoc", 1, 5), ("Assoc.Has", 10, 14)]);
+    }
+
+    #[test]
+    fn deeply_nested_split_containers_do_not_overflow_the_stack() {
+        // `class A { class A { ... } }`, each level split into its pieces: a member of the level
+        // above and a container of the level below.
+        let depth = 3000;
+        let mut name = String::from("a");
+        let mut rows = Vec::new();
+        for level in 0..depth {
+            rows.push(row("deep.rs", "class", &name, level + 1, "class A {"));
+            name.push_str(".a");
+        }
+        let built = std::thread::Builder::new()
+            .stack_size(256 * 1024)
+            .spawn(move || RepoIndex::build(rows, 2, false).entries.len())
+            .unwrap()
+            .join()
+            .expect("building the index overflowed its stack");
+        assert_eq!(built, depth as usize);
     }
 
     #[test]

@@ -145,10 +145,13 @@ fn is_path_like(s: &str) -> bool {
     }
     let s = s.trim_start_matches("./");
     if s.contains('/') {
-        return s.split('/').all(|c| {
-            c.chars()
-                .all(|ch| ch.is_alphanumeric() || "._-".contains(ch))
-        });
+        // `src/router.go` or `src/web/router`, but not `read/write` or `client/server`.
+        let last = s.rsplit('/').next().unwrap_or("");
+        return (last.contains('.') || s.matches('/').count() >= 2)
+            && s.split('/').all(|c| {
+                c.chars()
+                    .all(|ch| ch.is_alphanumeric() || "._-".contains(ch))
+            });
     }
     match s.rsplit_once('.') {
         Some((stem, ext)) => {
@@ -238,7 +241,14 @@ mod tests {
         ] {
             assert_eq!(Query::parse(q).kind, QueryKind::Path, "{q}");
         }
-        for q in ["how are hooks installed", "session", "parse the args"] {
+        assert_eq!(Query::parse("src/web/router").kind, QueryKind::Path);
+        for q in [
+            "how are hooks installed",
+            "session",
+            "parse the args",
+            "read/write",
+            "client/server",
+        ] {
             assert_eq!(Query::parse(q).kind, QueryKind::Natural, "{q}");
         }
     }
