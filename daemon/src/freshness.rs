@@ -27,9 +27,21 @@ pub struct WorkTrees {
 struct WorkTree {
     /// Set by the watcher on any change outside the git directory, cleared before each walk.
     changed: Arc<AtomicBool>,
+    /// Set when events were lost or the watch failed: the next search watches again.
+    broken: Arc<AtomicBool>,
+    /// Events seen for [`SYNC_FILE`], so a search knows the watcher has caught up.
+    synced: Arc<(Mutex<u64>, std::sync::Condvar)>,
     /// `None` when the tree could not be watched: every search walks it.
     watcher: Option<notify::RecommendedWatcher>,
+    /// The file a search touches to sync with the watcher; `None` when the git directory is
+    /// outside the watched tree (linked work trees): every search walks.
+    sync_file: Option<PathBuf>,
     git_dir: PathBuf,
+    /// Where `info/exclude` lives (the main git dir of a linked work tree).
+    common_dir: PathBuf,
+    /// Device and inode of the root when watched: a tree deleted and made again at the same
+    /// path is a new tree the old watch does not see.
+    identity: Option<(u64, u64)>,
     /// What the last complete refresh found; `None` while a walk is under way or after a failure.
     last: Mutex<Option<Known>>,
 }
@@ -51,9 +63,19 @@ struct FileStamp {
     len: u64,
     #[cfg(unix)]
     inode: u64,
+    #[cfg(unix)]
+    device: u64,
 }
 
 impl FileStamp {
+    /// Device and inode (on Unix; elsewhere always the same).
+    fn identity(&self) -> (u64, u64) {
+        #[cfg(unix)]
+        return (self.device, self.inode);
+        #[cfg(not(unix))]
+        return (0, 0);
+    }
+
     fn of(path: &Path) -> Option<FileStamp> {
         let meta = std::fs::metadata(path).ok()?;
         Some(FileStamp {
@@ -61,6 +83,8 @@ impl FileStamp {
             len: meta.len(),
             #[cfg(unix)]
             inode: std::os::unix::fs::MetadataExt::ino(&meta),
+            #[cfg(unix)]
+            device: std::os::unix::fs::MetadataExt::dev(&meta),
         })
     }
 }
@@ -83,7 +107,8 @@ impl WorkTrees {
     }
 
     /// The paths under `scopes` whose work-tree state differs from `head` (blocking: it may walk
-    /// the work tree). The first call for a work tree starts watching it.
+    /// the work tree). The first call for a work tree starts watching it; a watch that broke
+    /// (lost events, the tree deleted or made again at the same path) starts again.
     pub fn dirty(
         &self,
         root: &Path,
@@ -92,38 +117,38 @@ impl WorkTrees {
     ) -> Result<Dirty, GitError> {
         let key = root.to_string_lossy().into_owned();
         let existing = self.lock().get(&key).cloned();
-        let (tree, repo) = match existing {
-            Some(tree) => (tree, None),
-            None => {
+        let identity = FileStamp::of(root).map(|s| s.identity());
+        let tree = match existing {
+            Some(tree) if !tree.broken.load(Ordering::Acquire) && tree.identity == identity => tree,
+            _ => {
                 let repo = Repo::open(root)?;
-                let tree = Arc::new(WorkTree::watch(root, repo.git_dir()));
+                let tree = Arc::new(WorkTree::watch(root, repo.git_dir(), identity));
                 self.lock().insert(key, tree.clone());
-                (tree, Some(repo))
+                tree
             }
         };
         let stamp = Stamp {
             head: head.map(str::to_owned),
             scopes: scopes.to_vec(),
             index: FileStamp::of(&tree.git_dir.join("index")),
-            exclude: FileStamp::of(&tree.git_dir.join("info").join("exclude")),
+            exclude: FileStamp::of(&tree.common_dir.join("info").join("exclude")),
         };
-        {
-            let mut last = tree.last.lock().unwrap_or_else(|p| p.into_inner());
-            if tree.watcher.is_some() && !tree.changed.load(Ordering::Acquire) {
+        if tree.watcher.is_some() && tree.sync() {
+            let last = tree.last.lock().unwrap_or_else(|p| p.into_inner());
+            if !tree.changed.load(Ordering::Acquire) {
                 if let Some(known) = last.as_ref().filter(|k| k.stamp == stamp) {
                     return Ok(Dirty::Unchanged(known.dirty.clone()));
                 }
             }
+        }
+        {
             // Events from now on mark the tree again; until this walk's refresh completes, no
             // answer is reused.
+            let mut last = tree.last.lock().unwrap_or_else(|p| p.into_inner());
             tree.changed.store(false, Ordering::Release);
             *last = None;
         }
-        let repo = match repo {
-            Some(repo) => repo,
-            None => Repo::open(root)?,
-        };
-        let dirty = repo.dirty_paths(scopes)?;
+        let dirty = Repo::open(root)?.dirty_paths(scopes)?;
         Ok(Dirty::Walked { dirty, stamp })
     }
 
@@ -132,16 +157,6 @@ impl WorkTrees {
         if let Some(tree) = self.lock().get(root) {
             *tree.last.lock().unwrap_or_else(|p| p.into_inner()) = Some(Known { stamp, dirty });
         }
-    }
-
-    /// Stops watching `root`.
-    pub fn forget(&self, root: &str) {
-        self.lock().remove(root);
-    }
-
-    /// How many work trees are watched (the rest are walked on every search).
-    pub fn watched(&self) -> usize {
-        self.lock().values().filter(|t| t.watcher.is_some()).count()
     }
 }
 
@@ -154,57 +169,107 @@ fn watching_enabled() -> bool {
     )
 }
 
+/// Name of the file a search touches in the git directory to know the watcher has caught up.
+const SYNC_FILE: &str = "hgd-sync";
+
+/// How long a search waits for the watcher to catch up before it walks instead.
+const SYNC_WAIT: std::time::Duration = std::time::Duration::from_millis(100);
+
 impl WorkTree {
-    fn watch(root: &Path, git_dir: &Path) -> WorkTree {
+    fn watch(root: &Path, git_dir: &Path, identity: Option<(u64, u64)>) -> WorkTree {
         use notify::Watcher;
         let changed = Arc::new(AtomicBool::new(true));
+        let broken = Arc::new(AtomicBool::new(false));
+        let synced = Arc::new((Mutex::new(0u64), std::sync::Condvar::new()));
         let git_dir = git_dir
             .canonicalize()
             .unwrap_or_else(|_| git_dir.to_path_buf());
+        // A linked work tree's git dir is `<common>/worktrees/<name>`; `info/exclude` is shared.
+        let common_dir = std::fs::read_to_string(git_dir.join("commondir"))
+            .ok()
+            .map(|c| git_dir.join(c.trim()))
+            .and_then(|c| c.canonicalize().ok())
+            .unwrap_or_else(|| git_dir.clone());
+        let root_dir = root.canonicalize().unwrap_or_else(|_| root.to_path_buf());
+        let tree = |watcher| WorkTree {
+            changed: changed.clone(),
+            broken: broken.clone(),
+            synced: synced.clone(),
+            watcher,
+            sync_file: git_dir
+                .starts_with(&root_dir)
+                .then(|| git_dir.join(SYNC_FILE)),
+            git_dir: git_dir.clone(),
+            common_dir: common_dir.clone(),
+            identity,
+            last: Mutex::new(None),
+        };
         if !watching_enabled() {
-            return WorkTree {
-                changed,
-                watcher: None,
-                git_dir,
-                last: Mutex::new(None),
-            };
+            return tree(None);
         }
-        let flag = changed.clone();
+        let (flag, broke, seen) = (changed.clone(), broken.clone(), synced.clone());
         let ignored = git_dir.clone();
-        let watcher = notify::recommended_watcher(move |event: notify::Result<notify::Event>| {
-            let relevant = match event {
-                // Reads (ours included: the overlay reads dirty files) change nothing.
-                Ok(event) if matches!(event.kind, notify::EventKind::Access(_)) => false,
-                Ok(event) => {
-                    event.paths.is_empty() || event.paths.iter().any(|p| !p.starts_with(&ignored))
-                }
-                // Lost events (queue overflow) or a failing watch: assume anything changed.
-                Err(_) => true,
-            };
-            if relevant {
+        let sync_file = git_dir.join(SYNC_FILE);
+        let handler = move |event: notify::Result<notify::Event>| match event {
+            // Reads (ours included: the overlay reads dirty files) change nothing.
+            Ok(event) if matches!(event.kind, notify::EventKind::Access(_)) => {}
+            // Lost events (queue overflow): what changed is unknown, and folders made meanwhile
+            // may be unwatched; watch again from scratch.
+            Ok(event) if event.need_rescan() => {
                 flag.store(true, Ordering::Release);
+                broke.store(true, Ordering::Release);
             }
-        })
-        .and_then(|mut watcher| {
+            Ok(event) => {
+                if event.paths.iter().any(|p| p == &sync_file) {
+                    let (count, cv) = &*seen;
+                    *count.lock().unwrap_or_else(|p| p.into_inner()) += 1;
+                    cv.notify_all();
+                }
+                if event.paths.is_empty() || event.paths.iter().any(|p| !p.starts_with(&ignored)) {
+                    flag.store(true, Ordering::Release);
+                }
+            }
+            Err(_) => {
+                flag.store(true, Ordering::Release);
+                broke.store(true, Ordering::Release);
+            }
+        };
+        // Symlinks are not followed (git does not follow them either): a followed link shares
+        // its target's kernel watch, and removing the link would silently unwatch the target.
+        let config = notify::Config::default().with_follow_symlinks(false);
+        let watcher = notify::RecommendedWatcher::new(handler, config).and_then(|mut watcher| {
             watcher.watch(root, notify::RecursiveMode::Recursive)?;
             Ok(watcher)
         });
-        let watcher = match watcher {
-            Ok(watcher) => Some(watcher),
+        match watcher {
+            Ok(watcher) => tree(Some(watcher)),
             Err(e) => {
                 tracing::warn!(
                     "cannot watch {} ({e}); every search will check its files",
                     root.display()
                 );
-                None
+                tree(None)
             }
-        };
-        WorkTree {
-            changed,
-            watcher,
-            git_dir,
-            last: Mutex::new(None),
         }
+    }
+
+    /// Makes sure the watcher has handled every event of changes made before this call: touches
+    /// a file in the git directory and waits for its event (events arrive in order). False when
+    /// that cannot be known (no such file for a linked work tree, or no event in time): walk.
+    fn sync(&self) -> bool {
+        let Some(sync_file) = &self.sync_file else {
+            return false;
+        };
+        let (count, cv) = &*self.synced;
+        let before = *count.lock().unwrap_or_else(|p| p.into_inner());
+        if std::fs::write(sync_file, b"").is_err() {
+            return false;
+        }
+        let guard = count.lock().unwrap_or_else(|p| p.into_inner());
+        let (guard, _) = cv
+            .wait_timeout_while(guard, SYNC_WAIT, |n| *n == before)
+            .unwrap_or_else(|p| p.into_inner());
+        *guard != before
     }
 }
 
@@ -244,6 +309,9 @@ impl Service {
         let Some(stamp) = stamp else {
             return Ok(dirty);
         };
+        // Whatever happens below (a failed write, a cancelled search), no overlay index built
+        // before this refresh is used after it: the next search builds it from the store.
+        self.indexes.invalidate_overlay(root);
 
         let stored = self.store.overlay_files(root).await?;
         let current: HashMap<&str, &str> = files

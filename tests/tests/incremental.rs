@@ -446,7 +446,7 @@ fn uncommitted_edits_and_untracked_files_are_searched_and_ignored_files_are_not(
 /// Searches reuse what they knew about the work tree while nothing in it changed; every edit
 /// between two searches is still seen: a second edit of a file that is already dirty (the dirty
 /// paths stay the same, only the watcher can tell), a file in a folder made after the first
-/// search, and staging, which changes no file.
+/// search, an exclusion in `.git/info/exclude`, and a work tree made again at the same path.
 #[test]
 fn edits_between_searches_are_seen_at_once() {
     let hgd = Hgd::new();
@@ -484,11 +484,41 @@ fn edits_between_searches_are_seen_at_once() {
     let results = hgd.search_json(&repo.path(), "height of the tide at an hour", 3);
     assert_eq!(results[0]["file"], "tides/models/height.py", "{results:#?}");
 
-    // Staged, the edit is still uncommitted: still searched, still dirty.
-    repo.git(&["add", "-A"]);
-    let results = hgd.search_json(&repo.path(), "phase of the moon on a day", 3);
-    assert_eq!(results[0]["file"], "dates.py");
-    assert_eq!(results[0]["dirty"], true);
+    // Excluded in .git/info/exclude (inside the git directory, which the watcher ignores), the
+    // untracked file is no longer searched.
+    repo.write(".git/info/exclude", "tides/\n");
+    let found = files(&hgd.search_json(&repo.path(), "height of the tide at an hour", 5));
+    assert!(
+        !found.contains(&"tides/models/height.py".to_owned()),
+        "{found:?}"
+    );
+
+    // A work tree deleted and cloned again at the same path is watched anew.
+    let path = repo.path();
+    let copy = tempfile::tempdir().unwrap();
+    let moved = copy.path().join("old");
+    std::fs::rename(&path, &moved).unwrap();
+    let status = Command::new("git")
+        .args(["clone", "-q"])
+        .arg(&moved)
+        .arg(&path)
+        .status()
+        .unwrap();
+    assert!(status.success());
+    hgd.search_json(&path, "name of the day of the week", 3);
+    std::fs::write(
+        path.join("dates.py"),
+        "def moon_rise(day):\n    return day.replace(hour=19)\n",
+    )
+    .unwrap();
+    let results = hgd.search_json(&path, "when does the moon rise", 3);
+    assert!(
+        results[0]["content"]
+            .as_str()
+            .unwrap()
+            .contains("moon_rise"),
+        "{results:#?}"
+    );
 }
 
 /// A rebase of many commits notifies the daemon a few times at most, and the notifications that
