@@ -51,8 +51,11 @@ struct WorkTree {
 pub struct Stamp {
     head: Option<String>,
     scopes: Vec<String>,
-    /// The git index (staging changes which paths differ from HEAD without touching the tree).
+    /// The git index (staging changes which paths differ from HEAD without touching the tree),
+    /// and its trailing checksum: two writes in one second can leave the same size, time and
+    /// even inode (git renames `index.lock` over it).
     index: Option<FileStamp>,
+    index_checksum: Option<[u8; 20]>,
     /// `info/exclude` (changes which untracked files count).
     exclude: Option<FileStamp>,
 }
@@ -87,6 +90,16 @@ impl FileStamp {
             device: std::os::unix::fs::MetadataExt::dev(&meta),
         })
     }
+}
+
+/// The last 20 bytes of a file (the git index ends with the SHA-1 of its content).
+fn trailing_checksum(path: &Path) -> Option<[u8; 20]> {
+    use std::io::{Read, Seek, SeekFrom};
+    let mut file = std::fs::File::open(path).ok()?;
+    file.seek(SeekFrom::End(-20)).ok()?;
+    let mut sum = [0u8; 20];
+    file.read_exact(&mut sum).ok()?;
+    Some(sum)
 }
 
 struct Known {
@@ -131,6 +144,7 @@ impl WorkTrees {
             head: head.map(str::to_owned),
             scopes: scopes.to_vec(),
             index: FileStamp::of(&tree.git_dir.join("index")),
+            index_checksum: trailing_checksum(&tree.git_dir.join("index")),
             exclude: FileStamp::of(&tree.common_dir.join("info").join("exclude")),
         };
         if tree.watcher.is_some() && tree.sync() {
