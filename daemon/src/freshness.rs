@@ -19,9 +19,10 @@ use crate::service::{Service, ServiceError};
 use crate::store::{BlobKey, Layer};
 
 /// The watched work trees, by canonical root.
-#[derive(Default)]
 pub struct WorkTrees {
     trees: Mutex<HashMap<String, Arc<WorkTree>>>,
+    /// The daemon's home: its own writes (store, logs) inside a watched tree are not edits.
+    home: PathBuf,
 }
 
 struct WorkTree {
@@ -115,6 +116,13 @@ pub enum Dirty {
 }
 
 impl WorkTrees {
+    pub fn new(home: &Path) -> WorkTrees {
+        WorkTrees {
+            trees: Mutex::default(),
+            home: home.canonicalize().unwrap_or_else(|_| home.to_path_buf()),
+        }
+    }
+
     fn lock(&self) -> std::sync::MutexGuard<'_, HashMap<String, Arc<WorkTree>>> {
         self.trees.lock().unwrap_or_else(|p| p.into_inner())
     }
@@ -135,7 +143,7 @@ impl WorkTrees {
             Some(tree) if !tree.broken.load(Ordering::Acquire) && tree.identity == identity => tree,
             _ => {
                 let repo = Repo::open(root)?;
-                let tree = Arc::new(WorkTree::watch(root, repo.git_dir(), identity));
+                let tree = Arc::new(WorkTree::watch(root, repo.git_dir(), &self.home, identity));
                 self.lock().insert(key, tree.clone());
                 tree
             }
@@ -190,7 +198,7 @@ const SYNC_FILE: &str = "hgd-sync";
 const SYNC_WAIT: std::time::Duration = std::time::Duration::from_millis(100);
 
 impl WorkTree {
-    fn watch(root: &Path, git_dir: &Path, identity: Option<(u64, u64)>) -> WorkTree {
+    fn watch(root: &Path, git_dir: &Path, home: &Path, identity: Option<(u64, u64)>) -> WorkTree {
         use notify::Watcher;
         let changed = Arc::new(AtomicBool::new(true));
         let broken = Arc::new(AtomicBool::new(false));
@@ -222,7 +230,7 @@ impl WorkTree {
             return tree(None);
         }
         let (flag, broke, seen) = (changed.clone(), broken.clone(), synced.clone());
-        let ignored = git_dir.clone();
+        let ignored = [git_dir.clone(), home.to_path_buf()];
         let sync_file = git_dir.join(SYNC_FILE);
         let handler = move |event: notify::Result<notify::Event>| match event {
             // Reads (ours included: the overlay reads dirty files) change nothing.
@@ -239,7 +247,12 @@ impl WorkTree {
                     *count.lock().unwrap_or_else(|p| p.into_inner()) += 1;
                     cv.notify_all();
                 }
-                if event.paths.is_empty() || event.paths.iter().any(|p| !p.starts_with(&ignored)) {
+                if event.paths.is_empty()
+                    || event
+                        .paths
+                        .iter()
+                        .any(|p| !ignored.iter().any(|i| p.starts_with(i)))
+                {
                     flag.store(true, Ordering::Release);
                 }
             }
@@ -298,7 +311,14 @@ impl Service {
         root: &str,
         head: Option<&str>,
     ) -> Result<Vec<String>, ServiceError> {
-        let _guard = self.overlay_lock.lock().await;
+        let lock = self
+            .overlay_locks
+            .lock()
+            .unwrap_or_else(|p| p.into_inner())
+            .entry(root.to_owned())
+            .or_default()
+            .clone();
+        let _guard = lock.lock().await;
         let Some(scopes) = self.scopes(root) else {
             return Ok(Vec::new());
         };

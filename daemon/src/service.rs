@@ -120,8 +120,9 @@ pub struct Service {
     unoptimized_rows: AtomicU64,
     jobs_since_optimize: AtomicU64,
     job_cancel: Arc<AtomicBool>,
-    /// One overlay refresh at a time (concurrent searches would embed the same edits twice).
-    pub(crate) overlay_lock: tokio::sync::Mutex<()>,
+    /// One overlay refresh at a time per repository (concurrent searches would embed the same
+    /// edits twice); other repositories' searches do not wait.
+    pub(crate) overlay_locks: Mutex<HashMap<String, Arc<tokio::sync::Mutex<()>>>>,
     /// Serialises writes of repository records (see [`Service::persist`]).
     persist_lock: tokio::sync::Mutex<()>,
     pub shutdown: CancellationToken,
@@ -165,6 +166,7 @@ impl Service {
             },
             blocks_embedded: blocks_embedded.clone(),
         };
+        let work_trees = Arc::new(WorkTrees::new(home.root()));
         let mut repos = HashMap::new();
         for record in store.repos().await? {
             repos.insert(record.root.clone(), RepoEntry::new(record));
@@ -175,7 +177,7 @@ impl Service {
             embedder,
             indexes: Indexes::default(),
             indexer,
-            work_trees: Arc::new(WorkTrees::default()),
+            work_trees,
             repos: Mutex::new(repos),
             queue: Mutex::new(VecDeque::new()),
             queued: Notify::new(),
@@ -185,7 +187,7 @@ impl Service {
             unoptimized_rows: AtomicU64::new(0),
             jobs_since_optimize: AtomicU64::new(0),
             job_cancel: Arc::new(AtomicBool::new(false)),
-            overlay_lock: tokio::sync::Mutex::new(()),
+            overlay_locks: Mutex::new(HashMap::new()),
             persist_lock: tokio::sync::Mutex::new(()),
             shutdown,
         });
