@@ -43,6 +43,8 @@ struct WorkTree {
     /// Device and inode of the root when watched: a tree deleted and made again at the same
     /// path is a new tree the old watch does not see.
     identity: Option<(u64, u64)>,
+    /// When a search last asked about this tree (idle watches are released).
+    used: Mutex<std::time::Instant>,
     /// What the last complete refresh found; `None` while a walk is under way or after a failure.
     last: Mutex<Option<Known>>,
 }
@@ -137,7 +139,16 @@ impl WorkTrees {
         scopes: &[String],
     ) -> Result<Dirty, GitError> {
         let key = root.to_string_lossy().into_owned();
-        let existing = self.lock().get(&key).cloned();
+        let existing = {
+            let mut trees = self.lock();
+            // A watch costs kernel resources and a thread: release those of trees nobody
+            // searched for a while (the next search there walks and watches again).
+            trees.retain(|k, t| {
+                k == &key
+                    || t.used.lock().unwrap_or_else(|p| p.into_inner()).elapsed() < WATCH_IDLE_LIMIT
+            });
+            trees.get(&key).cloned()
+        };
         let identity = FileStamp::of(root).map(|s| s.identity());
         let tree = match existing {
             Some(tree) if !tree.broken.load(Ordering::Acquire) && tree.identity == identity => tree,
@@ -148,6 +159,7 @@ impl WorkTrees {
                 tree
             }
         };
+        *tree.used.lock().unwrap_or_else(|p| p.into_inner()) = std::time::Instant::now();
         let stamp = Stamp {
             head: head.map(str::to_owned),
             scopes: scopes.to_vec(),
@@ -191,6 +203,59 @@ fn watching_enabled() -> bool {
     )
 }
 
+/// The kind of file system under `path` when it is one whose changes can come from elsewhere
+/// without local change notifications (network and FUSE mounts, a Windows drive under WSL).
+#[cfg(target_os = "linux")]
+fn remote_file_system(path: &Path) -> Option<&'static str> {
+    use std::os::unix::ffi::OsStrExt;
+    let c_path = std::ffi::CString::new(path.as_os_str().as_bytes()).ok()?;
+    let mut stat: libc::statfs = unsafe { std::mem::zeroed() };
+    // SAFETY: a NUL-terminated path and a zeroed statfs the call fills in.
+    if unsafe { libc::statfs(c_path.as_ptr(), &mut stat) } != 0 {
+        return None;
+    }
+    match stat.f_type as u64 {
+        0x6969 => Some("NFS"),
+        0x517B => Some("SMB"),
+        0xFF53_4D42 => Some("CIFS"),
+        0xFE53_4D42 => Some("SMB2"),
+        0x6573_5546 => Some("FUSE"),
+        0x0102_1997 => Some("9p"),
+        0x0BD0_0BD0 => Some("Lustre"),
+        0x0000_5346_414F => Some("AFS"),
+        _ => None,
+    }
+}
+
+#[cfg(target_os = "macos")]
+fn remote_file_system(path: &Path) -> Option<&'static str> {
+    use std::os::unix::ffi::OsStrExt;
+    let c_path = std::ffi::CString::new(path.as_os_str().as_bytes()).ok()?;
+    let mut stat: libc::statfs = unsafe { std::mem::zeroed() };
+    // SAFETY: a NUL-terminated path and a zeroed statfs the call fills in.
+    if unsafe { libc::statfs(c_path.as_ptr(), &mut stat) } != 0 {
+        return None;
+    }
+    // SAFETY: f_fstypename is a NUL-terminated C string within the struct.
+    let name = unsafe { std::ffi::CStr::from_ptr(stat.f_fstypename.as_ptr()) };
+    match name.to_bytes() {
+        b"nfs" => Some("NFS"),
+        b"smbfs" => Some("SMB"),
+        b"afpfs" => Some("AFP"),
+        b"webdav" => Some("WebDAV"),
+        b"macfuse" | b"osxfuse" => Some("FUSE"),
+        _ => None,
+    }
+}
+
+#[cfg(not(any(target_os = "linux", target_os = "macos")))]
+fn remote_file_system(_path: &Path) -> Option<&'static str> {
+    None
+}
+
+/// A work tree not searched for this long is no longer watched.
+const WATCH_IDLE_LIMIT: std::time::Duration = std::time::Duration::from_secs(30 * 60);
+
 /// Name of the file a search touches in the git directory to know the watcher has caught up.
 const SYNC_FILE: &str = "hgd-sync";
 
@@ -224,9 +289,17 @@ impl WorkTree {
             git_dir: git_dir.clone(),
             common_dir: common_dir.clone(),
             identity,
+            used: Mutex::new(std::time::Instant::now()),
             last: Mutex::new(None),
         };
         if !watching_enabled() {
+            return tree(None);
+        }
+        if let Some(kind) = remote_file_system(root) {
+            tracing::info!(
+                "{} is on {kind}, whose changes from other machines raise no events; every search will check its files",
+                root.display()
+            );
             return tree(None);
         }
         let (flag, broke, seen) = (changed.clone(), broken.clone(), synced.clone());
