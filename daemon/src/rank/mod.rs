@@ -796,6 +796,10 @@ mod tests {
     }
 
     fn search(index: &RepoIndex, q: &str) -> Vec<String> {
+        search_with(index, q, Rules::default())
+    }
+
+    fn search_with(index: &RepoIndex, q: &str, rules: Rules) -> Vec<String> {
         let query = Query::parse(q);
         let hidden = HashSet::new();
         let s = Search {
@@ -807,7 +811,7 @@ mod tests {
             vector: None,
             mode: Mode::Lexical,
             limit: 5,
-            rules: Rules::default(),
+            rules,
         };
         s.run()
             .into_iter()
@@ -880,6 +884,73 @@ mod tests {
             .map(|e| (e.name.as_str(), e.start_line, e.end_line))
             .collect();
         assert_eq!(spans, [("Assoc", 1, 5), ("Assoc.Has", 10, 14)]);
+    }
+
+    #[test]
+    fn tests_rank_below_the_code_they_test_unless_asked_for() {
+        let rows = vec![
+            row(
+                "tests/test_durations.py",
+                "function",
+                "test_parse_duration",
+                1,
+                "def test_parse_duration():\n    assert parse_duration('1h30m') == 5400\n    assert parse_duration('45s') == 45",
+            ),
+            row(
+                "src/durations.py",
+                "function",
+                "parse_duration",
+                1,
+                "def parse_duration(text):\n    return sum(int(n) * UNITS[u] for n, u in pairs(text))",
+            ),
+        ];
+        let index = RepoIndex::build(rows, 2, false);
+        assert_eq!(search(&index, "parse a duration")[0], "src/durations.py");
+        let without_roles = Rules::without("roles").unwrap();
+        assert_eq!(
+            search_with(&index, "parse a duration", without_roles)[0],
+            "tests/test_durations.py",
+            "the test names the function more often: only its role ranks it down"
+        );
+        assert_eq!(
+            search(&index, "tests for parsing a duration")[0],
+            "tests/test_durations.py"
+        );
+    }
+
+    #[test]
+    fn a_second_file_answers_before_a_third_block_of_the_first() {
+        let mut rows: Vec<BlockRow> = (0..3)
+            .map(|i| {
+                row(
+                    "cache.go",
+                    "function",
+                    &format!("evict{i}"),
+                    1 + 10 * i,
+                    "func evict() {\n    // evict the least recently used cache entry\n    evict(cache.oldest)\n}",
+                )
+            })
+            .collect();
+        rows.push(row(
+            "lru.go",
+            "function",
+            "drop",
+            1,
+            "func drop() {\n    // evict an entry from the cache\n}",
+        ));
+        let index = RepoIndex::build(rows, 2, false);
+        let found = search(&index, "evict the least recently used cache entry");
+        assert_eq!(found[0], "cache.go");
+        assert!(
+            found[..3].contains(&"lru.go".to_owned()),
+            "another file within the first three: {found:?}"
+        );
+        let found = search_with(
+            &index,
+            "evict the least recently used cache entry",
+            Rules::without("diversity").unwrap(),
+        );
+        assert_eq!(found[..3], ["cache.go", "cache.go", "cache.go"]);
     }
 
     #[test]
