@@ -114,7 +114,12 @@ struct Known {
 /// refresh saw (so the overlay needs no work).
 pub enum Dirty {
     Unchanged(Vec<String>),
-    Walked { dirty: Vec<String>, stamp: Stamp },
+    /// Walked now: the repository it was walked with reads the dirty files next.
+    Walked {
+        dirty: Vec<String>,
+        stamp: Stamp,
+        repo: Box<Repo>,
+    },
 }
 
 impl WorkTrees {
@@ -182,8 +187,13 @@ impl WorkTrees {
             tree.changed.store(false, Ordering::Release);
             *last = None;
         }
-        let dirty = Repo::open(root)?.dirty_paths(scopes)?;
-        Ok(Dirty::Walked { dirty, stamp })
+        let repo = Repo::open(root)?;
+        let dirty = repo.dirty_paths(scopes)?;
+        Ok(Dirty::Walked {
+            dirty,
+            stamp,
+            repo: Box::new(repo),
+        })
     }
 
     /// The overlay now matches a walk: later searches may reuse it until something changes.
@@ -203,18 +213,21 @@ fn watching_enabled() -> bool {
     )
 }
 
-/// The kind of file system under `path` when it is one whose changes can come from elsewhere
-/// without local change notifications (network and FUSE mounts, a Windows drive under WSL).
-#[cfg(target_os = "linux")]
-fn remote_file_system(path: &Path) -> Option<&'static str> {
+/// The file-system statistics of `path`.
+#[cfg(any(target_os = "linux", target_os = "macos"))]
+fn statfs(path: &Path) -> Option<libc::statfs> {
     use std::os::unix::ffi::OsStrExt;
     let c_path = std::ffi::CString::new(path.as_os_str().as_bytes()).ok()?;
     let mut stat: libc::statfs = unsafe { std::mem::zeroed() };
     // SAFETY: a NUL-terminated path and a zeroed statfs the call fills in.
-    if unsafe { libc::statfs(c_path.as_ptr(), &mut stat) } != 0 {
-        return None;
-    }
-    match stat.f_type as u64 {
+    (unsafe { libc::statfs(c_path.as_ptr(), &mut stat) } == 0).then_some(stat)
+}
+
+/// The kind of file system under `path` when it is one whose changes can come from elsewhere
+/// without local change notifications (network and FUSE mounts, a Windows drive under WSL).
+#[cfg(target_os = "linux")]
+fn remote_file_system(path: &Path) -> Option<&'static str> {
+    match statfs(path)?.f_type as u64 {
         0x6969 => Some("NFS"),
         0x517B => Some("SMB"),
         0xFF53_4D42 => Some("CIFS"),
@@ -222,20 +235,14 @@ fn remote_file_system(path: &Path) -> Option<&'static str> {
         0x6573_5546 => Some("FUSE"),
         0x0102_1997 => Some("9p"),
         0x0BD0_0BD0 => Some("Lustre"),
-        0x0000_5346_414F => Some("AFS"),
+        0x5346_414F => Some("AFS"),
         _ => None,
     }
 }
 
 #[cfg(target_os = "macos")]
 fn remote_file_system(path: &Path) -> Option<&'static str> {
-    use std::os::unix::ffi::OsStrExt;
-    let c_path = std::ffi::CString::new(path.as_os_str().as_bytes()).ok()?;
-    let mut stat: libc::statfs = unsafe { std::mem::zeroed() };
-    // SAFETY: a NUL-terminated path and a zeroed statfs the call fills in.
-    if unsafe { libc::statfs(c_path.as_ptr(), &mut stat) } != 0 {
-        return None;
-    }
+    let stat = statfs(path)?;
     // SAFETY: f_fstypename is a NUL-terminated C string within the struct.
     let name = unsafe { std::ffi::CStr::from_ptr(stat.f_fstypename.as_ptr()) };
     match name.to_bytes() {
@@ -401,8 +408,7 @@ impl Service {
         let (dirty, stamp, files) = tokio::task::spawn_blocking(move || {
             match trees.dirty(&root_path, head.as_deref(), &scopes)? {
                 Dirty::Unchanged(dirty) => Ok::<_, GitError>((dirty, None, Vec::new())),
-                Dirty::Walked { dirty, stamp } => {
-                    let repo = Repo::open(&root_path)?;
+                Dirty::Walked { dirty, stamp, repo } => {
                     let files: Vec<(String, String, String)> = dirty
                         .iter()
                         .filter_map(|p| repo.read_worktree_text(p).map(|(t, o)| (p.clone(), t, o)))

@@ -160,12 +160,17 @@ fn class_named_test(file: &str, ext: &str) -> bool {
         "scala" => &["Test", "Tests", "Spec", "Suite"],
         _ => return false,
     };
-    let Some(name) = file.strip_suffix(&format!(".{ext}")) else {
-        return false;
-    };
-    suffixes
-        .iter()
-        .any(|s| name.ends_with(s) && name.len() > s.len())
+    named_with_suffix(file, ext, suffixes)
+}
+
+/// Whether the file name, less its extension, ends with one of `suffixes` after something else
+/// (`ParserTest.java` ends with `Test`; `Test.java` does not).
+fn named_with_suffix(file: &str, ext: &str, suffixes: &[&str]) -> bool {
+    file.strip_suffix(&format!(".{ext}")).is_some_and(|name| {
+        suffixes
+            .iter()
+            .any(|s| name.ends_with(s) && name.len() > s.len())
+    })
 }
 
 /// Files tools write, by name: lockfiles, minified bundles, protocol-buffer and other generated
@@ -202,10 +207,7 @@ fn is_benchmark_file(file: &str, stem: &str, ext: &str) -> bool {
         || stem.ends_with(".bench")
         || stem.starts_with("bench_")
         || stem.starts_with("benchmark_")
-        || ["Benchmark", "Benchmarks"].iter().any(|s| {
-            file.strip_suffix(&format!(".{ext}"))
-                .is_some_and(|f| f.ends_with(s) && f.len() > s.len())
-        })
+        || named_with_suffix(file, ext, &["Benchmark", "Benchmarks"])
 }
 
 #[cfg(test)]
