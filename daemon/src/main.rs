@@ -241,6 +241,11 @@ fn chunk_files(files: &[std::path::PathBuf], texts_only: bool) -> Result<()> {
 }
 
 fn run_daemon(home: Home) -> Result<()> {
+    let rules = hgd_daemon::rank::Rules::from_env().map_err(anyhow::Error::msg)?;
+    if let Some(rules) = rules {
+        hgd_daemon::rank::Rules::configure(rules);
+        tracing::warn!("ranking without some rules (HGD_RANK_WITHOUT): {rules:?}");
+    }
     let _lock = server::lock_home(&home)?;
     let runtime = tokio::runtime::Builder::new_multi_thread()
         .enable_all()

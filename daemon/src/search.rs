@@ -95,7 +95,7 @@ pub async fn search(
         vector: vector.as_deref(),
         mode: request.mode,
         limit: request.limit,
-        rules: Rules::default(),
+        rules: Rules::configured(),
     };
     let hits = search
         .run()

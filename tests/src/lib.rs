@@ -53,6 +53,8 @@ pub struct Hgd {
     pub dir: tempfile::TempDir,
     runtime: PathBuf,
     model: PathBuf,
+    /// Extra environment for every command (and so for the daemon the client starts).
+    env: Vec<(String, String)>,
 }
 
 impl Default for Hgd {
@@ -71,7 +73,14 @@ impl Hgd {
                 .expect("temp dir"),
             runtime,
             model,
+            env: Vec::new(),
         }
+    }
+
+    /// The same installation with `key=value` in every command's environment.
+    pub fn with_env(mut self, key: &str, value: &str) -> Hgd {
+        self.env.push((key.to_owned(), value.to_owned()));
+        self
     }
 
     pub fn home(&self) -> PathBuf {
@@ -91,7 +100,11 @@ impl Hgd {
             .env("HGD_DAEMON_BIN", bin("hgd-daemon"))
             .env("HGD_THREADS", "1")
             .env("NO_COLOR", "1")
-            .env_remove("HGD_LOG");
+            .env_remove("HGD_LOG")
+            .env_remove("HGD_RANK_WITHOUT");
+        for (key, value) in &self.env {
+            cmd.env(key, value);
+        }
         cmd
     }
 

@@ -1,8 +1,9 @@
-//! Ranking regression: a small multi-language repository and 29 queries of the three kinds a
-//! user asks (a symbol, what some code does, how a part of the system works), including a method
-//! named with its class beside a same-named function, a class long enough to be split and one of
-//! its methods, a path, and a question that asks for tests. The block that
-//! answers each must be in the top 3, so a ranking change that breaks one fails here.
+//! Ranking regression: a small multi-language repository and 30 queries of the three kinds a
+//! user asks (a symbol, what some code does, how a part of the system works). The block that
+//! answers each of 25 must be in the top 3. Five more each need one ranking rule (a method named
+//! with its class beside a same-named function, a method of a generic impl, a method of a class
+//! long enough to be split, a path, a question that asks for tests) and sit beside a distractor
+//! that wins without it: the right block, by name, must come first.
 
 use hgd_tests::{GitRepo, Hgd};
 
@@ -357,6 +358,56 @@ func (c *LRU) RemoveOldest() {
 "#,
         ),
         (
+            "lib/permalink.rb",
+            r#"# Builds permalinks from slugs: the slug of a post's title under its category's slug.
+class Permalink
+  def initialize(title, category_slug)
+    @slug = Text.slugify(title)
+    @category_slug = category_slug
+  end
+
+  def path
+    "/#{@category_slug}/#{@slug}"
+  end
+end
+"#,
+        ),
+        // Callers that name the symbols of the qualified-member cases more often than their
+        // definitions do.
+        (
+            "src/middleware.py",
+            r#"from src.ratelimit import RateLimiter
+
+
+def allow_request(limiter: RateLimiter, request):
+    """Ask the RateLimiter to allow the request; always allow health checks."""
+    if request.path == "/health":
+        return True
+    return limiter.allow()
+"#,
+        ),
+        (
+            "core/src/pool.rs",
+            r#"use crate::queue::BoundedQueue;
+
+/// Push onto a BoundedQueue: BoundedQueue::push, or drop the job when the BoundedQueue is full.
+pub fn push_to_bounded_queue(queue: &mut BoundedQueue<u32>, job: u32) -> bool {
+    queue.push(job).is_ok()
+}
+"#,
+        ),
+        (
+            "src/audit.py",
+            r#"from src.ledger import InventoryLedger
+
+
+def nightly_audit(ledger: InventoryLedger, counted):
+    """Reconcile the InventoryLedger balances with tonight's count (reconcile_balances)."""
+    ledger.reconcile_balances(counted)
+    return len(ledger.journal)
+"#,
+        ),
+        (
             "src/acl.py",
             r#"def allow(user, action):
     """Whether the user's role grants the action."""
@@ -417,23 +468,8 @@ const CASES: &[(&str, &str, &str)] = &[
     ("slugify", "lib/slug.rb", "def self.slugify"),
     ("TokenStore", "client/auth.ts", "export class TokenStore"),
     ("load_config", "src/config.py", "def load_config"),
-    // A method of a short class, with a same-named function elsewhere.
-    ("RateLimiter.allow", "src/ratelimit.py", "def allow(self)"),
-    // A long class, and a method of it.
+    // A long class.
     ("InventoryLedger", "src/ledger.py", "class InventoryLedger"),
-    (
-        "InventoryLedger.reconcile_balances",
-        "src/ledger.py",
-        "def reconcile_balances",
-    ),
-    // A path.
-    ("lib/slug.rb", "lib/slug.rb", "def self.slugify"),
-    // Tests, asked for.
-    (
-        "tests for evicting cache entries",
-        "server/cache_test.go",
-        "func TestEvict",
-    ),
     // What some code does.
     (
         "convert a text like 1h30m into seconds",
@@ -509,6 +545,62 @@ const CASES: &[(&str, &str, &str)] = &[
     ),
 ];
 
+/// Queries one ranking rule answers, each beside a distractor that wins without that rule:
+/// (query, file, the name of the block that must come first, the rule).
+const FIRST: &[(&str, &str, &str, &str)] = &[
+    // A method of a short class, with a same-named function elsewhere (src/acl.py): the class.
+    (
+        "RateLimiter.allow",
+        "src/ratelimit.py",
+        "RateLimiter",
+        "definitions",
+    ),
+    // A method of a generic impl: the impl that holds it, not the struct.
+    (
+        "BoundedQueue::push",
+        "core/src/queue.rs",
+        "BoundedQueue<T>",
+        "definitions",
+    ),
+    // A method of a long class, split into members: the method itself, not the class (no rule
+    // needed: the member is an entry of its own, named after its class).
+    (
+        "InventoryLedger.reconcile_balances",
+        "src/ledger.py",
+        "InventoryLedger.reconcile_balances",
+        "",
+    ),
+    // A path, beside lib/permalink.rb, which says "slug" more often.
+    ("lib/slug.rb", "lib/slug.rb", "Text", "path_query"),
+    // Tests, asked for, beside the implementation they test.
+    (
+        "tests for evicting cache entries",
+        "server/cache_test.go",
+        "TestEvict",
+        "asks_for",
+    ),
+];
+
+/// The first result of each query in `FIRST`, as "file name".
+fn firsts(hgd: &Hgd, repo: &GitRepo) -> Vec<String> {
+    FIRST
+        .iter()
+        .map(|(query, ..)| {
+            let results = hgd.search_json(&repo.path(), query, 3);
+            results
+                .first()
+                .map(|r| {
+                    format!(
+                        "{} {}",
+                        r["file"].as_str().unwrap_or(""),
+                        r["name"].as_str().unwrap_or("")
+                    )
+                })
+                .unwrap_or_default()
+        })
+        .collect()
+}
+
 #[test]
 fn every_query_finds_its_block_in_the_top_three() {
     let hgd = Hgd::new();
@@ -541,11 +633,43 @@ fn every_query_finds_its_block_in_the_top_three() {
             failures.push(format!("{query:?}: want {file}:{line}, got {got:?}"));
         }
     }
+    for ((query, file, name, _), got) in FIRST.iter().zip(firsts(&hgd, &repo)) {
+        if got != format!("{file} {name}") {
+            failures.push(format!("{query:?}: want {file} {name} first, got {got}"));
+        }
+    }
     assert!(
         failures.is_empty(),
         "{} of {} queries missed:\n{}",
         failures.len(),
-        CASES.len(),
+        CASES.len() + FIRST.len(),
         failures.join("\n")
+    );
+}
+
+/// Each query of `FIRST` that names a rule needs it: with that rule off, something else comes
+/// first.
+#[test]
+fn each_rule_case_fails_without_its_rule() {
+    let repo = project();
+    let mut rules: Vec<&str> = FIRST
+        .iter()
+        .map(|case| case.3)
+        .filter(|rule| !rule.is_empty())
+        .collect();
+    rules.dedup();
+    let mut still_first = Vec::new();
+    for rule in rules {
+        let hgd = Hgd::new().with_env("HGD_RANK_WITHOUT", rule);
+        hgd.index(&repo.path());
+        for ((query, file, name, needs), got) in FIRST.iter().zip(firsts(&hgd, &repo)) {
+            if *needs == rule && got == format!("{file} {name}") {
+                still_first.push(format!("{query:?} without {rule}"));
+            }
+        }
+    }
+    assert!(
+        still_first.is_empty(),
+        "these cases do not test their rule: {still_first:?}"
     );
 }

@@ -1,7 +1,8 @@
 //! Retrieval and ranking over one repository's blocks, held in memory: code-aware BM25, exact
 //! nearest neighbours over the block vectors, a name index of definitions, then a ranking stage
-//! (fusion by query type, definition and path evidence, file roles, diversity). Every constant
-//! lives in [`weights`].
+//! (fusion by query type, definition and path evidence, file roles, diversity). Every weight
+//! lives in [`weights`]; a few structural limits stay where they are used (how many lines mark
+//! a generated file, what length an extension or keyword has).
 //!
 //! The index groups the windows of one long definition into one entry: lexical search sees the
 //! whole definition, the vector channel scores it by its best window, and a result is always the
@@ -41,6 +42,8 @@ pub struct Rules {
     pub path_keywords: bool,
     /// Tests, docs, examples and the like rank below implementation code.
     pub roles: bool,
+    /// ... unless the query asks for them ("tests for ...").
+    pub asks_for: bool,
     /// Further blocks of a file already in the results decay.
     pub diversity: bool,
     /// Fuse by a blend of each candidate's rank and its normalised score (`rank_in_fusion`);
@@ -58,13 +61,37 @@ impl Default for Rules {
             path_query: true,
             path_keywords: true,
             roles: true,
+            asks_for: true,
             diversity: true,
             convex_fusion: true,
         }
     }
 }
 
+static CONFIGURED: std::sync::OnceLock<Rules> = std::sync::OnceLock::new();
+
 impl Rules {
+    /// The rules a daemon searches with: all, unless [`Rules::configure`] said otherwise.
+    pub fn configured() -> Rules {
+        CONFIGURED.get().copied().unwrap_or_default()
+    }
+
+    /// Sets the daemon's rules once, at start.
+    pub fn configure(rules: Rules) {
+        let _ = CONFIGURED.set(rules);
+    }
+
+    /// All rules but those named in `HGD_RANK_WITHOUT`, when set: a diagnostic (which rule put a
+    /// result where it is), and how the quality test shows that each rule it relies on matters.
+    pub fn from_env() -> Result<Option<Rules>, String> {
+        match std::env::var("HGD_RANK_WITHOUT") {
+            Ok(names) => Rules::without(&names)
+                .map(Some)
+                .map_err(|e| format!("HGD_RANK_WITHOUT: {e}")),
+            Err(_) => Ok(None),
+        }
+    }
+
     /// All rules but those named (comma-separated).
     pub fn without(names: &str) -> Result<Rules, String> {
         let mut r = Rules::default();
@@ -77,6 +104,7 @@ impl Rules {
                 "path_query" => &mut r.path_query,
                 "path_keywords" => &mut r.path_keywords,
                 "roles" => &mut r.roles,
+                "asks_for" => &mut r.asks_for,
                 "diversity" => &mut r.diversity,
                 "convex_fusion" => &mut r.convex_fusion,
                 other => return Err(format!("no rule named {other}")),
@@ -115,6 +143,8 @@ pub struct Entry {
 
 struct FileInfo {
     role: Role,
+    /// This file's entries (contiguous: entries are sorted by file).
+    entries: std::ops::Range<u32>,
     /// Lowercase file name without extension.
     stem: String,
     /// Words of the file name and of its folder, for matching query keywords.
@@ -164,10 +194,16 @@ impl RepoIndex {
         // Lines of the entry being assembled, so overlapping windows merge into one text.
         let mut lines: BTreeMap<u32, String> = BTreeMap::new();
         let finish = |entry: &mut Entry, lines: &mut BTreeMap<u32, String>| {
-            entry.content = std::mem::take(lines)
-                .into_values()
-                .collect::<Vec<_>>()
-                .join("\n");
+            // Blank lines between two windows are in neither: keep them, so that line numbers
+            // counted from the entry's first line stay right.
+            let mut text: Vec<String> = Vec::with_capacity(lines.len());
+            let mut next = lines.keys().next().copied().unwrap_or(0);
+            for (n, line) in std::mem::take(lines) {
+                text.extend(std::iter::repeat_n(String::new(), (n - next) as usize));
+                text.push(line);
+                next = n + 1;
+            }
+            entry.content = text.join("\n");
         };
         for (i, row) in rows.into_iter().enumerate() {
             let same_file = files.last().is_some_and(|f| *f.path == *row.path);
@@ -176,6 +212,9 @@ impl RepoIndex {
             }
             let continues = same_file
                 && weights::w().whole_definitions
+                // Windows of a file without a grammar (data, config, plain text) are slices
+                // with no unit to restore: merged, a large file would become one result.
+                && row.kind != "text"
                 && entries.last().is_some_and(|e| {
                     e.kind == row.kind && e.name == row.name && row.start_line <= e.end_line + 1
                 });
@@ -230,6 +269,12 @@ impl RepoIndex {
         ];
         let mut definitions: HashMap<String, Vec<u32>> = HashMap::new();
         for (i, e) in entries.iter().enumerate() {
+            let range = &mut files[e.file as usize].entries;
+            if range.start == range.end {
+                *range = i as u32..i as u32 + 1;
+            } else {
+                range.end = i as u32 + 1;
+            }
             if e.start_line <= 2 && paths::says_generated(&e.content) {
                 facts[e.file as usize].generated_marker = true;
             }
@@ -237,11 +282,9 @@ impl RepoIndex {
                 let f = &mut facts[e.file as usize];
                 f.has_definitions = true;
                 f.declarations_only &= matches!(e.kind.as_str(), "interface" | "type");
-                let last = e.name.rsplit(['.', ':', '>']).next().unwrap_or(&e.name);
-                definitions
-                    .entry(last.to_lowercase())
-                    .or_default()
-                    .push(i as u32);
+                if let Some(last) = name_components(&e.name).pop() {
+                    definitions.entry(last).or_default().push(i as u32);
+                }
             }
         }
         let mut file_names: HashMap<String, Vec<u32>> = HashMap::new();
@@ -363,6 +406,7 @@ impl FileInfo {
         name_words.extend(tokens::tokens(parent));
         FileInfo {
             role: Role::default(),
+            entries: 0..0,
             stem,
             name_words,
             path,
@@ -533,8 +577,11 @@ impl<'a> Search<'a> {
         // With no positive score (nothing matched), boosts are scaled to a first rank's value.
         let best = if best > 0.0 { best } else { 1.0 };
         // File evidence: several good blocks in one file lift that file's best block.
+        // In entry order, so that sums and ties do not depend on the map's order.
+        let mut candidates: Vec<(Found, f32)> = fused.iter().map(|(&f, &s)| (f, s)).collect();
+        candidates.sort_by_key(|(f, _)| (f.dirty, f.entry));
         let mut per_file: HashMap<(bool, u32), (f32, Found, f32)> = HashMap::new();
-        for (&f, &s) in fused.iter() {
+        for (f, s) in candidates {
             let file = self.entry(f).file;
             let slot = per_file.entry((f.dirty, file)).or_insert((0.0, f, s));
             slot.0 += s;
@@ -566,8 +613,11 @@ impl<'a> Search<'a> {
                     if !self.allowed(dirty, e) {
                         continue;
                     }
-                    held_by_name |=
-                        holder.is_some_and(|h| e.name.to_lowercase().contains(h.as_str()));
+                    let named = name_components(&e.name);
+                    // Held by the holder when the component before the symbol is the holder's
+                    // name (`HashMap.get` is not held by `Map`).
+                    held_by_name |= holder
+                        .is_some_and(|h| named.len() >= 2 && named[named.len() - 2] == h.as_str());
                     let file = &index.files[e.file as usize];
                     let mut boost = weights::w().definition_boost;
                     if stem_names(&file.stem, &key) {
@@ -578,15 +628,15 @@ impl<'a> Search<'a> {
                     }
                     // The outermost definition first: a class before its constructors (which
                     // share its name in Java, C#, C++), `Foo.bar` before `Outer.Foo.bar`.
-                    let depth = e.name.split('.').count();
+                    let depth = named.len();
                     let extra = depth.saturating_sub(symbol.qualifiers.len() + 1);
                     boost *= weights::w().definition_nested_factor.powi(extra as i32);
                     if !symbol.qualifiers.is_empty() {
                         // Whole components only: `io` of `io.Reader` must not match `audio.go`.
-                        let qualified = e.name.to_lowercase();
                         let path = file.path.to_lowercase();
-                        let components: HashSet<&str> = qualified
-                            .split(['.', ':', '\\'])
+                        let components: HashSet<&str> = named
+                            .iter()
+                            .map(String::as_str)
                             .chain(path.split('/').map(|c| c.split('.').next().unwrap_or(c)))
                             .filter(|c| !c.is_empty())
                             .collect();
@@ -604,7 +654,7 @@ impl<'a> Search<'a> {
                 // `Holder.member` where the holder was not split into members (it is short): the
                 // member is not in the name index, but the holder's own text defines it.
                 // Only for a query that is the qualified name itself: inside a sentence the
-                // qualifier is as often a namespace (`absl::string_view for ...`), whose blocks
+                // qualifier is as often a namespace (`std::vector for contiguous storage`), whose blocks
                 // mention everything.
                 let Some(holder) = holder.filter(|_| !held_by_name && !symbol.in_prose) else {
                     continue;
@@ -625,23 +675,22 @@ impl<'a> Search<'a> {
             }
         }
         // A path query: the blocks of the files it names.
+        let mut named_files: HashSet<(bool, u32)> = HashSet::new();
         if self.query.kind == QueryKind::Path && self.rules.path_query {
             let wanted = self.query.text.trim_start_matches("./").to_lowercase();
             let name = wanted.rsplit('/').next().unwrap_or(&wanted).to_owned();
             for (dirty, index) in self.layers() {
                 for &file in index.file_names.get(&name).into_iter().flatten() {
-                    let path = index.files[file as usize].path.to_lowercase();
+                    let info = &index.files[file as usize];
+                    let path = info.path.to_lowercase();
                     if !(path == wanted || path.ends_with(&format!("/{wanted}"))) {
                         continue;
                     }
-                    for (i, e) in index.entries.iter().enumerate() {
-                        if e.file == file && self.allowed(dirty, e) {
-                            *fused
-                                .entry(Found {
-                                    dirty,
-                                    entry: i as u32,
-                                })
-                                .or_default() += weights::w().definition_boost * best;
+                    named_files.insert((dirty, file));
+                    for i in info.entries.clone() {
+                        if self.allowed(dirty, &index.entries[i as usize]) {
+                            *fused.entry(Found { dirty, entry: i }).or_default() +=
+                                weights::w().definition_boost * best;
                         }
                     }
                 }
@@ -667,10 +716,18 @@ impl<'a> Search<'a> {
             }
         }
         // File roles: tests, docs, examples and the like rank below implementation code.
+        // The file a path query names is wanted whatever its role.
         if self.rules.roles {
+            let asks = if self.rules.asks_for {
+                self.query.asks_for
+            } else {
+                query::AsksFor::default()
+            };
             for (f, s) in fused.iter_mut() {
-                let file = &self.index(f.dirty).files[self.entry(*f).file as usize];
-                *s *= file.role.factor(self.query.asks_for);
+                let file = self.entry(*f).file;
+                if !named_files.contains(&(f.dirty, file)) {
+                    *s *= self.index(f.dirty).files[file as usize].role.factor(asks);
+                }
             }
         }
     }
@@ -749,6 +806,29 @@ fn fuse_into(fused: &mut HashMap<Found, f32>, list: &[(Found, f32)], share: f32,
     }
 }
 
+/// The components of a definition's name, lowercase, as a query names them: generic arguments
+/// dropped (`BoundedQueue<T>.push` is `boundedqueue`, `push`) and a trait implementation named by
+/// its type (`Display for Foo` is `foo`). Separators: `.`, `::`, `\`.
+fn name_components(name: &str) -> Vec<String> {
+    let mut plain = String::with_capacity(name.len());
+    let mut generics = 0usize;
+    for c in name.chars() {
+        match c {
+            '<' => generics += 1,
+            '>' if generics > 0 => generics -= 1,
+            _ if generics == 0 => plain.push(c),
+            _ => {}
+        }
+    }
+    let plain = plain.rsplit(" for ").next().unwrap_or(&plain);
+    plain
+        .split(['.', ':', '\\'])
+        .map(str::trim)
+        .filter(|c| !c.is_empty())
+        .map(str::to_lowercase)
+        .collect()
+}
+
 /// Whether a file named `stem` is named after symbol `name` (both lowercase): the same, the same
 /// without underscores, or a plural.
 fn stem_names(stem: &str, name: &str) -> bool {
@@ -759,8 +839,9 @@ fn stem_names(stem: &str, name: &str) -> bool {
 }
 
 /// A query keyword and a word of a path match when equal or when they share a prefix of at least
-/// four letters that leaves at most three letters of the shorter word (`config` ~
-/// `configuration`, `session` ~ `sessions`, `utility` ~ `utils`, `validators` ~ `validation`).
+/// four letters that leaves at most three letters of the shorter word: the inflections and
+/// abbreviations of file names (`parser` ~ `parsing`, `handler` ~ `handlers`, `auth` ~
+/// `authentication`).
 fn words_match(keyword: &str, word: &str) -> bool {
     if keyword == word {
         return true;
@@ -845,33 +926,106 @@ mod tests {
     }
 
     #[test]
+    fn a_method_of_a_generic_impl_is_found_by_its_type() {
+        // `impl<T> Queue<T>` split into members named `Queue<T>.push`; another `push` elsewhere.
+        let rows = vec![
+            row("a/queue.rs", "impl", "Queue<T>", 1, "impl<T> Queue<T> {"),
+            row(
+                "a/queue.rs",
+                "function",
+                "Queue<T>.push",
+                2,
+                "    pub fn push(&mut self, item: T) {\n        self.items.push(item);\n    }",
+            ),
+            row(
+                "b/stack.rs",
+                "function",
+                "push",
+                1,
+                "pub fn push(stack: &mut Stack, item: u8) {\n    stack.items.push(item);\n}",
+            ),
+        ];
+        let index = RepoIndex::build(rows, 2, false);
+        assert_eq!(name_components("Display for Foo<T>.fmt"), ["foo", "fmt"]);
+        assert!(index.definitions.contains_key("queue"));
+        assert_eq!(search(&index, "Queue::push")[0], "a/queue.rs");
+    }
+
+    #[test]
+    fn windows_of_text_files_stay_apart() {
+        // Two overlapping windows of a long text file stay two results; a long function's are one
+        // (as are a long run of top-level code's and a long section's).
+        let text: String = (1..=100).map(|n| format!("key{n}: value{n}\n")).collect();
+        let lines: Vec<&str> = text.lines().collect();
+        let rows = vec![
+            row("conf.yaml", "text", "", 1, &lines[..80].join("\n")),
+            row("conf.yaml", "text", "", 71, &lines[70..].join("\n")),
+            row("f.py", "function", "f", 1, &lines[..80].join("\n")),
+            row("f.py", "function", "f", 71, &lines[70..].join("\n")),
+        ];
+        let index = RepoIndex::build(rows, 2, false);
+        let spans: Vec<(&str, u32, u32)> = index
+            .entries
+            .iter()
+            .map(|e| (&*e.path, e.start_line, e.end_line))
+            .collect();
+        assert_eq!(
+            spans,
+            [
+                ("conf.yaml", 1, 80),
+                ("conf.yaml", 71, 100),
+                ("f.py", 1, 100)
+            ]
+        );
+    }
+
+    #[test]
+    fn blank_lines_between_windows_keep_line_numbers() {
+        // The first window's range ends with blank lines its text does not hold.
+        let mut first = row("f.py", "function", "f", 1, "def f():\n    a = 1");
+        first.end_line = 4;
+        let rows = vec![
+            first,
+            row("f.py", "function", "f", 5, "    b = 2\n    return a + b"),
+        ];
+        let index = RepoIndex::build(rows, 2, false);
+        let e = &index.entries[0];
+        assert_eq!((e.start_line, e.end_line), (1, 6));
+        assert_eq!(
+            e.content.lines().nth(4),
+            Some("    b = 2"),
+            "line 5 is the entry's fifth line"
+        );
+    }
+
+    #[test]
     fn a_module_named_after_the_one_before_it_is_not_its_member() {
         let rows = vec![
             row(
-                "assoc.ex",
+                "shape.ex",
                 "module",
-                "Assoc",
+                "Shape",
                 1,
-                "defmodule Assoc do\n  @moduledoc \"Associations\"",
+                "defmodule Shape do\n  @moduledoc \"Shapes\"",
             ),
             row(
-                "assoc.ex",
+                "shape.ex",
                 "function",
-                "Assoc.build",
+                "Shape.build",
                 3,
                 "  def build(owner) do\n    owner\n  end",
             ),
             row(
-                "assoc.ex",
+                "shape.ex",
                 "module",
-                "Assoc.Has",
+                "Shape.Circle",
                 10,
-                "defmodule Assoc.Has do\n  @moduledoc \"has one\"",
+                "defmodule Shape.Circle do\n  @moduledoc \"a circle\"",
             ),
             row(
-                "assoc.ex",
+                "shape.ex",
                 "function",
-                "Assoc.Has.build",
+                "Shape.Circle.build",
                 12,
                 "  def build(owner) do\n    owner\n  end",
             ),
@@ -883,7 +1037,7 @@ mod tests {
             .filter(|e| e.kind == "module")
             .map(|e| (e.name.as_str(), e.start_line, e.end_line))
             .collect();
-        assert_eq!(spans, [("Assoc", 1, 5), ("Assoc.Has", 10, 14)]);
+        assert_eq!(spans, [("Shape", 1, 5), ("Shape.Circle", 10, 14)]);
     }
 
     #[test]
