@@ -7,6 +7,7 @@
 use std::num::NonZeroUsize;
 use std::path::{Path, PathBuf};
 use std::sync::Mutex;
+use std::time::{Duration, Instant};
 
 use hgd_protocol::home::Home;
 use ort::session::Session;
@@ -119,8 +120,12 @@ impl Default for EmbedOptions {
 pub struct Embedder {
     config: ModelConfig,
     tokenizer: Tokenizer,
-    /// Large batches for indexing.
-    index_session: Mutex<Session>,
+    /// Large batches for indexing: made when a job first needs it and dropped after
+    /// [`Embedder::release_idle`] finds it unused, because a session holds the model's weights
+    /// unpacked (~130 MB for MiniLM int8) and an arena sized by its largest batch.
+    index_session: Mutex<Option<IndexSession>>,
+    threads: usize,
+    onnx: PathBuf,
     /// Single-threaded session for queries, so a search never waits behind an indexing batch.
     query_session: Mutex<Session>,
     has_token_type_ids: bool,
@@ -129,7 +134,12 @@ pub struct Embedder {
     batch_size: usize,
     max_batch_tokens: usize,
     query_cache: Mutex<lru::LruCache<String, Vec<f32>>>,
-    _environment: ort::environment::Environment,
+    environment: ort::environment::Environment,
+}
+
+struct IndexSession {
+    session: Session,
+    used: Instant,
 }
 
 /// One tokenised text, before padding.
@@ -171,9 +181,8 @@ impl Embedder {
                 message: e.to_string(),
             })?;
 
-        let (index_session, fixed_shapes) = build_session(&environment, &onnx, options.threads)?;
-        let (query_session, _) = build_session(&environment, &onnx, 1)?;
-        let has_token_type_ids = index_session
+        let (query_session, fixed_shapes) = build_session(&environment, &onnx, 1)?;
+        let has_token_type_ids = query_session
             .inputs()
             .iter()
             .any(|i| i.name() == "token_type_ids");
@@ -181,14 +190,16 @@ impl Embedder {
         Ok(Embedder {
             config,
             tokenizer,
-            index_session: Mutex::new(index_session),
+            index_session: Mutex::new(None),
+            threads: options.threads.max(1),
+            onnx,
             query_session: Mutex::new(query_session),
             has_token_type_ids,
             fixed_shapes,
             batch_size: options.batch_size.max(1),
             max_batch_tokens: options.max_batch_tokens.max(1),
             query_cache: Mutex::new(lru::LruCache::new(cache)),
-            _environment: environment,
+            environment,
         })
     }
 
@@ -217,8 +228,35 @@ impl Embedder {
     /// Embeds documents for the index (with the model's document prefix), in input order.
     pub fn embed_documents<S: AsRef<str>>(&self, texts: &[S]) -> Result<Vec<Vec<f32>>, EmbedError> {
         let encoded = self.encode(texts, &self.config.doc_prefix)?;
-        let mut session = self.index_session.lock().unwrap_or_else(|p| p.into_inner());
-        self.embed_encoded(&mut session, encoded)
+        let mut slot = self.index_session.lock().unwrap_or_else(|p| p.into_inner());
+        if slot.is_none() {
+            let (session, _) = build_session(&self.environment, &self.onnx, self.threads)?;
+            *slot = Some(IndexSession {
+                session,
+                used: Instant::now(),
+            });
+        }
+        let index = slot.as_mut().expect("made above");
+        index.used = Instant::now();
+        self.embed_encoded(&mut index.session, encoded)
+    }
+
+    /// Drops the indexing session when no batch ran on it for `idle`, so a daemon between jobs
+    /// holds one copy of the model, not two. True when it dropped one.
+    pub fn release_idle(&self, idle: Duration) -> bool {
+        // A batch holding the lock is running: not idle, and no reason to wait for it.
+        let mut slot = match self.index_session.try_lock() {
+            Ok(slot) => slot,
+            Err(std::sync::TryLockError::Poisoned(p)) => p.into_inner(),
+            Err(std::sync::TryLockError::WouldBlock) => return false,
+        };
+        if slot.as_ref().is_some_and(|s| s.used.elapsed() >= idle) {
+            *slot = None;
+            drop(slot);
+            crate::memory::return_free_memory();
+            return true;
+        }
+        false
     }
 
     /// Embeds a search query (with the query prefix), from the LRU cache when it was asked before.

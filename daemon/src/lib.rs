@@ -9,6 +9,7 @@ pub mod freshness;
 pub mod git;
 pub mod indexer;
 pub mod indexes;
+pub mod memory;
 pub mod model;
 pub mod rank;
 pub mod search;

@@ -147,6 +147,10 @@ pub struct Waiter {
     changed: watch::Receiver<u64>,
 }
 
+/// How long the indexing session outlives its last batch. Making it again costs about a second
+/// of CPU, so commits a few minutes apart reuse it.
+const INDEX_SESSION_IDLE: Duration = Duration::from_secs(120);
+
 impl Service {
     pub async fn start(
         home: Home,
@@ -197,7 +201,27 @@ impl Service {
             service.request_job(&root);
         }
         tokio::spawn(service.clone().worker());
+        tokio::spawn(service.clone().release_idle_memory());
         Ok(service)
+    }
+
+    /// Drops the embedder's indexing session once no job has used it for
+    /// [`INDEX_SESSION_IDLE`]: between jobs a daemon needs only the query session.
+    async fn release_idle_memory(self: Arc<Self>) {
+        let mut tick = tokio::time::interval(INDEX_SESSION_IDLE / 4);
+        loop {
+            tokio::select! {
+                _ = self.shutdown.cancelled() => return,
+                _ = tick.tick() => {}
+            }
+            let embedder = self.embedder.clone();
+            let released =
+                tokio::task::spawn_blocking(move || embedder.release_idle(INDEX_SESSION_IDLE))
+                    .await;
+            if let Ok(true) = released {
+                tracing::debug!("indexing session released (idle)");
+            }
+        }
     }
 
     fn lock_repos(&self) -> std::sync::MutexGuard<'_, HashMap<String, RepoEntry>> {

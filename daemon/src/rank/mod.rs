@@ -12,6 +12,7 @@ pub mod lexical;
 pub mod paths;
 pub mod query;
 pub mod tokens;
+pub mod vectors;
 pub mod weights;
 
 use std::collections::{BTreeMap, HashMap, HashSet};
@@ -161,8 +162,7 @@ fn is_definition(kind: &str) -> bool {
 pub struct RepoIndex {
     entries: Vec<Entry>,
     files: Vec<FileInfo>,
-    vectors: Vec<f32>,
-    dims: usize,
+    vectors: vectors::Vectors,
     bm25: Bm25,
     /// Term bags, kept only for the overlay (scored with HEAD's statistics).
     bags: Option<Vec<Bag>>,
@@ -190,7 +190,7 @@ impl RepoIndex {
         } else {
             0
         };
-        let mut vectors: Vec<f32> = Vec::with_capacity(rows.len() * dims);
+        let mut vectors = vectors::Vectors::with_capacity(rows.len(), dims);
         // Lines of the entry being assembled, so overlapping windows merge into one text.
         let mut lines: BTreeMap<u32, String> = BTreeMap::new();
         let finish = |entry: &mut Entry, lines: &mut BTreeMap<u32, String>| {
@@ -245,11 +245,7 @@ impl RepoIndex {
                     .entry(row.start_line + n as u32)
                     .or_insert_with(|| line.to_owned());
             }
-            if row.vector.len() == dims {
-                vectors.extend_from_slice(&row.vector);
-            } else {
-                vectors.extend(std::iter::repeat_n(0.0, dims));
-            }
+            vectors.push(&row.vector);
         }
         if let Some(last) = entries.last_mut() {
             finish(last, &mut lines);
@@ -304,7 +300,6 @@ impl RepoIndex {
             entries,
             files,
             vectors,
-            dims,
             bm25,
             bags: keep_bags.then_some(bags),
             definitions,
@@ -320,10 +315,7 @@ impl RepoIndex {
         entry
             .vectors
             .iter()
-            .map(|&row| {
-                let v = &self.vectors[row as usize * self.dims..(row as usize + 1) * self.dims];
-                v.iter().zip(query).map(|(a, b)| a * b).sum::<f32>()
-            })
+            .map(|&row| self.vectors.dot(row as usize, query))
             .fold(f32::MIN, f32::max)
     }
 }
@@ -527,7 +519,7 @@ impl<'a> Search<'a> {
     fn semantic(&self, vector: &[f32], n: usize) -> Vec<(Found, f32)> {
         let mut scored = Vec::new();
         for (dirty, index) in self.layers() {
-            if index.dims != vector.len() {
+            if index.vectors.dims() != vector.len() {
                 continue;
             }
             for (i, e) in index.entries.iter().enumerate() {

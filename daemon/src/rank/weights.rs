@@ -109,6 +109,8 @@ weights! {
     /// Each further block from a file already in the results is multiplied by this, once more per
     /// block already taken from it.
     same_file_decay: f32 = 0.5;
+    /// Block vectors held as 8-bit integers with a scale each (a quarter of the memory).
+    quantize_vectors: bool = true;
 }
 
 static CURRENT: OnceLock<Weights> = OnceLock::new();

@@ -1,0 +1,91 @@
+//! Block vectors in memory as 8-bit integers with one scale per vector: a quarter of the memory
+//! of `f32` (384 bytes instead of 1,536 for MiniLM), and cosine scores within about 1% of a
+//! component's largest value of the exact ones. `--set quantize_vectors=false` keeps `f32` to
+//! measure the difference.
+
+use super::weights;
+
+pub struct Vectors {
+    dims: usize,
+    exact: Vec<f32>,
+    codes: Vec<i8>,
+    /// Per vector: the value of code 1.
+    scales: Vec<f32>,
+}
+
+impl Vectors {
+    pub fn with_capacity(rows: usize, dims: usize) -> Vectors {
+        let quantize = weights::w().quantize_vectors;
+        Vectors {
+            dims,
+            exact: Vec::with_capacity(if quantize { 0 } else { rows * dims }),
+            codes: Vec::with_capacity(if quantize { rows * dims } else { 0 }),
+            scales: Vec::with_capacity(if quantize { rows } else { 0 }),
+        }
+    }
+
+    pub fn dims(&self) -> usize {
+        self.dims
+    }
+
+    /// Appends `vector`, or zeros when it is not `dims` long (a block not embedded yet).
+    pub fn push(&mut self, vector: &[f32]) {
+        let vector = if vector.len() == self.dims {
+            vector
+        } else {
+            &vec![0.0; self.dims][..]
+        };
+        if !weights::w().quantize_vectors {
+            self.exact.extend_from_slice(vector);
+            return;
+        }
+        let largest = vector.iter().fold(0.0f32, |m, v| m.max(v.abs()));
+        let scale = if largest > 0.0 { largest / 127.0 } else { 1.0 };
+        self.codes
+            .extend(vector.iter().map(|v| (v / scale).round().clamp(-127.0, 127.0) as i8));
+        self.scales.push(scale);
+    }
+
+    /// The dot product of vector `row` with `query`.
+    pub fn dot(&self, row: usize, query: &[f32]) -> f32 {
+        let range = row * self.dims..(row + 1) * self.dims;
+        if self.scales.is_empty() {
+            return self.exact[range].iter().zip(query).map(|(a, b)| a * b).sum();
+        }
+        let sum: f32 = self.codes[range]
+            .iter()
+            .zip(query)
+            .map(|(&c, q)| f32::from(c) * q)
+            .sum();
+        sum * self.scales[row]
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn quantized_dot_products_stay_close_to_exact() {
+        let dims = 384;
+        let unit = |seed: u32| -> Vec<f32> {
+            let v: Vec<f32> = (0..dims)
+                .map(|i| (((i as u32 + 1) * (seed * 2 + 7)) % 97) as f32 - 48.0)
+                .collect();
+            let norm = v.iter().map(|x| x * x).sum::<f32>().sqrt();
+            v.into_iter().map(|x| x / norm).collect()
+        };
+        let mut vectors = Vectors::with_capacity(3, dims);
+        let rows: Vec<Vec<f32>> = (1..=3).map(unit).collect();
+        for row in &rows {
+            vectors.push(row);
+        }
+        vectors.push(&[]);
+        let query = unit(9);
+        for (i, row) in rows.iter().enumerate() {
+            let exact: f32 = row.iter().zip(&query).map(|(a, b)| a * b).sum();
+            assert!((vectors.dot(i, &query) - exact).abs() < 0.01);
+        }
+        assert_eq!(vectors.dot(3, &query), 0.0);
+    }
+}
