@@ -339,11 +339,12 @@ fn status(home: &Home, json: bool) -> Result<ExitCode> {
         return Ok(ExitCode::SUCCESS);
     }
     println!(
-        "hgd daemon {}: pid {}, up {}s, {} MiB resident, model {}, {} blocks embedded since start, index {} MiB",
+        "hgd daemon {}: pid {}, up {}s, {} MiB resident ({} MiB search indexes), model {}, {} blocks embedded since start, index {} MiB",
         status.version,
         status.pid,
         status.uptime_secs,
         status.resident_bytes >> 20,
+        status.search_index_bytes >> 20,
         status.model,
         status.blocks_embedded,
         status.store_bytes >> 20

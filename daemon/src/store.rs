@@ -177,9 +177,25 @@ fn table_name(model_id: &str) -> String {
     format!("blocks_{safe}")
 }
 
+/// LanceDB's cache of opened indices (hgd's tables have none today; room for a vector index).
+const STORE_INDEX_CACHE_BYTES: usize = 32 << 20;
+/// LanceDB's cache of file and fragment metadata.
+const STORE_METADATA_CACHE_BYTES: usize = 32 << 20;
+
 impl Store {
     pub async fn open(dir: &std::path::Path, model_id: &str, dims: usize) -> Result<Store> {
-        let db = lancedb::connect(&dir.to_string_lossy()).execute().await?;
+        // LanceDB's defaults (6 GB of index cache, 1 GB of metadata cache) suit a database
+        // server. Searches read hgd's in-memory indexes, so the store needs little: file and
+        // fragment metadata for scans and writes.
+        let session = lancedb::Session::new(
+            STORE_INDEX_CACHE_BYTES,
+            STORE_METADATA_CACHE_BYTES,
+            Arc::new(lancedb::ObjectStoreRegistry::default()),
+        );
+        let db = lancedb::connect(&dir.to_string_lossy())
+            .session(Arc::new(session))
+            .execute()
+            .await?;
         let names = db.table_names().execute().await?;
         let open_blocks = |name: String| {
             let db = db.clone();

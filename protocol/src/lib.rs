@@ -189,6 +189,9 @@ pub struct Status {
     pub version: String,
     pub uptime_secs: u64,
     pub resident_bytes: u64,
+    /// Bytes the in-memory search indexes hold, roughly (bounded by `HGD_INDEX_CACHE_MB`).
+    #[serde(default)]
+    pub search_index_bytes: u64,
     pub model: String,
     /// Blocks embedded since the daemon started (a rename or a branch switch back adds nothing).
     pub blocks_embedded: u64,

@@ -149,14 +149,23 @@ impl Hgd {
     }
 
     /// Waits (up to 60 s) until a job of the repository at `cwd` is running and has embedded at
-    /// least `min_done` blocks; panics if no job gets there (it finished first, or never started).
+    /// least `min_done` blocks, or all but 5 when its known total is smaller (a job resumed
+    /// after a crash has only what was not stored left); panics if no job gets there (it
+    /// finished first, or never started).
     pub fn wait_for_running_job(&self, cwd: &Path, min_done: u64) {
         let deadline = Instant::now() + Duration::from_secs(60);
         let mut last = serde_json::Value::Null;
         while Instant::now() < deadline {
             last = self.status(cwd);
             let running = last["repos"].as_array().into_iter().flatten().any(|r| {
-                r["state"] == "indexing" && r["progress"]["done"].as_u64() >= Some(min_done)
+                let progress = &r["progress"];
+                let wanted = match progress["total"].as_u64() {
+                    Some(total) if progress["total_known"] == true => {
+                        min_done.min(total.saturating_sub(5).max(1))
+                    }
+                    _ => min_done,
+                };
+                r["state"] == "indexing" && progress["done"].as_u64() >= Some(wanted)
             });
             if running {
                 return;

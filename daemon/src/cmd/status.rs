@@ -13,6 +13,7 @@ pub async fn run(service: &Arc<Service>, replies: &mut Replies<'_>) -> bool {
         version: env!("CARGO_PKG_VERSION").into(),
         uptime_secs: service.uptime().as_secs(),
         resident_bytes: resident_bytes(),
+        search_index_bytes: service.indexes.memory_bytes() as u64,
         model: service.store.model_id().to_owned(),
         blocks_embedded: service.blocks_embedded(),
         jobs_run: service.jobs_run(),

@@ -36,11 +36,23 @@ impl Bm25 {
             (lengths.iter().sum::<f32>() / lengths.len() as f32).max(1.0)
         };
         postings.shrink_to_fit();
+        for list in postings.values_mut() {
+            list.shrink_to_fit();
+        }
         Bm25 {
             postings,
             lengths,
             average_length,
         }
+    }
+
+    /// Bytes held, roughly (for the index cache's budget).
+    pub fn memory_bytes(&self) -> usize {
+        self.postings
+            .iter()
+            .map(|(token, list)| token.len() + 48 + list.len() * 8)
+            .sum::<usize>()
+            + self.lengths.len() * 4
     }
 
     /// Inverse document frequency (Lucene's, never negative).

@@ -295,13 +295,17 @@ impl RepoIndex {
             .iter()
             .map(|e| bag_of(e, &files[e.file as usize]))
             .collect();
-        let bm25 = Bm25::build(bags.iter().cloned());
+        let (bm25, bags) = if keep_bags {
+            (Bm25::build(bags.iter().cloned()), Some(bags))
+        } else {
+            (Bm25::build(bags), None)
+        };
         RepoIndex {
             entries,
             files,
             vectors,
             bm25,
-            bags: keep_bags.then_some(bags),
+            bags,
             definitions,
             file_names,
         }
@@ -309,6 +313,44 @@ impl RepoIndex {
 
     pub fn entries(&self) -> &[Entry] {
         &self.entries
+    }
+
+    /// Bytes held, roughly: what the index cache counts against its budget.
+    pub fn memory_bytes(&self) -> usize {
+        let entries: usize = self
+            .entries
+            .iter()
+            .map(|e| {
+                std::mem::size_of::<Entry>()
+                    + e.content.capacity()
+                    + e.more_text.capacity()
+                    + e.name.capacity()
+                    + e.language.capacity()
+                    + e.kind.capacity()
+                    + e.vectors.capacity() * 4
+            })
+            .sum();
+        let files: usize = self
+            .files
+            .iter()
+            .map(|f| {
+                std::mem::size_of::<FileInfo>()
+                    + f.path.len()
+                    + f.stem.capacity()
+                    + f.name_words
+                        .iter()
+                        .map(|w| w.capacity() + 24)
+                        .sum::<usize>()
+            })
+            .sum();
+        let names: usize = self
+            .definitions
+            .iter()
+            .chain(&self.file_names)
+            .map(|(k, v)| k.capacity() + 48 + v.capacity() * 4)
+            .sum();
+        let bags: usize = self.bags.iter().flatten().map(|b| b.len() * 48).sum();
+        entries + files + names + bags + self.vectors.memory_bytes() + self.bm25.memory_bytes()
     }
 
     fn best_window(&self, entry: &Entry, query: &[f32]) -> f32 {

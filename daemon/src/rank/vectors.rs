@@ -41,16 +41,28 @@ impl Vectors {
         }
         let largest = vector.iter().fold(0.0f32, |m, v| m.max(v.abs()));
         let scale = if largest > 0.0 { largest / 127.0 } else { 1.0 };
-        self.codes
-            .extend(vector.iter().map(|v| (v / scale).round().clamp(-127.0, 127.0) as i8));
+        self.codes.extend(
+            vector
+                .iter()
+                .map(|v| (v / scale).round().clamp(-127.0, 127.0) as i8),
+        );
         self.scales.push(scale);
+    }
+
+    /// Bytes held.
+    pub fn memory_bytes(&self) -> usize {
+        self.exact.capacity() * 4 + self.codes.capacity() + self.scales.capacity() * 4
     }
 
     /// The dot product of vector `row` with `query`.
     pub fn dot(&self, row: usize, query: &[f32]) -> f32 {
         let range = row * self.dims..(row + 1) * self.dims;
         if self.scales.is_empty() {
-            return self.exact[range].iter().zip(query).map(|(a, b)| a * b).sum();
+            return self.exact[range]
+                .iter()
+                .zip(query)
+                .map(|(a, b)| a * b)
+                .sum();
         }
         let sum: f32 = self.codes[range]
             .iter()
