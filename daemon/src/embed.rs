@@ -137,6 +137,10 @@ pub struct Embedder {
     environment: ort::environment::Environment,
 }
 
+/// Most blocks a search embeds on the query session (one thread) rather than making the indexing
+/// session: a few edited files' worth.
+const SEARCH_EMBED_ON_QUERY_SESSION: usize = 64;
+
 struct IndexSession {
     session: Session,
     used: Instant,
@@ -239,6 +243,26 @@ impl Embedder {
         let index = slot.as_mut().expect("made above");
         index.used = Instant::now();
         self.embed_encoded(&mut index.session, encoded)
+    }
+
+    /// Embeds documents a search is waiting for (a few edited files): on the indexing session
+    /// when it exists, else on the query session when they are few, so that the first search
+    /// after an edit does not wait for an indexing session to be made (about a second on CPU).
+    pub fn embed_documents_for_search<S: AsRef<str>>(
+        &self,
+        texts: &[S],
+    ) -> Result<Vec<Vec<f32>>, EmbedError> {
+        let made = self
+            .index_session
+            .lock()
+            .unwrap_or_else(|p| p.into_inner())
+            .is_some();
+        if made || texts.len() > SEARCH_EMBED_ON_QUERY_SESSION {
+            return self.embed_documents(texts);
+        }
+        let encoded = self.encode(texts, &self.config.doc_prefix)?;
+        let mut session = self.query_session.lock().unwrap_or_else(|p| p.into_inner());
+        self.embed_encoded(&mut session, encoded)
     }
 
     /// Drops the indexing session when no batch ran on it for `idle`, so a daemon between jobs

@@ -484,7 +484,7 @@ impl Service {
             let embedder = self.embedder.clone();
             let root = root.to_owned();
             let embedded = tokio::task::spawn_blocking(move || {
-                crate::indexer::embed_rows(&embedder, &root, to_embed)
+                crate::indexer::embed_rows(&embedder, &root, to_embed, true)
             })
             .await
             .map_err(|e| ServiceError::Internal(e.to_string()))?

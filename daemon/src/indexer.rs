@@ -132,17 +132,24 @@ impl Parsed {
     }
 }
 
-/// Embeds the blocks of whole files (blocking) and turns them into rows of `root`.
+/// Embeds the blocks of whole files (blocking) and turns them into rows of `root`;
+/// `for_search`: a search waits for them (see [`Embedder::embed_documents_for_search`]).
 pub fn embed_rows(
     embedder: &Embedder,
     root: &str,
     files: Vec<Parsed>,
+    for_search: bool,
 ) -> Result<Vec<BlockRow>, EmbedError> {
     let texts: Vec<String> = files
         .iter()
         .flat_map(|p| p.blocks.iter().map(|b| embed_text(&p.path, b)))
         .collect();
-    let mut vectors = embedder.embed_documents(&texts)?.into_iter();
+    let vectors = if for_search {
+        embedder.embed_documents_for_search(&texts)?
+    } else {
+        embedder.embed_documents(&texts)?
+    };
+    let mut vectors = vectors.into_iter();
     let mut texts = texts.into_iter();
     let mut rows = Vec::with_capacity(texts.len());
     for parsed in files {
@@ -396,7 +403,7 @@ impl Indexer {
                     if cancel.load(Ordering::Relaxed) {
                         return Err(IndexError::Cancelled);
                     }
-                    let rows = embed_rows(&embedder, &root, std::mem::take(&mut group))?;
+                    let rows = embed_rows(&embedder, &root, std::mem::take(&mut group), false)?;
                     let n = rows.len() as u64;
                     embedded += n;
                     progress.embedded.fetch_add(n, Ordering::Relaxed);

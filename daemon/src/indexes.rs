@@ -29,11 +29,14 @@ pub struct Indexes {
 
 impl Default for Indexes {
     fn default() -> Self {
-        let megabytes = std::env::var("HGD_INDEX_CACHE_MB")
-            .ok()
-            .and_then(|v| v.parse::<usize>().ok())
-            .unwrap_or(96);
-        Indexes::with_budget(megabytes << 20)
+        let megabytes = match std::env::var("HGD_INDEX_CACHE_MB") {
+            Ok(v) => v.trim().parse::<usize>().unwrap_or_else(|_| {
+                tracing::warn!("HGD_INDEX_CACHE_MB={v:?} is not a number of megabytes; using 96");
+                96
+            }),
+            Err(_) => 96,
+        };
+        Indexes::with_budget(megabytes.saturating_mul(1 << 20))
     }
 }
 
@@ -102,54 +105,66 @@ impl Indexes {
         let dims = store.dims();
         // The overlay keeps its token bags: it is small, and its BM25 statistics come from HEAD.
         let keep_bags = layer == Layer::Overlay;
+        // A large read (vectors as f32, every block's text) is freed once the index is built;
+        // without a trim the allocator keeps it resident. Small ones (an overlay after an edit)
+        // are not worth a trim on a search's path.
+        let trim = rows.len() >= TRIM_AFTER_ROWS;
         let index = tokio::task::spawn_blocking(move || {
             let index = Arc::new(RepoIndex::build(rows, dims, keep_bags));
-            // The rows read from the store (vectors as f32, the embedded text) are freed now;
-            // without a trim the allocator keeps them resident.
-            crate::memory::return_free_memory();
+            if trim {
+                crate::memory::return_free_memory();
+            }
             index
         })
         .await
         .map_err(|e| StoreError::Query(format!("building the search index: {e}")))?;
         let bytes = index.memory_bytes();
         let mut slots = self.lock();
-        let slot = slots.entry(key.clone()).or_default();
+        let slot = slots.entry(key).or_default();
         if slot.generation == generation {
             slot.index = Some(index.clone());
             slot.bytes = bytes;
-            let evicted = evict(&mut slots, self.budget, &key);
+            let evicted = evict(&mut slots, self.budget, root);
             drop(slots);
-            if evicted {
-                // Searches in flight may still hold the dropped indexes; their memory goes
-                // back once they finish, so trim at the next eviction too.
-                crate::memory::return_free_memory();
+            if !evicted.is_empty() {
+                // Freed and trimmed off the async threads, and after the lock is released.
+                tokio::task::spawn_blocking(move || {
+                    drop(evicted);
+                    crate::memory::return_free_memory();
+                });
             }
         }
         Ok(index)
     }
 }
 
-/// Drops the least recently used indexes other than `keep` until the rest fit in `budget`.
-/// True when it dropped one.
+/// Rows read for one index build past which the freed read is trimmed.
+const TRIM_AFTER_ROWS: usize = 2_000;
+
+/// Takes the least recently used indexes out of the cache until the rest fit in `budget`, never
+/// those of `keep` (the repository being searched: its HEAD and overlay indexes are used
+/// together) nor those a search still holds (dropping them would free nothing). Returns them,
+/// for the caller to drop outside the lock.
 fn evict(
     slots: &mut HashMap<(String, Layer), Slot>,
     budget: usize,
-    keep: &(String, Layer),
-) -> bool {
+    keep: &str,
+) -> Vec<Arc<RepoIndex>> {
     let mut total: usize = slots.values().map(|s| s.bytes).sum();
-    let mut evicted = false;
+    let mut evicted = Vec::new();
     while total > budget {
         let oldest = slots
             .iter()
-            .filter(|(k, s)| *k != keep && s.index.is_some())
+            .filter(|(k, s)| {
+                k.0 != keep && s.index.as_ref().is_some_and(|i| Arc::strong_count(i) == 1)
+            })
             .min_by_key(|(_, s)| s.used)
             .map(|(k, _)| k.clone());
         let Some(oldest) = oldest else { break };
         let slot = slots.get_mut(&oldest).expect("found above");
         total -= slot.bytes;
-        slot.index = None;
         slot.bytes = 0;
-        evicted = true;
+        evicted.extend(slot.index.take());
     }
     evicted
 }
@@ -167,29 +182,37 @@ mod tests {
         }
     }
 
+    fn cached(slots: &HashMap<(String, Layer), Slot>) -> Vec<String> {
+        let mut c: Vec<String> = slots
+            .iter()
+            .filter(|(_, s)| s.index.is_some())
+            .map(|(k, _)| format!("{}:{:?}", k.0, k.1))
+            .collect();
+        c.sort();
+        c
+    }
+
     #[test]
-    fn eviction_drops_the_least_recently_used_but_never_the_one_kept() {
-        let key = |r: &str| (r.to_owned(), Layer::Head);
+    fn eviction_drops_the_least_recently_used_but_never_the_searched_repository() {
+        let key = |r: &str, layer| (r.to_owned(), layer);
         let mut slots = HashMap::from([
-            (key("old"), slot(40, 300)),
-            (key("mid"), slot(40, 200)),
-            (key("new"), slot(40, 100)),
-            (key("kept"), slot(40, 900)),
+            (key("old", Layer::Head), slot(40, 300)),
+            (key("mid", Layer::Head), slot(40, 200)),
+            (key("new", Layer::Head), slot(40, 100)),
+            (key("kept", Layer::Head), slot(40, 900)),
+            (key("kept", Layer::Overlay), slot(40, 800)),
         ]);
-        assert!(evict(&mut slots, 100, &key("kept")));
-        let cached: Vec<&str> = {
-            let mut c: Vec<&str> = slots
-                .iter()
-                .filter(|(_, s)| s.index.is_some())
-                .map(|(k, _)| k.0.as_str())
-                .collect();
-            c.sort();
-            c
-        };
-        assert_eq!(cached, ["kept", "new"]);
-        // A kept index larger than the budget stays: the search that built it needs it.
-        assert!(evict(&mut slots, 10, &key("kept")));
-        assert!(slots[&key("kept")].index.is_some());
-        assert!(!evict(&mut slots, 10, &key("kept")));
+        assert_eq!(evict(&mut slots, 130, "kept").len(), 2);
+        assert_eq!(
+            cached(&slots),
+            ["kept:Head", "kept:Overlay", "new:Head"],
+            "both layers of the searched repository stay"
+        );
+        // An index a search still holds is not dropped: nothing would be freed.
+        let held = slots[&key("new", Layer::Head)].index.clone();
+        assert!(evict(&mut slots, 10, "kept").is_empty());
+        drop(held);
+        assert_eq!(evict(&mut slots, 10, "kept").len(), 1);
+        assert_eq!(cached(&slots), ["kept:Head", "kept:Overlay"]);
     }
 }

@@ -662,7 +662,9 @@ impl<'a> Search<'a> {
                     }
                     // The outermost definition first: a class before its constructors (which
                     // share its name in Java, C#, C++), `Foo.bar` before `Outer.Foo.bar`.
-                    let depth = named.len();
+                    // Nesting is counted by `.` only: a namespace (`ns::detail::f`) is not
+                    // a holder the way a class is.
+                    let depth = e.name.split('.').count();
                     let extra = depth.saturating_sub(symbol.qualifiers.len() + 1);
                     boost *= weights::w().definition_nested_factor.powi(extra as i32);
                     if !symbol.qualifiers.is_empty() {
@@ -963,9 +965,10 @@ mod tests {
     fn a_method_of_a_generic_impl_is_found_by_its_type() {
         // `impl<T> Queue<T>` split into members named `Queue<T>.push`; another `push` elsewhere.
         let rows = vec![
-            row("a/queue.rs", "impl", "Queue<T>", 1, "impl<T> Queue<T> {"),
+            // Files not named after the type, so that only the name index can supply it.
+            row("a/impls.rs", "impl", "Queue<T>", 1, "impl<T> Queue<T> {"),
             row(
-                "a/queue.rs",
+                "a/impls.rs",
                 "function",
                 "Queue<T>.push",
                 2,
@@ -982,7 +985,7 @@ mod tests {
         let index = RepoIndex::build(rows, 2, false);
         assert_eq!(name_components("Display for Foo<T>.fmt"), ["foo", "fmt"]);
         assert!(index.definitions.contains_key("queue"));
-        assert_eq!(search(&index, "Queue::push")[0], "a/queue.rs");
+        assert_eq!(search(&index, "Queue::push")[0], "a/impls.rs");
     }
 
     #[test]

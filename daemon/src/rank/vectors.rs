@@ -7,6 +7,8 @@ use super::weights;
 
 pub struct Vectors {
     dims: usize,
+    /// Read once: a weight changed later must not mix the two layouts.
+    quantize: bool,
     exact: Vec<f32>,
     codes: Vec<i8>,
     /// Per vector: the value of code 1.
@@ -18,6 +20,7 @@ impl Vectors {
         let quantize = weights::w().quantize_vectors;
         Vectors {
             dims,
+            quantize,
             exact: Vec::with_capacity(if quantize { 0 } else { rows * dims }),
             codes: Vec::with_capacity(if quantize { rows * dims } else { 0 }),
             scales: Vec::with_capacity(if quantize { rows } else { 0 }),
@@ -35,7 +38,7 @@ impl Vectors {
         } else {
             &vec![0.0; self.dims][..]
         };
-        if !weights::w().quantize_vectors {
+        if !self.quantize {
             self.exact.extend_from_slice(vector);
             return;
         }
@@ -57,7 +60,7 @@ impl Vectors {
     /// The dot product of vector `row` with `query`.
     pub fn dot(&self, row: usize, query: &[f32]) -> f32 {
         let range = row * self.dims..(row + 1) * self.dims;
-        if self.scales.is_empty() {
+        if !self.quantize {
             return self.exact[range]
                 .iter()
                 .zip(query)
@@ -88,6 +91,7 @@ mod tests {
             v.into_iter().map(|x| x / norm).collect()
         };
         let mut vectors = Vectors::with_capacity(3, dims);
+        assert!(vectors.quantize, "quantized by default");
         let rows: Vec<Vec<f32>> = (1..=3).map(unit).collect();
         for row in &rows {
             vectors.push(row);
