@@ -581,21 +581,28 @@ const FIRST: &[(&str, &str, &str, &str)] = &[
     ),
 ];
 
+/// The results of `query`, best first, as "file name".
+fn ranked(hgd: &Hgd, repo: &GitRepo, query: &str, n: usize) -> Vec<String> {
+    hgd.search_json(&repo.path(), query, n)
+        .iter()
+        .map(|r| {
+            format!(
+                "{} {}",
+                r["file"].as_str().unwrap_or(""),
+                r["name"].as_str().unwrap_or("")
+            )
+        })
+        .collect()
+}
+
 /// The first result of each query in `FIRST`, as "file name".
 fn firsts(hgd: &Hgd, repo: &GitRepo) -> Vec<String> {
     FIRST
         .iter()
         .map(|(query, ..)| {
-            let results = hgd.search_json(&repo.path(), query, 3);
-            results
-                .first()
-                .map(|r| {
-                    format!(
-                        "{} {}",
-                        r["file"].as_str().unwrap_or(""),
-                        r["name"].as_str().unwrap_or("")
-                    )
-                })
+            ranked(hgd, repo, query, 3)
+                .into_iter()
+                .next()
                 .unwrap_or_default()
         })
         .collect()
@@ -670,17 +677,7 @@ fn each_rule_case_fails_without_its_rule() {
         );
         for (query, file, name, needs) in FIRST.iter().filter(|case| case.3 == rule) {
             let want = format!("{file} {name}");
-            let got: Vec<String> = hgd
-                .search_json(&repo.path(), query, 10)
-                .iter()
-                .map(|r| {
-                    format!(
-                        "{} {}",
-                        r["file"].as_str().unwrap_or(""),
-                        r["name"].as_str().unwrap_or("")
-                    )
-                })
-                .collect();
+            let got = ranked(&hgd, &repo, query, 10);
             match got.iter().position(|g| *g == want) {
                 Some(0) => wrong.push(format!("{query:?} is still first without {needs}")),
                 None => wrong.push(format!(
