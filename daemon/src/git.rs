@@ -1,5 +1,7 @@
-//! Reading repositories with gitoxide: where a path's repository is, what HEAD holds, and blob
-//! contents. Everything is read from the object database, never from the work tree.
+//! Reading repositories with gitoxide: where a path's repository is, what HEAD holds and blob
+//! contents (from the object database), and for the overlay of uncommitted files the work tree's
+//! dirty paths (gix status) and their text. When a search needs the work tree read is
+//! `freshness.rs`'s decision.
 
 use std::path::{Path, PathBuf};
 
