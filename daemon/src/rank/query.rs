@@ -71,6 +71,11 @@ impl Query {
         };
         let symbols = match kind {
             QueryKind::Identifier => symbol_of(trimmed, false).into_iter().collect(),
+            // `res.json` or `node.js` may be a member as well as a file: when no file has that
+            // name, the path rule lifts nothing and the definitions rule still can.
+            QueryKind::Path if !trimmed.contains('/') && is_identifier_like(trimmed) => {
+                symbol_of(trimmed, false).into_iter().collect()
+            }
             QueryKind::Path => Vec::new(),
             // Inside a sentence, only words no one writes in prose: camelCase, snake_case,
             // qualified names; not acronyms (`JSON`, `HTTP`) or capitalised words.
@@ -81,10 +86,12 @@ impl Query {
                 .filter_map(|w| symbol_of(w, true))
                 .collect(),
         };
-        let words: Vec<String> = trimmed
+        // Words and the parts of identifiers: `TestEvict` asks for tests too.
+        let mut words: Vec<String> = trimmed
             .split(|c: char| !c.is_alphanumeric())
             .map(str::to_lowercase)
             .collect();
+        words.extend(tokens::tokens(trimmed));
         let has = |list: &[&str]| words.iter().any(|w| list.contains(&w.as_str()));
         let asks_for = AsksFor {
             tests: has(&[
@@ -269,6 +276,17 @@ mod tests {
         let q = Query::parse("How are the tests for the router written?");
         assert!(q.asks_for.tests && !q.asks_for.docs);
         assert_eq!(q.keywords, ["tests", "router", "written"]);
+        assert!(Query::parse("TestEvict").asks_for.tests);
+        assert!(!Query::parse("Contest").asks_for.tests);
+    }
+
+    #[test]
+    fn a_member_that_looks_like_a_file_name_is_also_a_symbol() {
+        let q = Query::parse("res.json");
+        assert_eq!(q.kind, QueryKind::Path);
+        assert_eq!(q.symbols[0].name, "json");
+        assert_eq!(q.symbols[0].qualifiers, ["res"]);
+        assert!(Query::parse("src/config.py").symbols.is_empty());
     }
 
     #[test]
