@@ -35,6 +35,19 @@ pub struct Request<'a> {
     /// Blocks a running job parsed but has not stored (no vectors yet): searched together with
     /// what is stored, by words only.
     pub unstored: Option<Vec<BlockRow>>,
+    /// The query's vector, already being computed (see [`embed_early`]); `None`: embed here.
+    pub embedding: Option<Embedding>,
+}
+
+/// A query embedding running on a blocking thread.
+pub type Embedding = tokio::task::JoinHandle<Result<Vec<f32>, crate::embed::EmbedError>>;
+
+/// Starts embedding `query` at once, so that it runs while the search checks HEAD and the work
+/// tree (about half of a search's time in the daemon is the embedding).
+pub fn embed_early(embedder: &Arc<Embedder>, query: &str) -> Embedding {
+    let embedder = embedder.clone();
+    let query = query.to_owned();
+    tokio::task::spawn_blocking(move || embedder.embed_query(&query))
 }
 
 /// The results and the channels that produced them.
@@ -48,13 +61,13 @@ pub async fn search(
         // Some blocks have no vectors yet: the vector channel would miss them.
         request.mode = Mode::Lexical;
     }
+    let early = request.embedding.take();
     let embedding = async {
         if request.mode == Mode::Lexical {
             return Ok(None);
         }
-        let embedder = embedder.clone();
-        let query = request.query.to_owned();
-        tokio::task::spawn_blocking(move || embedder.embed_query(&query))
+        let running = early.unwrap_or_else(|| embed_early(embedder, request.query));
+        running
             .await
             .map_err(|e| SearchError::Internal(e.to_string()))?
             .map(Some)

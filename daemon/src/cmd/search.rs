@@ -29,6 +29,10 @@ pub async fn run(
             .await;
     }
     let started = std::time::Instant::now();
+    // Embedding the query is the largest step: start it now, while HEAD and the work tree are
+    // checked (a lexical search does not need it; a search that turns lexical drops it).
+    let embedding =
+        (mode != SearchMode::Lexical).then(|| crate::search::embed_early(&service.embedder, query));
     let crate::service::Ensured {
         located,
         head,
@@ -112,6 +116,7 @@ pub async fn run(
                     SearchMode::Lexical => crate::rank::Mode::Lexical,
                 },
                 unstored,
+                embedding,
             },
         )
         .await;
