@@ -29,6 +29,22 @@ pub struct Located {
 
 /// Finds the work tree containing `path` (which must exist).
 pub fn locate(path: &Path) -> Result<Located, GitError> {
+    discover(path).map(|(located, _)| located)
+}
+
+/// Finds the work tree containing `path` and its HEAD commit (`None`: no commits yet), with one
+/// open of the repository: every search starts here.
+pub fn locate_with_head(path: &Path) -> Result<(Located, Option<String>), GitError> {
+    let (located, inner) = discover(path)?;
+    let repo = Repo {
+        inner,
+        root: located.root.clone(),
+    };
+    let head = repo.head_commit()?;
+    Ok((located, head))
+}
+
+fn discover(path: &Path) -> Result<(Located, gix::Repository), GitError> {
     let canonical = path
         .canonicalize()
         .map_err(|_| GitError::NotARepository(path.to_path_buf()))?;
@@ -45,7 +61,7 @@ pub fn locate(path: &Path) -> Result<Located, GitError> {
         .map(|c| c.as_os_str().to_string_lossy())
         .collect::<Vec<_>>()
         .join("/");
-    Ok(Located { root, subtree })
+    Ok((Located { root, subtree }, repo))
 }
 
 /// A tracked file at HEAD that is worth indexing.

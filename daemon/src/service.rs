@@ -452,14 +452,13 @@ impl Service {
         path: &Path,
         retry_failed: bool,
     ) -> Result<Ensured, ServiceError> {
-        let located = locate(path).await?;
-        let root = located.root.to_string_lossy().into_owned();
-        let head = {
-            let root = located.root.clone();
-            tokio::task::spawn_blocking(move || Repo::open(&root)?.head_commit())
+        let (located, head) = {
+            let path = path.to_path_buf();
+            tokio::task::spawn_blocking(move || git::locate_with_head(&path))
                 .await
                 .map_err(|e| ServiceError::Internal(e.to_string()))??
         };
+        let root = located.root.to_string_lossy().into_owned();
         let (scope_added, freshness) = {
             let mut repos = self.lock_repos();
             let entry = repos.entry(root.clone()).or_insert_with(|| {
