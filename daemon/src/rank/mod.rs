@@ -631,8 +631,11 @@ impl<'a> Search<'a> {
                     weights::w().file_evidence_boost * best * sum / best_file;
             }
         }
-        // Definitions of the symbols the query names, found by name, retrieved or not.
-        let symbols = if self.rules.definitions {
+        // Definitions of the symbols the query names, found by name, retrieved or not. A path
+        // query's symbol (`res.json` read as a member) counts only when no file has that path.
+        let path_names_a_file =
+            self.query.kind == QueryKind::Path && !self.files_named_by_path_query().is_empty();
+        let symbols = if self.rules.definitions && !path_names_a_file {
             &self.query.symbols[..]
         } else {
             &[]
@@ -713,21 +716,13 @@ impl<'a> Search<'a> {
         // A path query: the blocks of the files it names.
         let mut named_files: HashSet<(bool, u32)> = HashSet::new();
         if self.query.kind == QueryKind::Path && self.rules.path_query {
-            let wanted = self.query.text.trim_start_matches("./").to_lowercase();
-            let name = wanted.rsplit('/').next().unwrap_or(&wanted).to_owned();
-            for (dirty, index) in self.layers() {
-                for &file in index.file_names.get(&name).into_iter().flatten() {
-                    let info = &index.files[file as usize];
-                    let path = info.path.to_lowercase();
-                    if !(path == wanted || path.ends_with(&format!("/{wanted}"))) {
-                        continue;
-                    }
-                    named_files.insert((dirty, file));
-                    for i in info.entries.clone() {
-                        if self.allowed(dirty, &index.entries[i as usize]) {
-                            *fused.entry(Found { dirty, entry: i }).or_default() +=
-                                weights::w().definition_boost * best;
-                        }
+            for (dirty, file) in self.files_named_by_path_query() {
+                named_files.insert((dirty, file));
+                let index = self.index(dirty);
+                for i in index.files[file as usize].entries.clone() {
+                    if self.allowed(dirty, &index.entries[i as usize]) {
+                        *fused.entry(Found { dirty, entry: i }).or_default() +=
+                            weights::w().definition_boost * best;
                     }
                 }
             }
@@ -766,6 +761,22 @@ impl<'a> Search<'a> {
                 }
             }
         }
+    }
+
+    /// The files (layer, file) whose path is the path query's, or ends with it.
+    fn files_named_by_path_query(&self) -> Vec<(bool, u32)> {
+        let wanted = self.query.text.trim_start_matches("./").to_lowercase();
+        let name = wanted.rsplit('/').next().unwrap_or(&wanted).to_owned();
+        let mut found = Vec::new();
+        for (dirty, index) in self.layers() {
+            for &file in index.file_names.get(&name).into_iter().flatten() {
+                let path = index.files[file as usize].path.to_lowercase();
+                if path == wanted || path.ends_with(&format!("/{wanted}")) {
+                    found.push((dirty, file));
+                }
+            }
+        }
+        found
     }
 
     /// Picks results best first, decaying each further block of a file already picked.
@@ -986,6 +997,30 @@ mod tests {
         assert_eq!(name_components("Display for Foo<T>.fmt"), ["foo", "fmt"]);
         assert!(index.definitions.contains_key("queue"));
         assert_eq!(search(&index, "Queue::push")[0], "a/impls.rs");
+    }
+
+    #[test]
+    fn a_path_query_is_a_member_only_when_no_file_has_that_path() {
+        let rows = vec![
+            row("conf/package.json", "text", "", 1, "{\n  \"name\": \"app\"\n}"),
+            row(
+                "web/ctx.py",
+                "function",
+                "Context.json",
+                1,
+                "def json(self, value):\n    return dumps(value)",
+            ),
+            row(
+                "http/res.py",
+                "function",
+                "Res.json",
+                1,
+                "def json(self):\n    return loads(self.body)",
+            ),
+        ];
+        let index = RepoIndex::build(rows, 2, false);
+        assert_eq!(search(&index, "package.json")[0], "conf/package.json");
+        assert_eq!(search(&index, "res.json")[0], "http/res.py");
     }
 
     #[test]

@@ -72,7 +72,7 @@ impl Query {
         let symbols = match kind {
             QueryKind::Identifier => symbol_of(trimmed, false).into_iter().collect(),
             // `res.json` or `node.js` may be a member as well as a file: when no file has that
-            // name, the path rule lifts nothing and the definitions rule still can.
+            // path, the ranking stage uses this symbol instead (see `Search::rerank`).
             QueryKind::Path if !trimmed.contains('/') && is_identifier_like(trimmed) => {
                 symbol_of(trimmed, false).into_iter().collect()
             }
@@ -86,12 +86,12 @@ impl Query {
                 .filter_map(|w| symbol_of(w, true))
                 .collect(),
         };
-        // Words and the parts of identifiers: `TestEvict` asks for tests too.
-        let mut words: Vec<String> = trimmed
+        // Whole words only: identifier parts (`DocBook`, `SampleRate`, `TestClient`) name
+        // things more often than they ask for a kind of file.
+        let words: Vec<String> = trimmed
             .split(|c: char| !c.is_alphanumeric())
             .map(str::to_lowercase)
             .collect();
-        words.extend(tokens::tokens(trimmed));
         let has = |list: &[&str]| words.iter().any(|w| list.contains(&w.as_str()));
         let asks_for = AsksFor {
             tests: has(&[
@@ -276,8 +276,7 @@ mod tests {
         let q = Query::parse("How are the tests for the router written?");
         assert!(q.asks_for.tests && !q.asks_for.docs);
         assert_eq!(q.keywords, ["tests", "router", "written"]);
-        assert!(Query::parse("TestEvict").asks_for.tests);
-        assert!(!Query::parse("Contest").asks_for.tests);
+        assert!(!Query::parse("DocBook").asks_for.docs);
     }
 
     #[test]
