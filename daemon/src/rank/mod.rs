@@ -1002,7 +1002,13 @@ mod tests {
     #[test]
     fn a_path_query_is_a_member_only_when_no_file_has_that_path() {
         let rows = vec![
-            row("conf/package.json", "text", "", 1, "{\n  \"name\": \"app\"\n}"),
+            row(
+                "conf/package.json",
+                "text",
+                "",
+                1,
+                "{\n  \"name\": \"app\"\n}",
+            ),
             row(
                 "web/ctx.py",
                 "function",
