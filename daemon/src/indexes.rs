@@ -25,6 +25,9 @@ struct Slot {
 pub struct Indexes {
     slots: Mutex<HashMap<(String, Layer), Slot>>,
     budget: usize,
+    /// While a long job runs: the last index of stored and parsed blocks per repository, with
+    /// when it was built (see [`Indexes::progressive`]).
+    progressive: Mutex<HashMap<String, (Instant, Arc<RepoIndex>)>>,
 }
 
 impl Default for Indexes {
@@ -45,6 +48,7 @@ impl Indexes {
         Indexes {
             slots: Mutex::default(),
             budget: bytes,
+            progressive: Mutex::default(),
         }
     }
 
@@ -68,6 +72,29 @@ impl Indexes {
     /// The stored HEAD blocks of `root` changed: its index is stale.
     pub fn invalidate(&self, root: &str) {
         self.drop_index(root, Layer::Head);
+        self.lock_progressive().remove(root);
+    }
+
+    fn lock_progressive(
+        &self,
+    ) -> std::sync::MutexGuard<'_, HashMap<String, (Instant, Arc<RepoIndex>)>> {
+        self.progressive.lock().unwrap_or_else(|p| p.into_inner())
+    }
+
+    /// The index of stored and parsed blocks a search built during `root`'s running job, if it
+    /// is younger than `max_age`: searches in quick succession during a long first index share
+    /// one build (each costs seconds on a large repository) and see results at most that old.
+    pub fn progressive(&self, root: &str, max_age: std::time::Duration) -> Option<Arc<RepoIndex>> {
+        self.lock_progressive()
+            .get(root)
+            .filter(|(built, _)| built.elapsed() < max_age)
+            .map(|(_, index)| index.clone())
+    }
+
+    /// Keeps `index` as `root`'s progressive index (until the job ends, see `invalidate`).
+    pub fn keep_progressive(&self, root: &str, index: Arc<RepoIndex>) {
+        self.lock_progressive()
+            .insert(root.to_owned(), (Instant::now(), index));
     }
 
     /// The overlay blocks of `root` changed.

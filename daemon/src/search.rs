@@ -23,6 +23,10 @@ pub enum SearchError {
     Internal(String),
 }
 
+/// How stale the results of a search during a long job may be: searches this close share one
+/// index of the stored and parsed blocks.
+pub const PROGRESSIVE_MAX_AGE: std::time::Duration = std::time::Duration::from_secs(5);
+
 /// What to search and how.
 pub struct Request<'a> {
     pub repo: &'a str,
@@ -82,15 +86,23 @@ pub async fn search(
     let unstored = request.unstored.take();
     let head = async {
         match unstored {
-            // A job is running: the stored rows change under it, so build afresh, uncached.
+            // A job is running: the stored rows change under it, so build afresh, shared only
+            // by searches within a few seconds of each other.
             Some(unstored) => {
+                if let Some(index) = indexes.progressive(request.repo, PROGRESSIVE_MAX_AGE) {
+                    return Ok::<_, SearchError>(index);
+                }
                 let mut rows = store.repo_rows(Layer::Head, request.repo, false).await?;
                 let stored: HashSet<String> = rows.iter().map(|r| r.path.clone()).collect();
                 rows.extend(unstored.into_iter().filter(|r| !stored.contains(&r.path)));
                 let dims = store.dims();
-                tokio::task::spawn_blocking(move || Arc::new(RepoIndex::build(rows, dims, false)))
-                    .await
-                    .map_err(|e| SearchError::Internal(e.to_string()))
+                let index = tokio::task::spawn_blocking(move || {
+                    Arc::new(RepoIndex::build(rows, dims, false))
+                })
+                .await
+                .map_err(|e| SearchError::Internal(e.to_string()))?;
+                indexes.keep_progressive(request.repo, index.clone());
+                Ok(index)
             }
             None => Ok(indexes.head(store, request.repo).await?),
         }

@@ -83,6 +83,10 @@ async fn wait_until(
     replies: &mut Replies<'_>,
     stop_early: impl Fn(&Service) -> bool,
 ) -> Result<Waited, ServiceError> {
+    // Already true (a search during a long job): answer now, not after the first wait step.
+    if stop_early(service) {
+        return Ok(Waited::Stopped);
+    }
     while let Some(progress) = service.wait_step(&mut waiter).await? {
         if stop_early(service) {
             return Ok(Waited::Stopped);

@@ -79,7 +79,17 @@ pub async fn run(
                         warnings.push(format!(
                             "indexing in progress ({done} of {total} blocks embedded): results so far, matched by words only"
                         ));
-                        unstored = Some(job.parsed_rows());
+                        // A recent index of stored and parsed blocks is reused as it is: no
+                        // need to copy the job's parsed rows again.
+                        let recent = service
+                            .indexes
+                            .progressive(&root, crate::search::PROGRESSIVE_MAX_AGE)
+                            .is_some();
+                        unstored = Some(if recent {
+                            Vec::new()
+                        } else {
+                            job.parsed_rows()
+                        });
                     }
                 }
                 Err(ServiceError::JobFailed { message, .. }) => warnings.push(behind(&message)),
