@@ -91,10 +91,31 @@ impl Indexes {
             .map(|(_, index)| index.clone())
     }
 
-    /// Keeps `index` as `root`'s progressive index (until the job ends, see `invalidate`).
-    pub fn keep_progressive(&self, root: &str, index: Arc<RepoIndex>) {
-        self.lock_progressive()
-            .insert(root.to_owned(), (Instant::now(), index));
+    /// The generation of `root`'s stored blocks: a progressive build started at one generation
+    /// is kept only while it is still current (no job ended since).
+    pub fn generation(&self, root: &str) -> u64 {
+        self.lock()
+            .get(&(root.to_owned(), Layer::Head))
+            .map_or(0, |s| s.generation)
+    }
+
+    /// Keeps `index`, whose build started at `started` when the stored blocks were at
+    /// `generation`, as `root`'s progressive index, unless a job ended since (see `invalidate`).
+    pub fn keep_progressive(
+        &self,
+        root: &str,
+        started: Instant,
+        generation: u64,
+        index: Arc<RepoIndex>,
+    ) {
+        let slots = self.lock();
+        let current = slots
+            .get(&(root.to_owned(), Layer::Head))
+            .map_or(0, |s| s.generation);
+        if current == generation {
+            self.lock_progressive()
+                .insert(root.to_owned(), (started, index));
+        }
     }
 
     /// The overlay blocks of `root` changed.

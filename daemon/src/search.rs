@@ -41,6 +41,9 @@ pub struct Request<'a> {
     pub unstored: Option<Vec<BlockRow>>,
     /// The query's vector, already being computed (see [`embed_early`]); `None`: embed here.
     pub embedding: Option<Embedding>,
+    /// During a long job: a recent index of stored and parsed blocks to search instead of
+    /// building one from `unstored` ([`crate::indexes::Indexes::progressive`]).
+    pub progressive: Option<Arc<RepoIndex>>,
 }
 
 /// A query embedding running on a blocking thread.
@@ -89,9 +92,11 @@ pub async fn search(
             // A job is running: the stored rows change under it, so build afresh, shared only
             // by searches within a few seconds of each other.
             Some(unstored) => {
-                if let Some(index) = indexes.progressive(request.repo, PROGRESSIVE_MAX_AGE) {
+                if let Some(index) = request.progressive.take() {
                     return Ok::<_, SearchError>(index);
                 }
+                let started = std::time::Instant::now();
+                let generation = indexes.generation(request.repo);
                 let mut rows = store.repo_rows(Layer::Head, request.repo, false).await?;
                 let stored: HashSet<String> = rows.iter().map(|r| r.path.clone()).collect();
                 rows.extend(unstored.into_iter().filter(|r| !stored.contains(&r.path)));
@@ -101,7 +106,7 @@ pub async fn search(
                 })
                 .await
                 .map_err(|e| SearchError::Internal(e.to_string()))?;
-                indexes.keep_progressive(request.repo, index.clone());
+                indexes.keep_progressive(request.repo, started, generation, index.clone());
                 Ok(index)
             }
             None => Ok(indexes.head(store, request.repo).await?),

@@ -45,6 +45,7 @@ pub async fn run(
     let root = located.root.to_string_lossy().into_owned();
     let mut warnings = Vec::new();
     let mut unstored = None;
+    let mut progressive = None;
     let behind = |reason: &str| {
         format!("the index is behind HEAD, results may miss recent changes: {reason}")
     };
@@ -79,13 +80,12 @@ pub async fn run(
                         warnings.push(format!(
                             "indexing in progress ({done} of {total} blocks embedded): results so far, matched by words only"
                         ));
-                        // A recent index of stored and parsed blocks is reused as it is: no
-                        // need to copy the job's parsed rows again.
-                        let recent = service
+                        // A recent index of stored and parsed blocks is searched as it is,
+                        // without copying the job's parsed rows again.
+                        progressive = service
                             .indexes
-                            .progressive(&root, crate::search::PROGRESSIVE_MAX_AGE)
-                            .is_some();
-                        unstored = Some(if recent {
+                            .progressive(&root, crate::search::PROGRESSIVE_MAX_AGE);
+                        unstored = Some(if progressive.is_some() {
                             Vec::new()
                         } else {
                             job.parsed_rows()
@@ -128,6 +128,7 @@ pub async fn run(
                 },
                 unstored,
                 embedding,
+                progressive,
             },
         )
         .await;
