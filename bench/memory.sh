@@ -7,23 +7,11 @@
 #   IDLE_SECONDS: wait that long at the end and print memory again (the indexing session is
 #   released after 2 minutes unused). BIN: measure other binaries (an older build's).
 cd "$(dirname "$0")/.."
-source scripts/env.sh
-set +e
 home_src="${1:?usage: bench/memory.sh HOME [N_REPOS] [IDLE_SECONDS]}"
 n="${2:-21}"
 idle="${3:-0}"
 repos_dir="${REPOS_DIR:-/tmp/semble-bench/repos}"
-# BIN: other binaries to measure (e.g. an older build's), else this checkout's.
-if [ -n "${BIN:-}" ]; then HGD_BIN="$BIN"; else cargo build --workspace --bins --quiet; fi
-export PATH="$HGD_BIN:$PATH"
-HGD_MODEL_DIR="$(hgd-daemon model-dir)"
-HGD_ORT_DYLIB="$(ls "$(dirname "$(dirname "$HGD_MODEL_DIR")")"/runtime/libonnxruntime* | head -1)"
-export HGD_MODEL_DIR HGD_ORT_DYLIB
-HGD_HOME="$(mktemp -d /tmp/hgd-mem.XXXXXX)"
-export HGD_HOME
-trap 'hgd stop >/dev/null 2>&1; rm -rf "$HGD_HOME"' EXIT
-cp -a "$home_src/." "$HGD_HOME/"
-rm -f "$HGD_HOME/hgd.sock" "$HGD_HOME/daemon.lock"
+source bench/daemon-home.sh mem "$home_src"
 memory() { hgd status 2>/dev/null | head -1 | grep -oE '[0-9]+ MiB resident( \([0-9]+ MiB search indexes\))?'; }
 total=0
 python3 - "$repos_dir" "$n" <<'PY' > "$HGD_HOME/plan.txt"

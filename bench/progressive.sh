@@ -4,17 +4,8 @@
 # the job runs. Optional BIN: other binaries to measure (an older build's).
 # Usage: bench/progressive.sh REPO_DIR
 cd "$(dirname "$0")/.."
-source scripts/env.sh
-set +e
 dir="${1:?usage: bench/progressive.sh REPO_DIR}"
-if [ -n "${BIN:-}" ]; then HGD_BIN="$BIN"; else cargo build --workspace --bins --quiet; fi
-export PATH="$HGD_BIN:$PATH"
-HGD_MODEL_DIR="$(hgd-daemon model-dir)"
-HGD_ORT_DYLIB="$(ls "$(dirname "$(dirname "$HGD_MODEL_DIR")")"/runtime/libonnxruntime* | head -1)"
-export HGD_MODEL_DIR HGD_ORT_DYLIB
-HGD_HOME="$(mktemp -d /tmp/hgd-progressive.XXXXXX)"
-export HGD_HOME
-trap 'hgd stop >/dev/null 2>&1; rm -rf "$HGD_HOME"' EXIT
+source bench/daemon-home.sh progressive
 cd "$dir" || exit 2
 hgd index --no-wait >/dev/null 2>&1
 sleep 25

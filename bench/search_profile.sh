@@ -5,22 +5,12 @@
 # (index check, overlay, embedding and ranking) from its debug log.
 # Usage: bench/search_profile.sh HOME REPO [SUBDIR]   e.g. ... /tmp/hgd-bench-v3 click src/click
 cd "$(dirname "$0")/.."
-source scripts/env.sh
-set +e
 home_src="${1:?usage: bench/search_profile.sh HOME REPO [SUBDIR]}"
 repo="${2:?usage: bench/search_profile.sh HOME REPO [SUBDIR]}"
 sub="${3:-}"
 repos_dir="${REPOS_DIR:-/tmp/semble-bench/repos}"
-cargo build --workspace --bins --quiet
-export PATH="$HGD_BIN:$PATH"
-HGD_MODEL_DIR="$(hgd-daemon model-dir)"
-HGD_ORT_DYLIB="$(ls "$(dirname "$(dirname "$HGD_MODEL_DIR")")"/runtime/libonnxruntime* | head -1)"
-export HGD_MODEL_DIR HGD_ORT_DYLIB
-HGD_HOME="$(mktemp -d /tmp/hgd-profile.XXXXXX)"
-export HGD_HOME HGD_LOG=hgd_daemon=debug
-trap 'hgd stop >/dev/null 2>&1; rm -rf "$HGD_HOME"' EXIT
-cp -a "$home_src/." "$HGD_HOME/"
-rm -f "$HGD_HOME/hgd.sock" "$HGD_HOME/daemon.lock"
+export HGD_LOG=hgd_daemon=debug
+source bench/daemon-home.sh profile "$home_src"
 queries="$HGD_HOME/queries.txt"
 python3 -c "import json,sys; [print(q['query']) for q in json.load(open(sys.argv[1]))]" \
   "../shared/bench/semble-dev/annotations/$repo.json" > "$queries"
