@@ -94,9 +94,7 @@ impl Indexes {
     /// The generation of `root`'s stored blocks: a progressive build started at one generation
     /// is kept only while it is still current (no job ended since).
     pub fn generation(&self, root: &str) -> u64 {
-        self.lock()
-            .get(&(root.to_owned(), Layer::Head))
-            .map_or(0, |s| s.generation)
+        head_generation(&self.lock(), root)
     }
 
     /// Keeps `index`, whose build started at `started` when the stored blocks were at
@@ -109,10 +107,7 @@ impl Indexes {
         index: Arc<RepoIndex>,
     ) {
         let slots = self.lock();
-        let current = slots
-            .get(&(root.to_owned(), Layer::Head))
-            .map_or(0, |s| s.generation);
-        if current == generation {
+        if head_generation(&slots, root) == generation {
             self.lock_progressive()
                 .insert(root.to_owned(), (started, index));
         }
@@ -184,6 +179,12 @@ impl Indexes {
         }
         Ok(index)
     }
+}
+
+fn head_generation(slots: &HashMap<(String, Layer), Slot>, root: &str) -> u64 {
+    slots
+        .get(&(root.to_owned(), Layer::Head))
+        .map_or(0, |s| s.generation)
 }
 
 /// Rows read for one index build past which the freed read is trimmed.

@@ -33,11 +33,15 @@ impl Vectors {
 
     /// Appends `vector`, or zeros when it is not `dims` long (a block not embedded yet).
     pub fn push(&mut self, vector: &[f32]) {
-        let vector = if vector.len() == self.dims {
-            vector
-        } else {
-            &vec![0.0; self.dims][..]
-        };
+        if vector.len() != self.dims {
+            if self.quantize {
+                self.codes.extend(std::iter::repeat_n(0, self.dims));
+                self.scales.push(1.0);
+            } else {
+                self.exact.extend(std::iter::repeat_n(0.0, self.dims));
+            }
+            return;
+        }
         if !self.quantize {
             self.exact.extend_from_slice(vector);
             return;
