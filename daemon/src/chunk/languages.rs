@@ -281,6 +281,33 @@ impl Language {
                     return text(&name, source);
                 }
             }
+            // A method is named by its receiver's type as well (`Engine.Run`), as a method
+            // inside a class is: a query for the type then finds the type before a method
+            // that shares its name, and `Engine.Run` finds the method.
+            (Language::Go, "method_declaration") => {
+                let name = node.child_by_field_name("name").map(|n| text(&n, source));
+                let receiver = node
+                    .child_by_field_name("receiver")
+                    .and_then(|r| {
+                        let mut cursor = r.walk();
+                        let first = r
+                            .named_children(&mut cursor)
+                            .find(|c| c.kind() == "parameter_declaration");
+                        first
+                    })
+                    .and_then(|p| p.child_by_field_name("type"))
+                    .map(|t| {
+                        let t = text(&t, source);
+                        let t = t.trim_start_matches('*').trim();
+                        t.split('[').next().unwrap_or(t).trim().to_owned()
+                    })
+                    .filter(|t| !t.is_empty());
+                return match (receiver, name) {
+                    (Some(r), Some(n)) => format!("{r}.{n}"),
+                    (None, Some(n)) => n,
+                    _ => String::new(),
+                };
+            }
             (Language::Rust, "impl_item") => {
                 let ty = node.child_by_field_name("type").map(|t| text(&t, source));
                 let tr = node.child_by_field_name("trait").map(|t| text(&t, source));

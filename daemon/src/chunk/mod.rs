@@ -480,6 +480,19 @@ mod tests {
             "type",
             "Server",
         );
+        // Go methods are named by their receiver's type, pointer and type parameters left out.
+        has(
+            "a.go",
+            "package main\n\nfunc (s *Server) Close() error {\n\treturn nil\n}\n",
+            "method",
+            "Server.Close",
+        );
+        has(
+            "a.go",
+            "package main\n\nfunc (s Set[K]) Add(k K) {\n}\n",
+            "method",
+            "Set.Add",
+        );
         has(
             "a.rs",
             "/// Docs.\nfn parse_args() -> u32 {\n    1\n}\n",
