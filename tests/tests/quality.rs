@@ -1,9 +1,10 @@
-//! Ranking regression: a small multi-language repository and 30 queries of the three kinds a
+//! Ranking regression: a small multi-language repository and 31 queries of the three kinds a
 //! user asks (a symbol, what some code does, how a part of the system works). The block that
-//! answers each of 25 must be in the top 3. Five more each need one ranking rule (a method named
+//! answers each of 25 must be in the top 3. Six more each need one ranking rule (a method named
 //! with its class beside a same-named function, a method of a generic impl, a method of a class
-//! long enough to be split, a path, a question that asks for tests) and sit beside a distractor
-//! that wins without it: the right block, by name, must come first.
+//! long enough to be split, a type beside a function named the same but for case, a path, a
+//! question that asks for tests) and sit beside a distractor that wins without it: the right
+//! block, by name, must come first.
 
 use hgd_tests::{GitRepo, Hgd};
 
@@ -415,6 +416,50 @@ def nightly_audit(ledger: InventoryLedger, counted):
 "#,
         ),
         (
+            "server/limits.go",
+            r#"package server
+
+import "time"
+
+// Throttle spaces out calls so that at most one runs per interval.
+type Throttle struct {
+	interval time.Duration
+	last     time.Time
+}
+
+// Wait blocks until the next call is allowed.
+func (t *Throttle) Wait() {
+	if next := t.last.Add(t.interval); time.Now().Before(next) {
+		time.Sleep(time.Until(next))
+	}
+	t.last = time.Now()
+}
+"#,
+        ),
+        (
+            "src/throttle.py",
+            r#"import functools
+import time
+
+
+def throttle(seconds):
+    """Decorator: calls to the wrapped throttle target closer than `seconds` apart are dropped."""
+    def wrap(fn):
+        last = [0.0]
+
+        @functools.wraps(fn)
+        def throttled(*args, **kwargs):
+            now = time.monotonic()
+            if now - last[0] >= seconds:
+                last[0] = now
+                return fn(*args, **kwargs)
+
+        return throttled
+
+    return wrap
+"#,
+        ),
+        (
             "README.md",
             "# Toolkit\n\nA toolkit of small utilities: durations, rate limits, caching, routing, retries.\n\n## Installing\n\nCopy the folders you need into your project.\n",
         ),
@@ -570,6 +615,9 @@ const FIRST: &[(&str, &str, &str, &str)] = &[
         "InventoryLedger.reconcile_balances",
         "",
     ),
+    // A type, beside a same-named function in a file named after it (src/throttle.py): the
+    // name written with the query's case.
+    ("Throttle", "server/limits.go", "Throttle", "exact_case"),
     // A path, beside lib/permalink.rb, which says "slug" more often.
     ("lib/slug.rb", "lib/slug.rb", "Text", "path_query"),
     // Tests, asked for, beside the implementation they test.

@@ -35,8 +35,12 @@ pub struct Rules {
     pub query_type_weight: bool,
     /// Several good blocks in a file lift its best block.
     pub file_evidence: bool,
+    /// A file close to the query's meaning as a whole lifts its best block.
+    pub file_meaning: bool,
     /// Blocks defining a symbol the query names are lifted (and found if not retrieved).
     pub definitions: bool,
+    /// ... less so when the definition's name differs from the query's in case only.
+    pub exact_case: bool,
     /// A path query lifts the blocks of the files it names.
     pub path_query: bool,
     /// Keywords of a question that name a file or its folder lift that file.
@@ -58,7 +62,9 @@ impl Default for Rules {
             query_stop_words: true,
             query_type_weight: true,
             file_evidence: true,
+            file_meaning: true,
             definitions: true,
+            exact_case: true,
             path_query: true,
             path_keywords: true,
             roles: true,
@@ -101,7 +107,9 @@ impl Rules {
                 "query_stop_words" => &mut r.query_stop_words,
                 "query_type_weight" => &mut r.query_type_weight,
                 "file_evidence" => &mut r.file_evidence,
+                "file_meaning" => &mut r.file_meaning,
                 "definitions" => &mut r.definitions,
+                "exact_case" => &mut r.exact_case,
                 "path_query" => &mut r.path_query,
                 "path_keywords" => &mut r.path_keywords,
                 "roles" => &mut r.roles,
@@ -163,6 +171,9 @@ pub struct RepoIndex {
     entries: Vec<Entry>,
     files: Vec<FileInfo>,
     vectors: vectors::Vectors,
+    /// Per file: the mean of its blocks' vectors (the query's dot with it is the mean of its
+    /// dots with them), for how close the query is to the file as a whole.
+    file_vectors: vectors::Vectors,
     bm25: Bm25,
     /// Term bags, kept only for the overlay (scored with HEAD's statistics).
     bags: Option<Vec<Bag>>,
@@ -283,6 +294,21 @@ impl RepoIndex {
                 }
             }
         }
+        let mut file_vectors = vectors::Vectors::with_capacity(files.len(), dims);
+        if dims > 0 {
+            for f in &files {
+                let mut sum = vec![0.0f32; dims];
+                let mut n = 0usize;
+                for e in &entries[f.entries.start as usize..f.entries.end as usize] {
+                    for &row in &e.vectors {
+                        vectors.add_to(row as usize, &mut sum);
+                        n += 1;
+                    }
+                }
+                sum.iter_mut().for_each(|v| *v /= n.max(1) as f32);
+                file_vectors.push(&sum);
+            }
+        }
         let mut file_names: HashMap<String, Vec<u32>> = HashMap::new();
         for (i, f) in files.iter_mut().enumerate() {
             let mut fact = facts[i];
@@ -304,6 +330,7 @@ impl RepoIndex {
             entries,
             files,
             vectors,
+            file_vectors,
             bm25,
             bags,
             definitions,
@@ -350,7 +377,13 @@ impl RepoIndex {
             .map(|(k, v)| k.capacity() + 48 + v.capacity() * 4)
             .sum();
         let bags: usize = self.bags.iter().flatten().map(|b| b.len() * 48).sum();
-        entries + files + names + bags + self.vectors.memory_bytes() + self.bm25.memory_bytes()
+        entries
+            + files
+            + names
+            + bags
+            + self.vectors.memory_bytes()
+            + self.file_vectors.memory_bytes()
+            + self.bm25.memory_bytes()
     }
 
     fn best_window(&self, entry: &Entry, query: &[f32]) -> f32 {
@@ -631,6 +664,25 @@ impl<'a> Search<'a> {
                     weights::w().file_evidence_boost * best * sum / best_file;
             }
         }
+        // File meaning: a file whose blocks are close to the query on average lifts its best
+        // block (scaled between the candidates' closest and furthest files).
+        if let Some(vector) = self.vector.filter(|_| self.rules.file_meaning) {
+            let closeness: Vec<(Found, f32)> = per_file
+                .iter()
+                .filter(|((dirty, _), _)| self.index(*dirty).file_vectors.dims() == vector.len())
+                .map(|(&(dirty, file), &(_, f, _))| {
+                    (f, self.index(dirty).file_vectors.dot(file as usize, vector))
+                })
+                .collect();
+            let hi = closeness.iter().map(|c| c.1).fold(f32::MIN, f32::max);
+            let lo = closeness.iter().map(|c| c.1).fold(f32::MAX, f32::min);
+            if hi > lo {
+                for (f, c) in closeness {
+                    *fused.get_mut(&f).expect("a candidate") +=
+                        weights::w().file_meaning_boost * best * (c - lo) / (hi - lo);
+                }
+            }
+        }
         // Definitions of the symbols the query names, found by name, retrieved or not. A path
         // query's symbol (`res.json` read as a member) counts only when no file has that path.
         let path_names_a_file =
@@ -662,6 +714,9 @@ impl<'a> Search<'a> {
                     }
                     if symbol.in_prose {
                         boost *= weights::w().definition_in_prose_factor;
+                    }
+                    if self.rules.exact_case && !named_exactly(&e.name, &symbol.name) {
+                        boost *= weights::w().definition_case_factor;
                     }
                     // The outermost definition first: a class before its constructors (which
                     // share its name in Java, C#, C++), `Foo.bar` before `Outer.Foo.bar`.
@@ -857,6 +912,16 @@ fn fuse_into(fused: &mut HashMap<Found, f32>, list: &[(Found, f32)], share: f32,
 /// dropped (`BoundedQueue<T>.push` is `boundedqueue`, `push`) and a trait implementation named by
 /// its type (`Display for Foo` is `foo`). Separators: `.`, `::`, `\`.
 fn name_components(name: &str) -> Vec<String> {
+    plain_name(name)
+        .split(['.', ':', '\\'])
+        .map(str::trim)
+        .filter(|c| !c.is_empty())
+        .map(str::to_lowercase)
+        .collect()
+}
+
+/// A definition's name without generic arguments, and a trait implementation's by its type.
+fn plain_name(name: &str) -> String {
     let mut plain = String::with_capacity(name.len());
     let mut generics = 0usize;
     for c in name.chars() {
@@ -867,13 +932,17 @@ fn name_components(name: &str) -> Vec<String> {
             _ => {}
         }
     }
-    let plain = plain.rsplit(" for ").next().unwrap_or(&plain);
-    plain
-        .split(['.', ':', '\\'])
-        .map(str::trim)
-        .filter(|c| !c.is_empty())
-        .map(str::to_lowercase)
-        .collect()
+    match plain.rsplit_once(" for ") {
+        Some((_, ty)) => ty.to_owned(),
+        None => plain,
+    }
+}
+
+/// Whether the last component of definition `name` is `symbol` with the same case (generic
+/// arguments and a trait implementation's trait left out, as in [`name_components`]).
+fn named_exactly(name: &str, symbol: &str) -> bool {
+    let plain = plain_name(name);
+    plain.rsplit(['.', ':', '\\']).next().unwrap_or("").trim() == symbol
 }
 
 /// Whether a file named `stem` is named after symbol `name` (both lowercase): the same, the same

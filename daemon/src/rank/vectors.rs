@@ -56,6 +56,21 @@ impl Vectors {
         self.scales.push(scale);
     }
 
+    /// Adds vector `row` to `sum` (`dims` long).
+    pub fn add_to(&self, row: usize, sum: &mut [f32]) {
+        let range = row * self.dims..(row + 1) * self.dims;
+        if !self.quantize {
+            for (s, v) in sum.iter_mut().zip(&self.exact[range]) {
+                *s += v;
+            }
+            return;
+        }
+        let scale = self.scales[row];
+        for (s, &c) in sum.iter_mut().zip(&self.codes[range]) {
+            *s += f32::from(c) * scale;
+        }
+    }
+
     /// Bytes held.
     pub fn memory_bytes(&self) -> usize {
         self.exact.capacity() * 4 + self.codes.capacity() + self.scales.capacity() * 4

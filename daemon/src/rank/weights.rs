@@ -75,11 +75,17 @@ weights! {
     /// ... times this when none of the query's qualifiers (`Foo` of `Foo.bar`) is in the
     /// definition's qualified name or path; in proportion up to 1 as more of them are.
     definition_unqualified_factor: f32 = 0.5;
+    /// ... times this when the definition's name differs from the query's in case only
+    /// (`command` for `Command`): identifiers are case-sensitive in most languages.
+    definition_case_factor: f32 = 0.5;
     /// ... times this when the symbol is only mentioned inside a question in words.
     definition_in_prose_factor: f32 = 0.5;
     /// The best block of a file gets up to this share of the best fused score, in proportion to
     /// the file's share of the candidates' total score relative to the best file.
     file_evidence_boost: f32 = 0.35;
+    /// The best block of a file gets up to this share of the best fused score, by how close
+    /// the query's vector is to the mean of the file's vectors (scaled over the candidates' files).
+    file_meaning_boost: f32 = 0.3;
     /// A block whose file or folder name matches the query's keywords gets up to this share of
     /// the best fused score, in proportion to the share of keywords matched.
     path_keyword_boost: f32 = 1.0;
