@@ -1,8 +1,9 @@
-//! Ranking regression: a small multi-language repository and 31 queries of the three kinds a
+//! Ranking regression: a small multi-language repository and 32 queries of the three kinds a
 //! user asks (a symbol, what some code does, how a part of the system works). The block that
-//! answers each of 25 must be in the top 3. Six more each need one ranking rule (a method named
+//! answers each of 25 must be in the top 3. Seven more each need one ranking rule (a method named
 //! with its class beside a same-named function, a method of a generic impl, a method of a class
-//! long enough to be split, a type beside a function named the same but for case, a path, a
+//! long enough to be split, a type beside a function named the same but for case, a question
+//! about what a whole file does beside one block elsewhere that uses its words, a path, a
 //! question that asks for tests) and sit beside a distractor that wins without it: the right
 //! block, by name, must come first.
 
@@ -460,6 +461,57 @@ def throttle(seconds):
 "#,
         ),
         (
+            "src/dispatch.py",
+            r#"import heapq
+
+
+class JobQueue:
+    """Waiting jobs, kept in a heap ordered by priority and then by arrival."""
+
+    def __init__(self):
+        self.heap = []
+        self.arrivals = 0
+
+    def submit(self, job, priority):
+        self.arrivals += 1
+        heapq.heappush(self.heap, (-priority, self.arrivals, job))
+
+    def pick_next(self):
+        """The waiting job with the highest priority; among equals, the one that came first."""
+        if not self.heap:
+            return None
+        return heapq.heappop(self.heap)[2]
+
+    def age_waiting(self, boost):
+        """Raise the priority of every job still waiting, so that none starves."""
+        self.heap = [(p - boost, n, job) for p, n, job in self.heap]
+        heapq.heapify(self.heap)
+"#,
+        ),
+        (
+            "src/helpers.py",
+            r#"def pad_left(text, width):
+    return " " * (width - len(text)) + text
+
+
+def plural(word, count):
+    return word if count == 1 else word + "s"
+
+
+def describe_next_run(job):
+    """A log line naming the job that runs next."""
+    return f"next: {job.name}"
+
+
+def hex_colour(r, g, b):
+    return '#%02x%02x%02x' % (r, g, b)
+
+
+def truncate(text, limit):
+    return text if len(text) <= limit else text[: limit - 1] + "~"
+"#,
+        ),
+        (
             "README.md",
             "# Toolkit\n\nA toolkit of small utilities: durations, rate limits, caching, routing, retries.\n\n## Installing\n\nCopy the folders you need into your project.\n",
         ),
@@ -618,6 +670,14 @@ const FIRST: &[(&str, &str, &str, &str)] = &[
     // A type, beside a same-named function in a file named after it (src/throttle.py): the
     // name written with the query's case.
     ("Throttle", "server/limits.go", "Throttle", "exact_case"),
+    // A question about what a whole file does, beside one block of an unrelated file that
+    // uses its words (src/helpers.py): the file whose blocks are about it.
+    (
+        "how does the scheduler decide which job runs next",
+        "src/dispatch.py",
+        "JobQueue",
+        "file_meaning",
+    ),
     // A path, beside lib/permalink.rb, which says "slug" more often.
     ("lib/slug.rb", "lib/slug.rb", "Text", "path_query"),
     // Tests, asked for, beside the implementation they test.
