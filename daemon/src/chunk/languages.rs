@@ -281,9 +281,9 @@ impl Language {
                     return text(&name, source);
                 }
             }
-            // A method is named by its receiver's type as well (`Engine.Run`), as a method
+            // A method is named by its receiver's type as well (`Server.Close`), as a method
             // inside a class is: a query for the type then finds the type before a method
-            // that shares its name, and `Engine.Run` finds the method.
+            // that shares its name, and `Server.Close` finds the method.
             (Language::Go, "method_declaration") => {
                 let name = node.child_by_field_name("name").map(|n| text(&n, source));
                 let receiver = node
@@ -298,7 +298,10 @@ impl Language {
                     .and_then(|p| p.child_by_field_name("type"))
                     .map(|t| {
                         let t = text(&t, source);
-                        let t = t.trim_start_matches('*').trim();
+                        // `*T`, `(*T)`, `T[K]`: the type's own name.
+                        let t = t.trim_matches(|c: char| {
+                            matches!(c, '(' | ')' | '*') || c.is_whitespace()
+                        });
                         t.split('[').next().unwrap_or(t).trim().to_owned()
                     })
                     .filter(|t| !t.is_empty());

@@ -494,6 +494,24 @@ mod tests {
             "Set.Add",
         );
         has(
+            "a.go",
+            "package main\n\nfunc (s *Set[K]) Remove(k K) {\n}\n",
+            "method",
+            "Set.Remove",
+        );
+        has(
+            "a.go",
+            "package main\n\nfunc (Plain) Touch() {\n}\n",
+            "method",
+            "Plain.Touch",
+        );
+        has(
+            "a.go",
+            "package main\n\nfunc (s (*Server)) Open() {\n}\n",
+            "method",
+            "Server.Open",
+        );
+        has(
             "a.rs",
             "/// Docs.\nfn parse_args() -> u32 {\n    1\n}\n",
             "function",

@@ -202,6 +202,8 @@ impl RepoIndex {
             0
         };
         let mut vectors = vectors::Vectors::with_capacity(rows.len(), dims);
+        // Which rows have a vector (the others hold zeros), for the files' mean vectors.
+        let mut embedded: Vec<bool> = Vec::with_capacity(rows.len());
         // Lines of the entry being assembled, so overlapping windows merge into one text.
         let mut lines: BTreeMap<u32, String> = BTreeMap::new();
         let finish = |entry: &mut Entry, lines: &mut BTreeMap<u32, String>| {
@@ -256,6 +258,7 @@ impl RepoIndex {
                     .entry(row.start_line + n as u32)
                     .or_insert_with(|| line.to_owned());
             }
+            embedded.push(row.vector.len() == dims);
             vectors.push(&row.vector);
         }
         if let Some(last) = entries.last_mut() {
@@ -300,7 +303,7 @@ impl RepoIndex {
                 let mut sum = vec![0.0f32; dims];
                 let mut n = 0usize;
                 for e in &entries[f.entries.start as usize..f.entries.end as usize] {
-                    for &row in &e.vectors {
+                    for &row in e.vectors.iter().filter(|&&r| embedded[r as usize]) {
                         vectors.add_to(row as usize, &mut sum);
                         n += 1;
                     }
@@ -418,6 +421,7 @@ fn merge_containers(entries: Vec<Entry>) -> Vec<Entry> {
             lists.pop();
             continue;
         };
+        // A Go type followed by its methods (`Type.method`, declared outside it) spans them too.
         let container = is_definition(&head.kind) && !head.name.is_empty();
         if !container {
             out.push(head);
@@ -694,6 +698,15 @@ impl<'a> Search<'a> {
         };
         for symbol in symbols {
             let key = symbol.name.to_lowercase();
+            // Case decides only between definitions that differ in it: a query written in
+            // another case than the only definition still finds it at full strength.
+            let some_named_exactly = self.rules.exact_case
+                && self.layers().any(|(dirty, index)| {
+                    index.definitions.get(&key).into_iter().flatten().any(|&i| {
+                        let e = &index.entries[i as usize];
+                        self.allowed(dirty, e) && named_exactly(&e.name, &symbol.name)
+                    })
+                });
             for (dirty, index) in self.layers() {
                 let holder = symbol.qualifiers.last();
                 let mut held_by_name = false;
@@ -715,7 +728,7 @@ impl<'a> Search<'a> {
                     if symbol.in_prose {
                         boost *= weights::w().definition_in_prose_factor;
                     }
-                    if self.rules.exact_case && !named_exactly(&e.name, &symbol.name) {
+                    if some_named_exactly && !named_exactly(&e.name, &symbol.name) {
                         boost *= weights::w().definition_case_factor;
                     }
                     // The outermost definition first: a class before its constructors (which
@@ -1039,6 +1052,129 @@ mod tests {
         let index = RepoIndex::build(rows, 2, false);
         assert_eq!(search(&index, "RateLimiter.allow")[0], "limits.py");
         assert_eq!(search(&index, "allow")[0], "acl.py");
+    }
+
+    #[test]
+    fn case_decides_between_definitions_that_differ_only_in_case() {
+        let rows = vec![
+            // The file named after the symbol favours the lower-case function.
+            row(
+                "app/core.py",
+                "class",
+                "Parser",
+                1,
+                "class Parser:\n    pass",
+            ),
+            row(
+                "app/parser.py",
+                "function",
+                "parser",
+                1,
+                "def parser(name):\n    return Parser()",
+            ),
+        ];
+        let index = RepoIndex::build(rows, 2, false);
+        assert_eq!(search(&index, "Parser")[0], "app/core.py");
+        assert_eq!(search(&index, "parser")[0], "app/parser.py");
+        let without = Rules::without("exact_case").unwrap();
+        assert_eq!(search_with(&index, "Parser", without)[0], "app/parser.py");
+        // With no definition in the query's case, case costs nothing.
+        let only = RepoIndex::build(
+            vec![
+                row(
+                    "app/net.py",
+                    "class",
+                    "HTTPClient",
+                    1,
+                    "class HTTPClient:\n    pass",
+                ),
+                row(
+                    "app/util.py",
+                    "function",
+                    "pad",
+                    1,
+                    "def pad(s):\n    return s",
+                ),
+            ],
+            2,
+            false,
+        );
+        let best = |q: &str| {
+            let query = Query::parse(q);
+            let hidden = HashSet::new();
+            let s = Search {
+                head: &only,
+                overlay: None,
+                hidden: &hidden,
+                subtree: "",
+                query: &query,
+                vector: None,
+                mode: Mode::Lexical,
+                limit: 5,
+                rules: Rules::default(),
+            };
+            s.run()[0].1
+        };
+        assert_eq!(best("HttpClient"), best("HTTPClient"));
+        assert!(named_exactly("Display for Foo<T>", "Foo"));
+        assert!(named_exactly("Queue<T>.push", "push"));
+        assert!(!named_exactly("Queue<T>.push", "Push"));
+    }
+
+    #[test]
+    fn a_file_close_to_the_question_as_a_whole_lifts_its_best_block() {
+        let with_vector = |mut r: BlockRow, v: [f32; 2]| {
+            r.vector = v.to_vec();
+            r
+        };
+        // One block of a.py is the closest of all; the rest of a.py is about something else.
+        // Every block of b.py is fairly close.
+        let mut rows = vec![with_vector(
+            row("a.py", "function", "best", 1, "def best():\n    pass"),
+            [1.0, 0.0],
+        )];
+        for i in 0..4 {
+            rows.push(with_vector(
+                row(
+                    "a.py",
+                    "function",
+                    &format!("other{i}"),
+                    10 + 5 * i,
+                    "def other():\n    pass",
+                ),
+                [0.0, 1.0],
+            ));
+            rows.push(with_vector(
+                row(
+                    "b.py",
+                    "function",
+                    &format!("near{i}"),
+                    1 + 5 * i,
+                    "def near():\n    pass",
+                ),
+                [0.8, 0.6],
+            ));
+        }
+        let index = RepoIndex::build(rows, 2, false);
+        let first = |rules: Rules| {
+            let query = Query::parse("how is it done");
+            let hidden = HashSet::new();
+            let s = Search {
+                head: &index,
+                overlay: None,
+                hidden: &hidden,
+                subtree: "",
+                query: &query,
+                vector: Some(&[1.0, 0.0]),
+                mode: Mode::Hybrid,
+                limit: 5,
+                rules,
+            };
+            let (found, _) = s.run()[0];
+            s.entry(found).path.to_string()
+        };
+        assert_eq!(first(Rules::default()), "b.py");
+        assert_eq!(first(Rules::without("file_meaning").unwrap()), "a.py");
     }
 
     #[test]

@@ -76,7 +76,7 @@ weights! {
     /// definition's qualified name or path; in proportion up to 1 as more of them are.
     definition_unqualified_factor: f32 = 0.5;
     /// ... times this when the definition's name differs from the query's in case only
-    /// (`command` for `Command`): identifiers are case-sensitive in most languages.
+    /// (`parser` for `Parser`): identifiers are case-sensitive in most languages.
     definition_case_factor: f32 = 0.5;
     /// ... times this when the symbol is only mentioned inside a question in words.
     definition_in_prose_factor: f32 = 0.5;
