@@ -1010,6 +1010,19 @@ mod tests {
     }
 
     fn search_with(index: &RepoIndex, q: &str, rules: Rules) -> Vec<String> {
+        scored(index, q, None, rules)
+            .into_iter()
+            .map(|(path, _)| path)
+            .collect()
+    }
+
+    /// (path, score) of each result; hybrid with a query vector, else lexical.
+    fn scored(
+        index: &RepoIndex,
+        q: &str,
+        vector: Option<&[f32]>,
+        rules: Rules,
+    ) -> Vec<(String, f32)> {
         let query = Query::parse(q);
         let hidden = HashSet::new();
         let s = Search {
@@ -1018,14 +1031,18 @@ mod tests {
             hidden: &hidden,
             subtree: "",
             query: &query,
-            vector: None,
-            mode: Mode::Lexical,
+            vector,
+            mode: if vector.is_some() {
+                Mode::Hybrid
+            } else {
+                Mode::Lexical
+            },
             limit: 5,
             rules,
         };
         s.run()
             .into_iter()
-            .map(|(f, _)| s.entry(f).path.to_string())
+            .map(|(f, score)| (s.entry(f).path.to_string(), score))
             .collect()
     }
 
@@ -1099,22 +1116,7 @@ mod tests {
             2,
             false,
         );
-        let best = |q: &str| {
-            let query = Query::parse(q);
-            let hidden = HashSet::new();
-            let s = Search {
-                head: &only,
-                overlay: None,
-                hidden: &hidden,
-                subtree: "",
-                query: &query,
-                vector: None,
-                mode: Mode::Lexical,
-                limit: 5,
-                rules: Rules::default(),
-            };
-            s.run()[0].1
-        };
+        let best = |q: &str| scored(&only, q, None, Rules::default())[0].1;
         assert_eq!(best("HttpClient"), best("HTTPClient"));
         assert!(named_exactly("Display for Foo<T>", "Foo"));
         assert!(named_exactly("Queue<T>.push", "push"));
@@ -1157,21 +1159,9 @@ mod tests {
         }
         let index = RepoIndex::build(rows, 2, false);
         let first = |rules: Rules| {
-            let query = Query::parse("how is it done");
-            let hidden = HashSet::new();
-            let s = Search {
-                head: &index,
-                overlay: None,
-                hidden: &hidden,
-                subtree: "",
-                query: &query,
-                vector: Some(&[1.0, 0.0]),
-                mode: Mode::Hybrid,
-                limit: 5,
-                rules,
-            };
-            let (found, _) = s.run()[0];
-            s.entry(found).path.to_string()
+            scored(&index, "how is it done", Some(&[1.0, 0.0]), rules)[0]
+                .0
+                .clone()
         };
         assert_eq!(first(Rules::default()), "b.py");
         assert_eq!(first(Rules::without("file_meaning").unwrap()), "a.py");
