@@ -389,7 +389,7 @@ impl RepoIndex {
             + self.bm25.memory_bytes()
     }
 
-    fn best_window(&self, entry: &Entry, query: &[f32]) -> f32 {
+    fn best_window(&self, entry: &Entry, query: &vectors::QueryVector) -> f32 {
         entry
             .vectors
             .iter()
@@ -541,7 +541,13 @@ impl<'a> Search<'a> {
     }
 
     fn allowed(&self, dirty: bool, entry: &Entry) -> bool {
-        in_subtree(&entry.path, self.subtree) && (dirty || !self.hidden.contains(&*entry.path))
+        self.allowed_path(dirty, &entry.path)
+    }
+
+    /// Under the searched folder, and for HEAD's layer not replaced by the overlay.
+    fn allowed_path(&self, dirty: bool, path: &str) -> bool {
+        in_subtree(path, self.subtree)
+            && (dirty || self.hidden.is_empty() || !self.hidden.contains(path))
     }
 
     fn layers(&self) -> impl Iterator<Item = (bool, &'a RepoIndex)> {
@@ -566,28 +572,25 @@ impl<'a> Search<'a> {
         let tokens = self.lexical_tokens();
         let mut scores = vec![0.0f32; self.head.entries.len()];
         self.head.bm25.score_all(&tokens, &mut scores);
-        for (i, s) in scores.into_iter().enumerate() {
-            if s > 0.0 && self.allowed(false, &self.head.entries[i]) {
+        for entry in self.allowed_entries(false, self.head) {
+            let s = scores[entry as usize];
+            if s > 0.0 {
                 scored.push((
                     Found {
                         dirty: false,
-                        entry: i as u32,
+                        entry,
                     },
                     s,
                 ));
             }
         }
         if let Some(overlay) = self.overlay {
-            for (i, bag) in overlay.bags.iter().flatten().enumerate() {
-                let s = self.head.bm25.score_bag(&tokens, bag);
-                if s > 0.0 && self.allowed(true, &overlay.entries[i]) {
-                    scored.push((
-                        Found {
-                            dirty: true,
-                            entry: i as u32,
-                        },
-                        s,
-                    ));
+            if let Some(bags) = &overlay.bags {
+                for entry in self.allowed_entries(true, overlay) {
+                    let s = self.head.bm25.score_bag(&tokens, &bags[entry as usize]);
+                    if s > 0.0 {
+                        scored.push((Found { dirty: true, entry }, s));
+                    }
                 }
             }
         }
@@ -595,25 +598,31 @@ impl<'a> Search<'a> {
     }
 
     /// Nearest entries by their best window (cosine), best first.
-    fn semantic(&self, vector: &[f32], n: usize) -> Vec<(Found, f32)> {
+    fn semantic(&self, vector: &vectors::QueryVector, n: usize) -> Vec<(Found, f32)> {
         let mut scored = Vec::new();
         for (dirty, index) in self.layers() {
-            if index.vectors.dims() != vector.len() {
+            if index.vectors.dims() != vector.dims() {
                 continue;
             }
-            for (i, e) in index.entries.iter().enumerate() {
-                if self.allowed(dirty, e) {
-                    scored.push((
-                        Found {
-                            dirty,
-                            entry: i as u32,
-                        },
-                        index.best_window(e, vector),
-                    ));
-                }
+            for entry in self.allowed_entries(dirty, index) {
+                let e = &index.entries[entry as usize];
+                scored.push((Found { dirty, entry }, index.best_window(e, vector)));
             }
         }
         top(scored, n)
+    }
+
+    /// The entries of `index` that this search may return, checked a file at a time.
+    fn allowed_entries(
+        &self,
+        dirty: bool,
+        index: &'a RepoIndex,
+    ) -> impl Iterator<Item = u32> + use<'a, '_> {
+        index
+            .files
+            .iter()
+            .filter(move |f| self.allowed_path(dirty, &f.path))
+            .flat_map(|f| f.entries.clone())
     }
 
     /// Ranked results, best first, with their scores.
@@ -629,21 +638,23 @@ impl<'a> Search<'a> {
         };
         let mut fused: HashMap<Found, f32> = HashMap::new();
         let convex = self.rules.convex_fusion;
+        // Quantized once here, so each row is scored by an integer dot product.
+        let vector = self.vector.map(vectors::QueryVector::new);
         if share < 1.0 {
             fuse_into(&mut fused, &self.lexical(n), 1.0 - share, convex);
         }
         if share > 0.0 {
-            if let Some(vector) = self.vector {
+            if let Some(vector) = &vector {
                 fuse_into(&mut fused, &self.semantic(vector, n), share, convex);
             }
         }
         if self.mode != Mode::Semantic {
-            self.rerank(&mut fused);
+            self.rerank(&mut fused, vector.as_ref());
         }
         self.diversify(fused)
     }
 
-    fn rerank(&self, fused: &mut HashMap<Found, f32>) {
+    fn rerank(&self, fused: &mut HashMap<Found, f32>, vector: Option<&vectors::QueryVector>) {
         let best = fused.values().copied().fold(0.0f32, f32::max);
         // With no positive score (nothing matched), boosts are scaled to a first rank's value.
         let best = if best > 0.0 { best } else { 1.0 };
@@ -670,10 +681,10 @@ impl<'a> Search<'a> {
         }
         // File meaning: a file whose blocks are close to the query on average lifts its best
         // block (scaled between the candidates' closest and furthest files).
-        if let Some(vector) = self.vector.filter(|_| self.rules.file_meaning) {
+        if let Some(vector) = vector.filter(|_| self.rules.file_meaning) {
             let closeness: Vec<(Found, f32)> = per_file
                 .iter()
-                .filter(|((dirty, _), _)| self.index(*dirty).file_vectors.dims() == vector.len())
+                .filter(|((dirty, _), _)| self.index(*dirty).file_vectors.dims() == vector.dims())
                 .map(|(&(dirty, file), &(_, f, _))| {
                     (f, self.index(dirty).file_vectors.dot(file as usize, vector))
                 })
@@ -884,13 +895,21 @@ impl<'a> Search<'a> {
     }
 }
 
-/// The `n` best of `scored`, best first (ties by entry order, for stable results).
+/// The `n` best of `scored`, best first (ties by entry order, for stable results). Only the `n`
+/// best are sorted: the lists hold every entry of a repository.
 fn top(mut scored: Vec<(Found, f32)>, n: usize) -> Vec<(Found, f32)> {
-    scored.sort_by(|a, b| {
+    let order = |a: &(Found, f32), b: &(Found, f32)| {
         b.1.total_cmp(&a.1)
             .then_with(|| (a.0.dirty, a.0.entry).cmp(&(b.0.dirty, b.0.entry)))
-    });
-    scored.truncate(n);
+    };
+    if n == 0 {
+        return Vec::new();
+    }
+    if scored.len() > n {
+        scored.select_nth_unstable_by(n - 1, order);
+        scored.truncate(n);
+    }
+    scored.sort_by(order);
     scored
 }
 

@@ -3,7 +3,43 @@
 //! component's largest value of the exact ones. `--set quantize_vectors=false` keeps `f32` to
 //! measure the difference.
 
+use simsimd::SpatialSimilarity;
+
 use super::weights;
+
+/// A query vector prepared once per search: as given, and as 8-bit codes with a scale, so that
+/// each stored row is scored by an integer dot product (SIMD, via `simsimd`).
+pub struct QueryVector {
+    exact: Vec<f32>,
+    codes: Vec<i8>,
+    scale: f32,
+}
+
+impl QueryVector {
+    pub fn new(vector: &[f32]) -> QueryVector {
+        let (codes, scale) = quantize(vector);
+        QueryVector {
+            exact: vector.to_vec(),
+            codes,
+            scale,
+        }
+    }
+
+    pub fn dims(&self) -> usize {
+        self.exact.len()
+    }
+}
+
+/// 8-bit codes of `vector` and the value of code 1 (the largest component maps to ±127).
+fn quantize(vector: &[f32]) -> (Vec<i8>, f32) {
+    let largest = vector.iter().fold(0.0f32, |m, v| m.max(v.abs()));
+    let scale = if largest > 0.0 { largest / 127.0 } else { 1.0 };
+    let codes = vector
+        .iter()
+        .map(|v| (v / scale).round().clamp(-127.0, 127.0) as i8)
+        .collect();
+    (codes, scale)
+}
 
 pub struct Vectors {
     dims: usize,
@@ -46,13 +82,8 @@ impl Vectors {
             self.exact.extend_from_slice(vector);
             return;
         }
-        let largest = vector.iter().fold(0.0f32, |m, v| m.max(v.abs()));
-        let scale = if largest > 0.0 { largest / 127.0 } else { 1.0 };
-        self.codes.extend(
-            vector
-                .iter()
-                .map(|v| (v / scale).round().clamp(-127.0, 127.0) as i8),
-        );
+        let (codes, scale) = quantize(vector);
+        self.codes.extend(codes);
         self.scales.push(scale);
     }
 
@@ -77,21 +108,13 @@ impl Vectors {
     }
 
     /// The dot product of vector `row` with `query`.
-    pub fn dot(&self, row: usize, query: &[f32]) -> f32 {
+    pub fn dot(&self, row: usize, query: &QueryVector) -> f32 {
         let range = row * self.dims..(row + 1) * self.dims;
         if !self.quantize {
-            return self.exact[range]
-                .iter()
-                .zip(query)
-                .map(|(a, b)| a * b)
-                .sum();
+            return f32::dot(&self.exact[range], &query.exact).unwrap_or(0.0) as f32;
         }
-        let sum: f32 = self.codes[range]
-            .iter()
-            .zip(query)
-            .map(|(&c, q)| f32::from(c) * q)
-            .sum();
-        sum * self.scales[row]
+        let sum = i8::dot(&self.codes[range], &query.codes).unwrap_or(0.0) as f32;
+        sum * self.scales[row] * query.scale
     }
 }
 
@@ -116,9 +139,10 @@ mod tests {
             vectors.push(row);
         }
         vectors.push(&[]);
-        let query = unit(9);
+        let exact_query = unit(9);
+        let query = QueryVector::new(&exact_query);
         for (i, row) in rows.iter().enumerate() {
-            let exact: f32 = row.iter().zip(&query).map(|(a, b)| a * b).sum();
+            let exact: f32 = row.iter().zip(&exact_query).map(|(a, b)| a * b).sum();
             assert!((vectors.dot(i, &query) - exact).abs() < 0.01);
         }
         assert_eq!(vectors.dot(3, &query), 0.0);
