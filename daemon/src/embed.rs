@@ -237,6 +237,10 @@ impl Embedder {
 
     /// Embeds documents for the index (with the model's document prefix), in input order.
     pub fn embed_documents<S: AsRef<str>>(&self, texts: &[S]) -> Result<Vec<Vec<f32>>, EmbedError> {
+        // Nothing to embed must not make the indexing session (a few hundred MB).
+        if texts.is_empty() {
+            return Ok(Vec::new());
+        }
         let encoded = self.encode(texts, &self.config.doc_prefix)?;
         let mut slot = self.index_session.lock().unwrap_or_else(|p| p.into_inner());
         if slot.is_none() {
@@ -259,6 +263,9 @@ impl Embedder {
         &self,
         texts: &[S],
     ) -> Result<Vec<Vec<f32>>, EmbedError> {
+        if texts.is_empty() {
+            return Ok(Vec::new());
+        }
         let made = self
             .index_session
             .lock()

@@ -403,6 +403,9 @@ impl Indexer {
                     if cancel.load(Ordering::Relaxed) {
                         return Err(IndexError::Cancelled);
                     }
+                    if group.is_empty() {
+                        continue;
+                    }
                     let rows = embed_rows(&embedder, &root, std::mem::take(&mut group), false)?;
                     let n = rows.len() as u64;
                     embedded += n;
