@@ -178,9 +178,9 @@ fn table_name(model_id: &str) -> String {
 }
 
 /// LanceDB's cache of opened indices (hgd's tables have none today; room for a vector index).
-const STORE_INDEX_CACHE_BYTES: usize = 32 << 20;
+const STORE_INDEX_CACHE_BYTES: usize = 4 << 20;
 /// LanceDB's cache of file and fragment metadata.
-const STORE_METADATA_CACHE_BYTES: usize = 32 << 20;
+const STORE_METADATA_CACHE_BYTES: usize = 8 << 20;
 
 impl Store {
     pub async fn open(dir: &std::path::Path, model_id: &str, dims: usize) -> Result<Store> {
