@@ -477,7 +477,19 @@ fn build_session(
     if !accelerated {
         tracing::info!("execution provider: CPU, {threads} intra-op threads");
     }
-    let session = builder.commit_from_file(onnx).map_err(ort_err)?;
+    let bytes = std::fs::read(onnx)
+        .map_err(|e| EmbedError::Ort(format!("cannot read {}: {e}", onnx.display())))?;
+    // A lookup in an 8-bit table scales only the rows it fetches, so the session does not
+    // hold the whole table unpacked to f32 (see `onnx_rewrite`).
+    let session = match crate::onnx_rewrite::gather_before_dequantize(&bytes) {
+        Ok(Some(rewritten)) => builder.commit_from_memory(&rewritten),
+        Ok(None) => builder.commit_from_memory(&bytes),
+        Err(e) => {
+            tracing::warn!("{}: {e}; loading it as it is", onnx.display());
+            builder.commit_from_memory(&bytes)
+        }
+    }
+    .map_err(ort_err)?;
     Ok((session, accelerated))
 }
 

@@ -11,6 +11,7 @@ pub mod indexer;
 pub mod indexes;
 pub mod memory;
 pub mod model;
+pub mod onnx_rewrite;
 pub mod rank;
 pub mod search;
 pub mod server;
