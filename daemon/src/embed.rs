@@ -481,8 +481,19 @@ fn build_session(
         .map_err(|e| EmbedError::Ort(format!("cannot read {}: {e}", onnx.display())))?;
     // A lookup in an 8-bit table scales only the rows it fetches, so the session does not
     // hold the whole table unpacked to f32 (see `onnx_rewrite`).
-    let session = match crate::onnx_rewrite::gather_before_dequantize(&bytes) {
-        Ok(Some(rewritten)) => builder.commit_from_memory(&rewritten),
+    // HGD_MODEL_AS_IS=1 loads the file unchanged: a diagnostic, and how the tests show that the
+    // rewrite changes no vector.
+    let as_is = std::env::var("HGD_MODEL_AS_IS").is_ok_and(|v| v == "1");
+    let rewrite = if as_is {
+        Ok(None)
+    } else {
+        crate::onnx_rewrite::gather_before_dequantize(&bytes)
+    };
+    let session = match rewrite {
+        Ok(Some(rewritten)) => {
+            tracing::info!("model: table lookups fetch 8-bit codes before scaling them");
+            builder.commit_from_memory(&rewritten)
+        }
         Ok(None) => builder.commit_from_memory(&bytes),
         Err(e) => {
             tracing::warn!("{}: {e}; loading it as it is", onnx.display());

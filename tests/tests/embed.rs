@@ -65,6 +65,41 @@ fn vectors_are_normalised_deterministic_and_in_input_order() {
     assert!(cosine(&first[0], &first[2]) < 0.9);
 }
 
+/// The model is loaded with its word lookup rewritten to fetch 8-bit codes before scaling them
+/// (`onnx_rewrite`); loaded as it is, every vector must be the same.
+#[test]
+fn the_rewritten_word_lookup_changes_no_vector() {
+    let texts = [SHA, HTTP, CSS, LONG];
+    let run = |hgd: &Hgd| {
+        let mut child = hgd
+            .command("hgd-daemon")
+            .arg("embed")
+            .stdin(Stdio::piped())
+            .stdout(Stdio::piped())
+            .stderr(Stdio::piped())
+            .spawn()
+            .expect("run hgd-daemon embed");
+        let input = serde_json::to_vec(&texts).unwrap();
+        child.stdin.take().unwrap().write_all(&input).unwrap();
+        let out = child.wait_with_output().unwrap();
+        assert!(
+            out.status.success(),
+            "{}",
+            String::from_utf8_lossy(&out.stderr)
+        );
+        let vectors: Vec<Vec<f32>> = serde_json::from_slice(&out.stdout).unwrap();
+        (vectors, String::from_utf8_lossy(&out.stderr).into_owned())
+    };
+    let (rewritten, log) = run(&Hgd::new());
+    assert!(
+        log.contains("table lookups fetch 8-bit codes"),
+        "not rewritten:\n{log}"
+    );
+    let (as_is, log) = run(&Hgd::new().with_env("HGD_MODEL_AS_IS", "1"));
+    assert!(!log.contains("table lookups fetch 8-bit codes"), "{log}");
+    assert_eq!(rewritten, as_is);
+}
+
 #[test]
 fn a_query_about_hashing_ranks_the_sha256_function_first() {
     let hgd = Hgd::new();
