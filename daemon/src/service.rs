@@ -1,8 +1,10 @@
 //! The daemon's shared state: the store, the embedder, the tracked repositories and the job queue.
 //!
-//! Jobs run one at a time (they share one embedder). Requests for the same repository coalesce: each
-//! request takes a ticket, a job covers every ticket issued before it started (it reads HEAD after
-//! starting), and a waiter returns once a job covering its ticket has finished.
+//! Jobs run one at a time (they share one embedder), taking turns: a job gives way to other
+//! repositories' waiting jobs after a slice and resumes behind them. Requests for the same
+//! repository coalesce: each request takes a ticket, a job covers every ticket issued before it
+//! started (it reads HEAD after starting), and a waiter returns once a job covering its ticket
+//! has finished.
 
 use std::collections::{HashMap, VecDeque};
 use std::path::Path;
@@ -19,7 +21,7 @@ use crate::chunk::Limits;
 use crate::embed::Embedder;
 use crate::freshness::WorkTrees;
 use crate::git::{self, GitError, Located, Repo};
-use crate::indexer::{Indexer, JobProgress};
+use crate::indexer::{IndexError, Indexer, JobProgress};
 use crate::indexes::Indexes;
 use crate::store::{RepoRecord, Store, StoreError};
 
@@ -119,7 +121,8 @@ pub struct Service {
     /// Rows changed in the store and jobs run since the last optimisation.
     unoptimized_rows: AtomicU64,
     jobs_since_optimize: AtomicU64,
-    job_cancel: Arc<AtomicBool>,
+    /// How long a job runs before it gives way to other repositories' waiting jobs.
+    job_slice: Duration,
     /// One overlay refresh at a time per repository (concurrent searches would embed the same
     /// edits twice); other repositories' searches do not wait.
     pub(crate) overlay_locks: Mutex<HashMap<String, Arc<tokio::sync::Mutex<()>>>>,
@@ -146,6 +149,18 @@ pub struct Waiter {
     ticket: u64,
     changed: watch::Receiver<u64>,
 }
+
+/// How long a job runs before it gives way to other repositories' jobs (`HGD_JOB_SLICE_MS`
+/// changes it, for tests).
+fn job_slice() -> Duration {
+    std::env::var("HGD_JOB_SLICE_MS")
+        .ok()
+        .and_then(|v| v.parse().ok())
+        .map(Duration::from_millis)
+        .unwrap_or(DEFAULT_JOB_SLICE)
+}
+
+const DEFAULT_JOB_SLICE: Duration = Duration::from_secs(15);
 
 /// How long the indexing session outlives its last batch. Making it again costs about a second
 /// of CPU, so commits a few minutes apart reuse it.
@@ -190,7 +205,7 @@ impl Service {
             jobs_run: AtomicU64::new(0),
             unoptimized_rows: AtomicU64::new(0),
             jobs_since_optimize: AtomicU64::new(0),
-            job_cancel: Arc::new(AtomicBool::new(false)),
+            job_slice: job_slice(),
             overlay_locks: Mutex::new(HashMap::new()),
             persist_lock: tokio::sync::Mutex::new(()),
             shutdown,
@@ -310,14 +325,26 @@ impl Service {
                 (entry.record.clone(), full, entry.requested, progress)
             };
             let started = Instant::now();
+            let cancel = Arc::new(AtomicBool::new(false));
+            let yielded = Arc::new(AtomicBool::new(false));
+            let slice = tokio::spawn(self.clone().yield_when_others_wait(
+                root.clone(),
+                cancel.clone(),
+                yielded.clone(),
+            ));
             let mut result = tokio::select! {
-                r = self.indexer.run(&record, full, progress, self.job_cancel.clone()) => r,
+                r = self.indexer.run(&record, full, progress, cancel.clone()) => r,
                 _ = self.shutdown.cancelled() => {
                     // The indexed-commit pointer was not advanced; the next start resumes the job.
-                    self.job_cancel.store(true, Ordering::Relaxed);
+                    cancel.store(true, Ordering::Relaxed);
                     return;
                 }
             };
+            slice.abort();
+            if yielded.load(Ordering::Relaxed) && matches!(result, Err(IndexError::Cancelled)) {
+                self.requeue_yielded(&root, full, started);
+                continue;
+            }
             if let Ok(report) = &result {
                 // Every block of the job is durable: now the pointer may advance.
                 self.advance_pointer(&root, &record, &report.commit);
@@ -357,6 +384,57 @@ impl Service {
                     queue.push_back(root.clone());
                 }
             }
+        }
+    }
+
+    /// Fair turns: once the job of `root` has run for [`Service::job_slice`], it is cancelled as
+    /// soon as another repository has a job waiting, so a commit's small job does not wait behind
+    /// a large first index. Cancelling is safe at any point (files are written whole and the
+    /// pointer has not moved); the job resumes later and re-uses every file it already wrote.
+    async fn yield_when_others_wait(
+        self: Arc<Self>,
+        root: String,
+        cancel: Arc<AtomicBool>,
+        yielded: Arc<AtomicBool>,
+    ) {
+        tokio::time::sleep(self.job_slice).await;
+        loop {
+            let others_wait = self
+                .queue
+                .lock()
+                .unwrap_or_else(|p| p.into_inner())
+                .iter()
+                .any(|r| *r != root);
+            if others_wait {
+                yielded.store(true, Ordering::Relaxed);
+                cancel.store(true, Ordering::Relaxed);
+                return;
+            }
+            tokio::time::sleep(Duration::from_millis(200)).await;
+        }
+    }
+
+    /// A job that gave way: not a failure and covering no ticket, it goes to the back of the queue
+    /// (a full comparison stays full).
+    fn requeue_yielded(&self, root: &str, full: bool, started: Instant) {
+        // Files it wrote are in the store: the in-memory index is stale.
+        self.indexes.invalidate(root);
+        {
+            let mut repos = self.lock_repos();
+            let Some(entry) = repos.get_mut(root) else {
+                return;
+            };
+            entry.running = None;
+            entry.full_scan |= full;
+            entry.changed.send_modify(|v| *v += 1);
+        }
+        tracing::info!(
+            "indexing {root} gave way to other repositories after {:.1?}; it resumes after them",
+            started.elapsed()
+        );
+        let mut queue = self.queue.lock().unwrap_or_else(|p| p.into_inner());
+        if !queue.iter().any(|r| r == root) {
+            queue.push_back(root.to_owned());
         }
     }
 

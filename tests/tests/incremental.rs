@@ -357,6 +357,68 @@ fn sigkill_during_indexing_then_restart_gives_the_same_index_as_a_fresh_one() {
     }
 }
 
+/// The status entry of `repo`.
+fn repo_status(hgd: &Hgd, repo: &GitRepo) -> serde_json::Value {
+    let status = hgd.status(&repo.path());
+    status["repos"]
+        .as_array()
+        .into_iter()
+        .flatten()
+        .find(|r| r["root"].as_str() == repo.path().to_str())
+        .cloned()
+        .unwrap_or_else(|| panic!("{} not in {status:#}", repo.path().display()))
+}
+
+#[test]
+fn a_commit_in_one_repository_does_not_wait_for_another_repositorys_first_index() {
+    let hgd = Hgd::new().with_env("HGD_JOB_SLICE_MS", "300");
+    let small = base_repo();
+    hgd.index(&small.path());
+    // Long enough a job (a few seconds here) that the commit below comes while it runs.
+    let big = GitRepo::new();
+    for i in 0..300 {
+        big.write(
+            &format!("part{}/unit_{i}.py", i % 4),
+            format!("def measure_unit_{i}(x):\n    \"\"\"Reading number {i} of the gauge.\"\"\"\n    return x * {i}\n"),
+        );
+    }
+    big.commit_all("many units");
+    let out = hgd.hgd(&big.path(), &["index", "--no-wait"]);
+    assert!(out.status.success());
+    hgd.wait_for_running_job(&big.path(), 5);
+
+    small.write(
+        "temperature.py",
+        "def fahrenheit_to_celsius(f):\n    return (f - 32) * 5 / 9\n",
+    );
+    small.commit_all("temperatures");
+    hgd.index(&small.path());
+    // The large first index gave way instead of making the commit wait for all of it.
+    let big_now = repo_status(&hgd, &big);
+    assert_ne!(
+        big_now["indexed_commit"],
+        big_now["head"],
+        "{big_now:#}\n{}",
+        hgd.log()
+    );
+    let hits = hgd.search_json(&small.path(), "convert fahrenheit to celsius", 1);
+    assert_eq!(files(&hits), ["temperature.py"]);
+
+    // It resumes, re-using what it wrote, and ends with the blocks a fresh index has.
+    hgd.index(&big.path());
+    let big_done = repo_status(&hgd, &big);
+    assert_eq!(big_done["indexed_commit"], big_done["head"]);
+    assert!(big_done["error"].is_null(), "{big_done:#}");
+    assert!(hgd.log().contains("gave way"), "{}", hgd.log());
+    let fresh = Hgd::new();
+    fresh.index(&big.path());
+    assert_eq!(big_done["blocks"], repo_status(&fresh, &big)["blocks"]);
+    assert_eq!(
+        files(&hgd.search_json(&big.path(), "reading number 137 of the gauge", 1)),
+        ["part1/unit_137.py"]
+    );
+}
+
 /// History rewritten and the old commit garbage-collected: the job cannot diff against it and
 /// compares with what it stored instead.
 #[test]
