@@ -38,6 +38,8 @@ pub enum IndexError {
 #[derive(Debug, Default)]
 pub struct JobProgress {
     pub embedded: AtomicU64,
+    /// Embedded rows this job has written to the store (durable even if it is cancelled).
+    pub written: AtomicU64,
     pub to_embed: AtomicU64,
     pub parsed_all: AtomicBool,
     parsed: std::sync::Mutex<Vec<BlockRow>>,
@@ -61,6 +63,8 @@ impl JobProgress {
 
     /// These rows are in the store now: searches read them there.
     fn forget_written(&self, written: &[BlockRow]) {
+        self.written
+            .fetch_add(written.len() as u64, Ordering::Relaxed);
         let paths: std::collections::HashSet<&str> =
             written.iter().map(|r| r.path.as_str()).collect();
         self.parsed

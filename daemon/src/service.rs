@@ -329,6 +329,7 @@ impl Service {
             let yielded = Arc::new(AtomicBool::new(false));
             let slice = tokio::spawn(self.clone().yield_when_others_wait(
                 root.clone(),
+                progress.clone(),
                 cancel.clone(),
                 yielded.clone(),
             ));
@@ -387,24 +388,28 @@ impl Service {
         }
     }
 
-    /// Fair turns: once the job of `root` has run for [`Service::job_slice`], it is cancelled as
-    /// soon as another repository has a job waiting, so a commit's small job does not wait behind
-    /// a large first index. Cancelling is safe at any point (files are written whole and the
-    /// pointer has not moved); the job resumes later and re-uses every file it already wrote.
+    /// Fair turns: once the job of `root` has run for [`Service::job_slice`] and written some
+    /// of its blocks, it is cancelled as soon as another repository has a job waiting, so a
+    /// commit's small job does not wait behind a large first index. Cancelling is safe at any
+    /// point (files are written whole and the pointer has not moved); the job resumes later and
+    /// re-uses every file it already wrote. Only after a write: every turn then moves a job
+    /// forward, so two large jobs cannot keep cancelling each other during their planning.
     async fn yield_when_others_wait(
         self: Arc<Self>,
         root: String,
+        progress: Arc<JobProgress>,
         cancel: Arc<AtomicBool>,
         yielded: Arc<AtomicBool>,
     ) {
         tokio::time::sleep(self.job_slice).await;
         loop {
-            let others_wait = self
-                .queue
-                .lock()
-                .unwrap_or_else(|p| p.into_inner())
-                .iter()
-                .any(|r| *r != root);
+            let others_wait = progress.written.load(Ordering::Relaxed) > 0
+                && self
+                    .queue
+                    .lock()
+                    .unwrap_or_else(|p| p.into_inner())
+                    .iter()
+                    .any(|r| *r != root);
             if others_wait {
                 yielded.store(true, Ordering::Relaxed);
                 cancel.store(true, Ordering::Relaxed);
