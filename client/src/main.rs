@@ -100,7 +100,6 @@ enum HooksAction {
 }
 
 fn main() -> ExitCode {
-    quiet_on_closed_pipe();
     let cli = Cli::parse();
     match run(cli) {
         Ok(code) => code,
@@ -111,13 +110,19 @@ fn main() -> ExitCode {
     }
 }
 
-/// Rust ignores SIGPIPE, so printing to a closed pipe (`hgd status | head -1`) panics. Like grep,
-/// end quietly instead.
-fn quiet_on_closed_pipe() {
-    #[cfg(unix)]
-    // SAFETY: called first thing in main, before any thread exists; restores the default action.
-    unsafe {
-        libc::signal(libc::SIGPIPE, libc::SIG_DFL);
+/// Prints `lines` to stdout. A reader that stops early (`hgd status | head -1`) closes the pipe;
+/// like grep, hgd then stops printing without an error (Rust's `println!` would panic).
+fn print_lines<I: IntoIterator<Item = String>>(lines: I) -> Result<()> {
+    use std::io::Write;
+    let stdout = std::io::stdout();
+    let mut out = std::io::BufWriter::new(stdout.lock());
+    let written = lines
+        .into_iter()
+        .try_for_each(|line| writeln!(out, "{line}"))
+        .and_then(|_| out.flush());
+    match written {
+        Err(e) if e.kind() != std::io::ErrorKind::BrokenPipe => Err(e.into()),
+        _ => Ok(()),
     }
 }
 
@@ -155,9 +160,7 @@ fn run(cli: Cli) -> Result<ExitCode> {
                 }
                 HooksAction::Uninstall { repo } => hooks::uninstall(&target_dir(repo)?)?,
             };
-            for line in lines {
-                println!("{line}");
-            }
+            print_lines(lines)?;
             Ok(ExitCode::SUCCESS)
         }
         Cmd::Notify { path } => {
@@ -331,11 +334,11 @@ fn index(home: &Home, path: Option<PathBuf>, no_wait: bool) -> Result<ExitCode> 
 
 fn status(home: &Home, json: bool) -> Result<ExitCode> {
     let Some(mut conn) = Connection::try_connect(home) else {
-        if json {
-            println!("{{\"running\":false}}");
+        print_lines([if json {
+            "{\"running\":false}".to_owned()
         } else {
-            println!("hgd daemon: not running ({})", home.socket().display());
-        }
+            format!("hgd daemon: not running ({})", home.socket().display())
+        }])?;
         return Ok(ExitCode::SUCCESS);
     };
     let status = match conn.request(Request::Status, |_| {})? {
@@ -346,10 +349,10 @@ fn status(home: &Home, json: bool) -> Result<ExitCode> {
     if json {
         let mut value = serde_json::to_value(&status)?;
         value["running"] = serde_json::Value::Bool(true);
-        println!("{}", serde_json::to_string_pretty(&value)?);
+        print_lines([serde_json::to_string_pretty(&value)?])?;
         return Ok(ExitCode::SUCCESS);
     }
-    println!(
+    let mut lines = vec![format!(
         "hgd daemon {}: pid {}, up {}s, {} MiB resident ({} MiB search indexes), model {}, {} blocks embedded since start, index {} MiB",
         status.version,
         status.pid,
@@ -359,7 +362,7 @@ fn status(home: &Home, json: bool) -> Result<ExitCode> {
         status.model,
         status.blocks_embedded,
         status.store_bytes >> 20
-    );
+    )];
     for repo in &status.repos {
         let short = |c: &Option<String>| {
             c.as_deref()
@@ -371,7 +374,7 @@ fn status(home: &Home, json: bool) -> Result<ExitCode> {
         } else {
             repo.scopes.join(", ")
         };
-        println!(
+        lines.push(format!(
             "{}: {} (indexed {}, HEAD {}), {} blocks, scopes {}",
             repo.root,
             repo.state,
@@ -379,14 +382,15 @@ fn status(home: &Home, json: bool) -> Result<ExitCode> {
             short(&repo.head),
             repo.blocks,
             scopes
-        );
+        ));
         if let Some(p) = &repo.progress {
-            println!("  {}: {}/{} blocks", p.phase, p.done, p.total);
+            lines.push(format!("  {}: {}/{} blocks", p.phase, p.done, p.total));
         }
         if let Some(error) = &repo.error {
-            println!("  error: {error}");
+            lines.push(format!("  error: {error}"));
         }
     }
+    print_lines(lines)?;
     Ok(ExitCode::SUCCESS)
 }
 

@@ -477,30 +477,40 @@ fn build_session(
     if !accelerated {
         tracing::info!("execution provider: CPU, {threads} intra-op threads");
     }
-    let bytes = std::fs::read(onnx)
-        .map_err(|e| EmbedError::Ort(format!("cannot read {}: {e}", onnx.display())))?;
     // A lookup in an 8-bit table scales only the rows it fetches, so the session does not
-    // hold the whole table unpacked to f32 (see `onnx_rewrite`).
-    // HGD_MODEL_AS_IS=1 loads the file unchanged: a diagnostic, and how the tests show that the
-    // rewrite changes no vector.
+    // hold the whole table unpacked to f32 (see `onnx_rewrite`). HGD_MODEL_AS_IS=1 loads the file
+    // unchanged: a diagnostic, and how the tests show that the rewrite changes no vector.
     let as_is = std::env::var("HGD_MODEL_AS_IS").is_ok_and(|v| v == "1");
-    let rewrite = if as_is {
-        Ok(None)
+    let rewritten = if as_is {
+        None
     } else {
-        crate::onnx_rewrite::gather_before_dequantize(&bytes)
+        match std::fs::read(onnx).map(|b| crate::onnx_rewrite::gather_before_dequantize(&b)) {
+            Ok(Ok(rewritten)) => rewritten,
+            Ok(Err(e)) => {
+                tracing::warn!("{}: {e}; loading it as it is", onnx.display());
+                None
+            }
+            // Reported by the load below.
+            Err(_) => None,
+        }
     };
-    let session = match rewrite {
-        Ok(Some(rewritten)) => {
-            tracing::info!("model: table lookups fetch 8-bit codes before scaling them");
-            builder.commit_from_memory(&rewritten)
-        }
-        Ok(None) => builder.commit_from_memory(&bytes),
-        Err(e) => {
-            tracing::warn!("{}: {e}; loading it as it is", onnx.display());
-            builder.commit_from_memory(&bytes)
-        }
-    }
-    .map_err(ort_err)?;
+    let session = match rewritten {
+        Some(bytes) => match builder.commit_from_memory(&bytes) {
+            Ok(session) => {
+                tracing::info!("model: table lookups fetch 8-bit codes before scaling them");
+                session
+            }
+            Err(e) => {
+                tracing::warn!(
+                    "{}: the rewritten model did not load ({e}); loading it as it is",
+                    onnx.display()
+                );
+                builder.commit_from_file(onnx).map_err(ort_err)?
+            }
+        },
+        // From the file, so that a model with external data files finds them beside it.
+        None => builder.commit_from_file(onnx).map_err(ort_err)?,
+    };
     Ok((session, accelerated))
 }
 

@@ -12,6 +12,8 @@
 //! only the nodes of the pattern and copying every other byte as it is, so no ONNX schema crate is
 //! needed.
 
+use std::collections::HashMap;
+
 #[derive(Debug, thiserror::Error)]
 pub enum RewriteError {
     #[error("the model is not a valid protobuf message: {0}")]
@@ -22,6 +24,8 @@ type Result<T> = std::result::Result<T, RewriteError>;
 
 const MODEL_GRAPH: u64 = 7;
 const GRAPH_NODE: u64 = 1;
+const GRAPH_INITIALIZER: u64 = 5;
+const GRAPH_OUTPUT: u64 = 12;
 const NODE_INPUT: u64 = 1;
 const NODE_OUTPUT: u64 = 2;
 const NODE_NAME: u64 = 3;
@@ -164,8 +168,10 @@ impl Node {
 
 /// The model with each `Gather(Mul(Cast(codes), scale), ids)` on the table's first axis turned
 /// into `Mul(Cast(Gather(codes, ids)), Gather(scale, ids))`, or `None` when it has no such lookup.
-/// Only codes and scales no node produces (initializers) and intermediate values nothing else
-/// reads are rewritten, so the model computes the same values.
+/// Rewritten only when that computes the same values: codes and scale are stored tensors (graph
+/// initializers), the scale has one value per row (`[rows, 1, ..]`, so fetching its rows with the
+/// same ids lines them up), the dequantized table is read by that lookup alone (not by another
+/// node, a graph output or a subgraph), and the lookup fetches along the first axis.
 pub fn gather_before_dequantize(model: &[u8]) -> Result<Option<Vec<u8>>> {
     let top = fields(model)?;
     let Some(graph_at) = top
@@ -182,64 +188,105 @@ pub fn gather_before_dequantize(model: &[u8]) -> Result<Option<Vec<u8>>> {
     {
         nodes.push(Node::parse(f.payload)?);
     }
+    // Subgraphs (If, Loop, Scan) may read any outer value: leave such models alone.
+    if nodes.iter().any(|n| has_subgraph(&n.rest)) {
+        return Ok(None);
+    }
+    let shapes = initializer_shapes(&graph)?;
+    let graph_outputs: Vec<String> = graph
+        .iter()
+        .filter(|f| f.number == GRAPH_OUTPUT && f.wire == LEN)
+        .filter_map(|f| value_name(f.payload))
+        .collect();
+    let mut taken: std::collections::HashSet<String> = nodes
+        .iter()
+        .flat_map(|n| n.inputs.iter().chain(&n.outputs).cloned())
+        .chain(shapes.keys().cloned())
+        .chain(graph_outputs.iter().cloned())
+        .collect();
     let producer = |name: &str, nodes: &[Node]| {
         nodes
             .iter()
             .position(|n| n.outputs.iter().any(|o| o == name))
     };
+    // Nodes reading `name`, plus one if the graph returns it.
     let readers = |name: &str, nodes: &[Node]| {
         nodes
             .iter()
             .map(|n| n.inputs.iter().filter(|i| *i == name).count())
             .sum::<usize>()
+            + graph_outputs.iter().filter(|o| *o == name).count()
     };
     let mut changed = false;
     loop {
         // Find one lookup of the pattern in the current node list.
         let found = nodes.iter().enumerate().find_map(|(g, gather)| {
-            if !gather.is("Gather") || gather.inputs.len() != 2 || !axis_is_zero(&gather.rest) {
+            if !gather.is("Gather")
+                || gather.inputs.len() != 2
+                || gather.outputs.len() != 1
+                || !axis_is_zero(&gather.rest)
+            {
                 return None;
             }
             let m = producer(&gather.inputs[0], &nodes)?;
             let mul = &nodes[m];
-            if !mul.is("Mul") || mul.inputs.len() != 2 || readers(&mul.outputs[0], &nodes) != 1 {
+            if !mul.is("Mul")
+                || mul.inputs.len() != 2
+                || mul.outputs.len() != 1
+                || readers(&mul.outputs[0], &nodes) != 1
+            {
                 return None;
             }
             let c = producer(&mul.inputs[0], &nodes)?;
             let cast = &nodes[c];
-            let scale = &mul.inputs[1];
             if !cast.is("Cast")
                 || cast.inputs.len() != 1
+                || cast.outputs.len() != 1
                 || readers(&cast.outputs[0], &nodes) != 1
-                || producer(&cast.inputs[0], &nodes).is_some()
-                || producer(scale, &nodes).is_some()
             {
                 return None;
             }
-            Some((g, m, c))
+            let codes = shapes.get(&cast.inputs[0])?;
+            let scale = shapes.get(&mul.inputs[1])?;
+            let per_row = !codes.is_empty()
+                && scale.len() == codes.len()
+                && scale[0] == codes[0]
+                && scale[1..].iter().all(|&d| d == 1);
+            let stored = producer(&cast.inputs[0], &nodes).is_none()
+                && producer(&mul.inputs[1], &nodes).is_none();
+            (per_row && stored).then_some((g, m, c))
         });
         let Some((g, m, c)) = found else { break };
         let gather = nodes[g].clone();
         let (codes, ids) = (nodes[c].inputs[0].clone(), gather.inputs[1].clone());
         let scale = nodes[m].inputs[1].clone();
-        let fetched = format!("{}__codes_fetched", gather.outputs[0]);
-        let scales = format!("{}__scales_fetched", gather.outputs[0]);
+        let mut fresh = |what: &str| {
+            let mut name = format!("{}__{what}", gather.outputs[0]);
+            while taken.contains(&name) {
+                name.push('_');
+            }
+            taken.insert(name.clone());
+            name
+        };
+        let (fetched, unpacked, scales) = (fresh("codes"), fresh("codes_f"), fresh("scales"));
         let gather_codes = Node {
             inputs: vec![codes, ids.clone()],
             outputs: vec![fetched.clone()],
-            name: format!("{}__codes", gather.name),
+            name: fresh("gather_codes"),
             ..gather.clone()
         };
         let gather_scales = Node {
             inputs: vec![scale, ids],
             outputs: vec![scales.clone()],
-            name: format!("{}__scales", gather.name),
+            name: fresh("gather_scales"),
             ..gather.clone()
         };
         let mut cast = nodes[c].clone();
         cast.inputs = vec![fetched];
+        // A new name: any shape recorded for the old one (the whole table) no longer holds.
+        cast.outputs = vec![unpacked.clone()];
         let mut mul = nodes[m].clone();
-        mul.inputs = vec![cast.outputs[0].clone(), scales];
+        mul.inputs = vec![unpacked, scales];
         mul.outputs = gather.outputs.clone();
         // In the lookup's place (after everything its inputs need, before everything that
         // reads its output), so the node list stays in topological order.
@@ -283,6 +330,61 @@ pub fn gather_before_dequantize(model: &[u8]) -> Result<Option<Vec<u8>>> {
         }
     }
     Ok(Some(out))
+}
+
+/// Name → dims of the graph's stored tensors (TensorProto `dims` = 1, `name` = 8).
+fn initializer_shapes(graph: &[Field]) -> Result<HashMap<String, Vec<u64>>> {
+    const TENSOR_DIMS: u64 = 1;
+    const TENSOR_NAME: u64 = 8;
+    let mut shapes = HashMap::new();
+    for f in graph
+        .iter()
+        .filter(|f| f.number == GRAPH_INITIALIZER && f.wire == LEN)
+    {
+        let mut name = None;
+        let mut dims = Vec::new();
+        for t in fields(f.payload)? {
+            match (t.number, t.wire) {
+                (TENSOR_NAME, LEN) => name = String::from_utf8(t.payload.to_vec()).ok(),
+                (TENSOR_DIMS, 0) => dims.extend(varint_value(&t)),
+                // Packed repeated int64.
+                (TENSOR_DIMS, LEN) => {
+                    let mut at = 0;
+                    while at < t.payload.len() {
+                        dims.push(varint(t.payload, &mut at)?);
+                    }
+                }
+                _ => {}
+            }
+        }
+        if let Some(name) = name {
+            shapes.insert(name, dims);
+        }
+    }
+    Ok(shapes)
+}
+
+/// The `name` (field 1) of a ValueInfoProto.
+fn value_name(payload: &[u8]) -> Option<String> {
+    fields(payload)
+        .ok()?
+        .iter()
+        .find(|f| f.number == 1 && f.wire == LEN)
+        .and_then(|f| String::from_utf8(f.payload.to_vec()).ok())
+}
+
+/// Whether a node's encoded attributes hold a graph (AttributeProto `g` = 6, `graphs` = 11).
+fn has_subgraph(rest: &[u8]) -> bool {
+    let Ok(node_fields) = fields(rest) else {
+        return true;
+    };
+    node_fields
+        .iter()
+        .filter(|f| f.number == NODE_ATTRIBUTE && f.wire == LEN)
+        .any(|f| match fields(f.payload) {
+            Ok(attribute) => attribute.iter().any(|a| a.number == 6 || a.number == 11),
+            Err(_) => true,
+        })
 }
 
 /// Whether a Gather's encoded attributes leave `axis` at 0 (absent, or set to 0).
@@ -334,12 +436,27 @@ mod tests {
         }
     }
 
-    fn model(nodes: &[Node]) -> Vec<u8> {
+    /// A model of `nodes`, with stored tensors of these names and dims, returning `outputs`.
+    fn model(nodes: &[Node], stored: &[(&str, &[u64])], outputs: &[&str]) -> Vec<u8> {
         let mut graph = Vec::new();
         for n in nodes {
             put_bytes(&mut graph, GRAPH_NODE, &n.encode());
         }
         put_bytes(&mut graph, 2, b"graph-name");
+        for (name, dims) in stored {
+            let mut tensor = Vec::new();
+            for &d in *dims {
+                put_varint(&mut tensor, 1 << 3); // dims, unpacked
+                put_varint(&mut tensor, d);
+            }
+            put_bytes(&mut tensor, 8, name.as_bytes());
+            put_bytes(&mut graph, GRAPH_INITIALIZER, &tensor);
+        }
+        for output in outputs {
+            let mut value = Vec::new();
+            put_bytes(&mut value, 1, output.as_bytes());
+            put_bytes(&mut graph, GRAPH_OUTPUT, &value);
+        }
         let mut out = Vec::new();
         put_varint(&mut out, 1 << 3); // ir_version
         put_varint(&mut out, 10);
@@ -358,14 +475,22 @@ mod tests {
             .collect()
     }
 
-    #[test]
-    fn a_lookup_in_a_dequantized_table_fetches_codes_then_scales_them() {
-        let original = model(&[
+    fn lookup() -> Vec<Node> {
+        vec![
             node("Cast", &["table_q"], &["table_f"]),
             node("Mul", &["table_f", "table_scale"], &["table"]),
             node("Gather", &["table", "ids"], &["embedding"]),
             node("Add", &["embedding", "bias"], &["out"]),
-        ]);
+        ]
+    }
+
+    #[test]
+    fn a_lookup_in_a_table_scaled_per_row_fetches_codes_then_scales_them() {
+        let original = model(
+            &lookup(),
+            &[("table_q", &[100, 8]), ("table_scale", &[100, 1])],
+            &["out"],
+        );
         let rewritten = gather_before_dequantize(&original)
             .unwrap()
             .expect("rewritten");
@@ -375,6 +500,11 @@ mod tests {
         assert_eq!(nodes[0].inputs, ["table_q", "ids"]);
         assert_eq!(nodes[1].inputs, ["table_scale", "ids"]);
         assert_eq!(nodes[2].inputs, [nodes[0].outputs[0].clone()]);
+        assert_ne!(
+            nodes[2].outputs,
+            ["table_f"],
+            "the cast's output is renamed"
+        );
         assert_eq!(
             nodes[3].inputs,
             [nodes[2].outputs[0].clone(), nodes[1].outputs[0].clone()]
@@ -389,23 +519,38 @@ mod tests {
     }
 
     #[test]
-    fn anything_else_is_left_alone() {
-        // The dequantized table is read twice: folding it once is what the model asks for.
-        let shared = model(&[
-            node("Cast", &["table_q"], &["table_f"]),
-            node("Mul", &["table_f", "table_scale"], &["table"]),
-            node("Gather", &["table", "ids"], &["embedding"]),
-            node("MatMul", &["x", "table"], &["logits"]),
-        ]);
-        assert!(gather_before_dequantize(&shared).unwrap().is_none());
+    fn anything_that_would_compute_other_values_is_left_alone() {
+        let per_row: &[(&str, &[u64])] = &[("table_q", &[100, 8]), ("table_scale", &[100, 1])];
+        // One scale for the whole table, or one per column: fetching rows of it is wrong.
+        for scale in [&[][..], &[1, 8][..], &[8][..], &[1][..]] {
+            let m = model(
+                &lookup(),
+                &[("table_q", &[100, 8]), ("table_scale", scale)],
+                &["out"],
+            );
+            assert!(gather_before_dequantize(&m).unwrap().is_none(), "{scale:?}");
+        }
+        // The dequantized table is read again, or returned.
+        let mut shared = lookup();
+        shared.push(node("MatMul", &["x", "table"], &["logits"]));
+        assert!(gather_before_dequantize(&model(&shared, per_row, &["out"]))
+            .unwrap()
+            .is_none());
+        assert!(
+            gather_before_dequantize(&model(&lookup(), per_row, &["out", "table"]))
+                .unwrap()
+                .is_none()
+        );
         // The codes are computed, not stored.
-        let computed = model(&[
-            node("Relu", &["raw"], &["table_q"]),
-            node("Cast", &["table_q"], &["table_f"]),
-            node("Mul", &["table_f", "table_scale"], &["table"]),
-            node("Gather", &["table", "ids"], &["embedding"]),
-        ]);
-        assert!(gather_before_dequantize(&computed).unwrap().is_none());
+        let mut computed = lookup();
+        computed.insert(0, node("Relu", &["raw"], &["table_q"]));
+        assert!(gather_before_dequantize(&model(
+            &computed,
+            &[("table_scale", &[100, 1])],
+            &["out"]
+        ))
+        .unwrap()
+        .is_none());
         assert!(gather_before_dequantize(b"\x0f\xff").is_err());
     }
 }

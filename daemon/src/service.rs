@@ -56,6 +56,9 @@ struct RepoEntry {
     last_notify: Option<Instant>,
     /// Bumped after every job, so waiters wake.
     changed: watch::Sender<u64>,
+    /// Its last job gave way to other repositories (see [`Service::yield_when_others_wait`]);
+    /// the running job does not give way to it in turn.
+    gave_way: bool,
 }
 
 /// A failed job: what went wrong, at which HEAD, and when (searches retry it after a while or
@@ -99,6 +102,7 @@ impl RepoEntry {
             full_scan: false,
             last_notify: None,
             changed: watch::channel(0).0,
+            gave_way: false,
         }
     }
 }
@@ -327,6 +331,7 @@ impl Service {
             let started = Instant::now();
             let cancel = Arc::new(AtomicBool::new(false));
             let yielded = Arc::new(AtomicBool::new(false));
+            let turn = progress.clone();
             let slice = tokio::spawn(self.clone().yield_when_others_wait(
                 root.clone(),
                 progress.clone(),
@@ -338,11 +343,15 @@ impl Service {
                 _ = self.shutdown.cancelled() => {
                     // The indexed-commit pointer was not advanced; the next start resumes the job.
                     cancel.store(true, Ordering::Relaxed);
+                    slice.abort();
                     return;
                 }
             };
             slice.abort();
             if yielded.load(Ordering::Relaxed) && matches!(result, Err(IndexError::Cancelled)) {
+                // What it wrote counts towards the next optimisation like any job's rows.
+                self.unoptimized_rows
+                    .fetch_add(turn.written.load(Ordering::Relaxed), Ordering::Relaxed);
                 self.requeue_yielded(&root, full, started);
                 continue;
             }
@@ -388,12 +397,13 @@ impl Service {
         }
     }
 
-    /// Fair turns: once the job of `root` has run for [`Service::job_slice`] and written some
-    /// of its blocks, it is cancelled as soon as another repository has a job waiting, so a
-    /// commit's small job does not wait behind a large first index. Cancelling is safe at any
-    /// point (files are written whole and the pointer has not moved); the job resumes later and
-    /// re-uses every file it already wrote. Only after a write: every turn then moves a job
-    /// forward, so two large jobs cannot keep cancelling each other during their planning.
+    /// Fair turns: once the job of `root` has written blocks for [`Service::job_slice`], it is
+    /// cancelled as soon as another repository has a job waiting, so a commit's small job does
+    /// not wait behind a large first index. Cancelling is safe at any point (files are written
+    /// whole and the pointer has not moved); the job resumes later and re-uses every file it
+    /// already wrote. The slice counts from its first write, so every turn moves it forward past
+    /// its planning; and it does not give way to a job that gave way itself, so two large jobs
+    /// take one turn each and then finish one after the other instead of alternating.
     async fn yield_when_others_wait(
         self: Arc<Self>,
         root: String,
@@ -401,15 +411,25 @@ impl Service {
         cancel: Arc<AtomicBool>,
         yielded: Arc<AtomicBool>,
     ) {
+        while progress.written.load(Ordering::Relaxed) == 0 {
+            tokio::time::sleep(Duration::from_millis(200)).await;
+        }
         tokio::time::sleep(self.job_slice).await;
         loop {
-            let others_wait = progress.written.load(Ordering::Relaxed) > 0
-                && self
-                    .queue
-                    .lock()
-                    .unwrap_or_else(|p| p.into_inner())
+            let waiting: Vec<String> = self
+                .queue
+                .lock()
+                .unwrap_or_else(|p| p.into_inner())
+                .iter()
+                .filter(|r| **r != root)
+                .cloned()
+                .collect();
+            let others_wait = {
+                let repos = self.lock_repos();
+                waiting
                     .iter()
-                    .any(|r| *r != root);
+                    .any(|r| repos.get(r).is_some_and(|e| !e.gave_way))
+            };
             if others_wait {
                 yielded.store(true, Ordering::Relaxed);
                 cancel.store(true, Ordering::Relaxed);
@@ -431,6 +451,7 @@ impl Service {
             };
             entry.running = None;
             entry.full_scan |= full;
+            entry.gave_way = true;
             entry.changed.send_modify(|v| *v += 1);
         }
         tracing::info!(
@@ -482,6 +503,7 @@ impl Service {
         let mut repos = self.lock_repos();
         let entry = repos.get_mut(root)?;
         entry.running = None;
+        entry.gave_way = false;
         entry.completed = ticket;
         let mut changed_rows = 0;
         match result {
@@ -686,6 +708,13 @@ impl Service {
                 )
             })
             .collect();
+        let queued: Vec<String> = self
+            .queue
+            .lock()
+            .unwrap_or_else(|p| p.into_inner())
+            .iter()
+            .cloned()
+            .collect();
         let mut out = Vec::new();
         for (record, progress, error) in entries {
             let head = head_of(&record.root).await;
@@ -696,6 +725,8 @@ impl Service {
                 .unwrap_or(0);
             let state = if progress.is_some() {
                 "indexing"
+            } else if queued.contains(&record.root) {
+                "queued"
             } else if error.is_some() {
                 "failed"
             } else {

@@ -208,7 +208,7 @@ pub struct RepoStatus {
     pub scopes: Vec<String>,
     pub indexed_commit: Option<String>,
     pub head: Option<String>,
-    /// `idle`, `indexing` or `failed`.
+    /// `idle`, `indexing`, `queued` (a job waits its turn) or `failed`.
     pub state: String,
     pub progress: Option<Progress>,
     pub error: Option<String>,
