@@ -29,6 +29,11 @@ pub async fn run(
             .await;
     }
     let started = std::time::Instant::now();
+    // Embedding the query is the largest step: start it first, so that it runs while the
+    // repository is located, the work tree checked and the index fetched (a lexical search
+    // does not need it; one that turns lexical or fails lets it finish into the cache).
+    let embedding =
+        (mode != SearchMode::Lexical).then(|| crate::search::embed_early(&service.embedder, query));
     let crate::service::Ensured {
         located,
         head,
@@ -37,11 +42,6 @@ pub async fn run(
         Ok(found) => found,
         Err(e) => return replies.send(&error_reply(&e)).await,
     };
-    // Embedding the query is the largest step: start it once the path is known to be a
-    // repository, so that it runs while the work tree is checked and the index fetched (a
-    // lexical search does not need it; one that turns lexical lets it finish into the cache).
-    let embedding =
-        (mode != SearchMode::Lexical).then(|| crate::search::embed_early(&service.embedder, query));
     let root = located.root.to_string_lossy().into_owned();
     let mut warnings = Vec::new();
     let mut unstored = None;
