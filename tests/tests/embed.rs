@@ -7,6 +7,11 @@ use std::process::Stdio;
 use hgd_tests::Hgd;
 
 fn embed(hgd: &Hgd, texts: &[&str], extra: &[&str]) -> Vec<Vec<f32>> {
+    embed_with_log(hgd, texts, extra).0
+}
+
+/// The vectors of `texts` and what `hgd-daemon embed` logged.
+fn embed_with_log(hgd: &Hgd, texts: &[&str], extra: &[&str]) -> (Vec<Vec<f32>>, String) {
     let mut child = hgd
         .command("hgd-daemon")
         .arg("embed")
@@ -19,12 +24,10 @@ fn embed(hgd: &Hgd, texts: &[&str], extra: &[&str]) -> Vec<Vec<f32>> {
     let input = serde_json::to_vec(texts).unwrap();
     child.stdin.take().unwrap().write_all(&input).unwrap();
     let out = child.wait_with_output().unwrap();
-    assert!(
-        out.status.success(),
-        "embed failed: {}",
-        String::from_utf8_lossy(&out.stderr)
-    );
-    serde_json::from_slice(&out.stdout).expect("vectors as JSON")
+    let log = String::from_utf8_lossy(&out.stderr).into_owned();
+    assert!(out.status.success(), "embed failed: {log}");
+    let vectors = serde_json::from_slice(&out.stdout).expect("vectors as JSON");
+    (vectors, log)
 }
 
 fn cosine(a: &[f32], b: &[f32]) -> f32 {
@@ -70,32 +73,12 @@ fn vectors_are_normalised_deterministic_and_in_input_order() {
 #[test]
 fn the_rewritten_word_lookup_changes_no_vector() {
     let texts = [SHA, HTTP, CSS, LONG];
-    let run = |hgd: &Hgd| {
-        let mut child = hgd
-            .command("hgd-daemon")
-            .arg("embed")
-            .stdin(Stdio::piped())
-            .stdout(Stdio::piped())
-            .stderr(Stdio::piped())
-            .spawn()
-            .expect("run hgd-daemon embed");
-        let input = serde_json::to_vec(&texts).unwrap();
-        child.stdin.take().unwrap().write_all(&input).unwrap();
-        let out = child.wait_with_output().unwrap();
-        assert!(
-            out.status.success(),
-            "{}",
-            String::from_utf8_lossy(&out.stderr)
-        );
-        let vectors: Vec<Vec<f32>> = serde_json::from_slice(&out.stdout).unwrap();
-        (vectors, String::from_utf8_lossy(&out.stderr).into_owned())
-    };
-    let (rewritten, log) = run(&Hgd::new());
+    let (rewritten, log) = embed_with_log(&Hgd::new(), &texts, &[]);
     assert!(
         log.contains("table lookups fetch 8-bit codes"),
         "not rewritten:\n{log}"
     );
-    let (as_is, log) = run(&Hgd::new().with_env("HGD_MODEL_AS_IS", "1"));
+    let (as_is, log) = embed_with_log(&Hgd::new().with_env("HGD_MODEL_AS_IS", "1"), &texts, &[]);
     assert!(!log.contains("table lookups fetch 8-bit codes"), "{log}");
     assert_eq!(rewritten, as_is);
 }
