@@ -192,7 +192,10 @@ pub fn gather_before_dequantize(model: &[u8]) -> Result<Option<Vec<u8>>> {
     if nodes.iter().any(|n| has_subgraph(&n.rest)) {
         return Ok(None);
     }
-    let shapes = initializer_shapes(&graph)?;
+    // Tensors kept in files beside the model load only from that file: leave it as it is.
+    let Some(shapes) = initializer_shapes(&graph)? else {
+        return Ok(None);
+    };
     let graph_outputs: Vec<String> = graph
         .iter()
         .filter(|f| f.number == GRAPH_OUTPUT && f.wire == LEN)
@@ -332,10 +335,12 @@ pub fn gather_before_dequantize(model: &[u8]) -> Result<Option<Vec<u8>>> {
     Ok(Some(out))
 }
 
-/// Name → dims of the graph's stored tensors (TensorProto `dims` = 1, `name` = 8).
-fn initializer_shapes(graph: &[Field]) -> Result<HashMap<String, Vec<u64>>> {
+/// Name → dims of the graph's stored tensors (TensorProto `dims` = 1, `name` = 8), or `None` if
+/// any is stored outside the model file (`data_location` = 14 is EXTERNAL).
+fn initializer_shapes(graph: &[Field]) -> Result<Option<HashMap<String, Vec<u64>>>> {
     const TENSOR_DIMS: u64 = 1;
     const TENSOR_NAME: u64 = 8;
+    const TENSOR_DATA_LOCATION: u64 = 14;
     let mut shapes = HashMap::new();
     for f in graph
         .iter()
@@ -346,6 +351,7 @@ fn initializer_shapes(graph: &[Field]) -> Result<HashMap<String, Vec<u64>>> {
         for t in fields(f.payload)? {
             match (t.number, t.wire) {
                 (TENSOR_NAME, LEN) => name = String::from_utf8(t.payload.to_vec()).ok(),
+                (TENSOR_DATA_LOCATION, 0) if varint_value(&t) == Some(1) => return Ok(None),
                 (TENSOR_DIMS, 0) => dims.extend(varint_value(&t)),
                 // Packed repeated int64.
                 (TENSOR_DIMS, LEN) => {
@@ -361,7 +367,7 @@ fn initializer_shapes(graph: &[Field]) -> Result<HashMap<String, Vec<u64>>> {
             shapes.insert(name, dims);
         }
     }
-    Ok(shapes)
+    Ok(Some(shapes))
 }
 
 /// The `name` (field 1) of a ValueInfoProto.
