@@ -154,7 +154,7 @@ pub struct Waiter {
     changed: watch::Receiver<u64>,
 }
 
-/// How long a job runs before it gives way to other repositories' jobs (`HGD_JOB_SLICE_MS`
+/// How long a job writes blocks before it gives way to other repositories' jobs
 /// changes it, for tests).
 fn job_slice() -> Duration {
     std::env::var("HGD_JOB_SLICE_MS")
