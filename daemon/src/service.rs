@@ -155,7 +155,7 @@ pub struct Waiter {
 }
 
 /// How long a job writes blocks before it gives way to other repositories' jobs
-/// changes it, for tests).
+/// (`HGD_JOB_SLICE_MS` changes it, for tests).
 fn job_slice() -> Duration {
     std::env::var("HGD_JOB_SLICE_MS")
         .ok()
