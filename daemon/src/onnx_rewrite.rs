@@ -161,8 +161,12 @@ impl Node {
         out
     }
 
-    fn is(&self, op: &str) -> bool {
-        self.op_type == op && (self.domain.is_empty() || self.domain == "ai.onnx")
+    /// Whether this is a standard `op` with `inputs` inputs and one output.
+    fn is(&self, op: &str, inputs: usize) -> bool {
+        self.op_type == op
+            && (self.domain.is_empty() || self.domain == "ai.onnx")
+            && self.inputs.len() == inputs
+            && self.outputs.len() == 1
     }
 }
 
@@ -224,29 +228,17 @@ pub fn gather_before_dequantize(model: &[u8]) -> Result<Option<Vec<u8>>> {
     loop {
         // Find one lookup of the pattern in the current node list.
         let found = nodes.iter().enumerate().find_map(|(g, gather)| {
-            if !gather.is("Gather")
-                || gather.inputs.len() != 2
-                || gather.outputs.len() != 1
-                || !axis_is_zero(&gather.rest)
-            {
+            if !gather.is("Gather", 2) || !axis_is_zero(&gather.rest) {
                 return None;
             }
             let m = producer(&gather.inputs[0], &nodes)?;
             let mul = &nodes[m];
-            if !mul.is("Mul")
-                || mul.inputs.len() != 2
-                || mul.outputs.len() != 1
-                || readers(&mul.outputs[0], &nodes) != 1
-            {
+            if !mul.is("Mul", 2) || readers(&mul.outputs[0], &nodes) != 1 {
                 return None;
             }
             let c = producer(&mul.inputs[0], &nodes)?;
             let cast = &nodes[c];
-            if !cast.is("Cast")
-                || cast.inputs.len() != 1
-                || cast.outputs.len() != 1
-                || readers(&cast.outputs[0], &nodes) != 1
-            {
+            if !cast.is("Cast", 1) || readers(&cast.outputs[0], &nodes) != 1 {
                 return None;
             }
             let codes = shapes.get(&cast.inputs[0])?;
@@ -272,18 +264,15 @@ pub fn gather_before_dequantize(model: &[u8]) -> Result<Option<Vec<u8>>> {
             name
         };
         let (fetched, unpacked, scales) = (fresh("codes"), fresh("codes_f"), fresh("scales"));
-        let gather_codes = Node {
-            inputs: vec![codes, ids.clone()],
-            outputs: vec![fetched.clone()],
-            name: fresh("gather_codes"),
+        // The lookup itself (same attributes) on another table.
+        let mut fetch = |table: String, output: &str, what: &str| Node {
+            inputs: vec![table, ids.clone()],
+            outputs: vec![output.to_owned()],
+            name: fresh(what),
             ..gather.clone()
         };
-        let gather_scales = Node {
-            inputs: vec![scale, ids],
-            outputs: vec![scales.clone()],
-            name: fresh("gather_scales"),
-            ..gather.clone()
-        };
+        let gather_codes = fetch(codes, &fetched, "gather_codes");
+        let gather_scales = fetch(scale, &scales, "gather_scales");
         let mut cast = nodes[c].clone();
         cast.inputs = vec![fetched];
         // A new name: any shape recorded for the old one (the whole table) no longer holds.

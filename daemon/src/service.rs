@@ -329,14 +329,13 @@ impl Service {
                 (entry.record.clone(), full, entry.requested, progress)
             };
             let started = Instant::now();
+            // Set by the slice task when the job gives way (shutdown returns below instead).
             let cancel = Arc::new(AtomicBool::new(false));
-            let yielded = Arc::new(AtomicBool::new(false));
             let turn = progress.clone();
             let slice = tokio::spawn(self.clone().yield_when_others_wait(
                 root.clone(),
-                progress.clone(),
+                turn.clone(),
                 cancel.clone(),
-                yielded.clone(),
             ));
             let mut result = tokio::select! {
                 r = self.indexer.run(&record, full, progress, cancel.clone()) => r,
@@ -348,7 +347,7 @@ impl Service {
                 }
             };
             slice.abort();
-            if yielded.load(Ordering::Relaxed) && matches!(result, Err(IndexError::Cancelled)) {
+            if cancel.load(Ordering::Relaxed) && matches!(result, Err(IndexError::Cancelled)) {
                 // What it wrote counts towards the next optimisation like any job's rows.
                 self.unoptimized_rows
                     .fetch_add(turn.written.load(Ordering::Relaxed), Ordering::Relaxed);
@@ -409,7 +408,6 @@ impl Service {
         root: String,
         progress: Arc<JobProgress>,
         cancel: Arc<AtomicBool>,
-        yielded: Arc<AtomicBool>,
     ) {
         while progress.written.load(Ordering::Relaxed) == 0 {
             tokio::time::sleep(Duration::from_millis(200)).await;
@@ -431,7 +429,6 @@ impl Service {
                     .any(|r| repos.get(r).is_some_and(|e| !e.gave_way))
             };
             if others_wait {
-                yielded.store(true, Ordering::Relaxed);
                 cancel.store(true, Ordering::Relaxed);
                 return;
             }

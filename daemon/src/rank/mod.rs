@@ -945,12 +945,15 @@ fn fuse_into(fused: &mut HashMap<Found, f32>, list: &[(Found, f32)], share: f32,
 /// its type (`Display for Foo` is `foo`). Separators: `.`, `::`, `\`.
 fn name_components(name: &str) -> Vec<String> {
     plain_name(name)
-        .split(['.', ':', '\\'])
+        .split(NAME_SEPARATORS)
         .map(str::trim)
         .filter(|c| !c.is_empty())
         .map(str::to_lowercase)
         .collect()
 }
+
+/// What separates the parts of a qualified name: `Foo.bar`, `Foo::bar`, `Foo\Bar`.
+const NAME_SEPARATORS: [char; 3] = ['.', ':', '\\'];
 
 /// A definition's name without generic arguments, and a trait implementation's by its type.
 fn plain_name(name: &str) -> String {
@@ -974,7 +977,7 @@ fn plain_name(name: &str) -> String {
 /// arguments and a trait implementation's trait left out, as in [`name_components`]).
 fn named_exactly(name: &str, symbol: &str) -> bool {
     let plain = plain_name(name);
-    plain.rsplit(['.', ':', '\\']).next().unwrap_or("").trim() == symbol
+    plain.rsplit(NAME_SEPARATORS).next().unwrap_or("").trim() == symbol
 }
 
 /// Whether a file named `stem` is named after symbol `name` (both lowercase): the same, the same
