@@ -244,8 +244,11 @@ impl Embedder {
         let encoded = self.encode(texts, &self.config.doc_prefix)?;
         let mut slot = self.index_session.lock().unwrap_or_else(|p| p.into_inner());
         if slot.is_none() {
-            let (session, _) =
-                build_session(&self.environment, &self.onnx, self.threads, Purpose::Index)?;
+            // Made on a background-priority thread: ONNX Runtime's worker threads inherit its
+            // priority, so indexing batches yield the CPU to searches (see `priority`).
+            let (session, _) = crate::priority::run_in_background(|| {
+                build_session(&self.environment, &self.onnx, self.threads, Purpose::Index)
+            })?;
             *slot = Some(IndexSession {
                 session,
                 used: Instant::now(),

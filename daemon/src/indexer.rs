@@ -85,6 +85,31 @@ pub struct JobReport {
     /// Rows written or deleted: embedded blocks plus blocks copied for re-used blobs plus removed
     /// files (what decides when the store needs optimising).
     pub rows_changed: u64,
+    /// Where the job's time went, stage by stage (the middle three overlap: they run at once).
+    pub stages: StageTimes,
+}
+
+/// Busy time of each stage of a job: planning (tree diff, stored blobs), parsing (reading blobs,
+/// chunking), embedding (the model), writing embedded rows, and copying rows of known blobs.
+/// Parse, embed and write run concurrently, so a stage's share of the wall time says how close
+/// it is to being the bottleneck; waiting on a channel is not counted.
+#[derive(Debug, Clone, Copy, Default)]
+pub struct StageTimes {
+    pub plan: std::time::Duration,
+    pub parse: std::time::Duration,
+    pub embed: std::time::Duration,
+    pub write: std::time::Duration,
+    pub copy: std::time::Duration,
+}
+
+impl std::fmt::Display for StageTimes {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        write!(
+            f,
+            "plan {:.1?}, parse {:.1?}, embed {:.1?}, write {:.1?}, copy {:.1?}",
+            self.plan, self.parse, self.embed, self.write, self.copy
+        )
+    }
 }
 
 /// Parsed files waiting for the embedder at most: enough for the parser to run far ahead (so a
@@ -219,6 +244,7 @@ impl Indexer {
         cancel: Arc<AtomicBool>,
     ) -> Result<JobReport, IndexError> {
         let root = record.root.clone();
+        let started = std::time::Instant::now();
         let Plan {
             commit,
             target,
@@ -259,11 +285,15 @@ impl Indexer {
             files_embedded: fresh.len(),
             ..JobReport::default()
         };
+        report.stages.plan = started.elapsed();
 
-        report.blocks_embedded = self.embed_fresh(&root, fresh, &progress, &cancel).await?;
+        report.blocks_embedded = self
+            .embed_fresh(&root, fresh, &progress, &cancel, &mut report.stages)
+            .await?;
         report.rows_changed += report.blocks_embedded + report.files_removed as u64;
 
         // Renames, copies and blobs shared with other repositories: copy rows, embed nothing.
+        let copying = std::time::Instant::now();
         reuse.extend(copies);
         let mut pending: Vec<BlockRow> = Vec::new();
         for file in &reuse {
@@ -284,6 +314,7 @@ impl Indexer {
             }
         }
         self.store.add(&pending).await?;
+        report.stages.copy = copying.elapsed();
         // The caller advances the indexed-commit pointer: it knows whether scopes changed meanwhile.
         Ok(report)
     }
@@ -343,21 +374,26 @@ impl Indexer {
         fresh: Vec<crate::git::TrackedFile>,
         progress: &Arc<JobProgress>,
         cancel: &Arc<AtomicBool>,
+        stages: &mut StageTimes,
     ) -> Result<u64, IndexError> {
         let (parsed_tx, mut parsed_rx) = mpsc::channel::<Parsed>(PARSED_AHEAD);
         let (rows_tx, mut rows_rx) = mpsc::channel::<Vec<BlockRow>>(4);
 
-        let parser = tokio::task::spawn_blocking({
+        // Parsing and embedding run on threads of their own at background priority, so a search
+        // (normal priority) gets the CPU first while a long job runs.
+        let parser = crate::priority::spawn_background("hgd-parse", {
             let root = root.to_owned();
             let progress = progress.clone();
             let cancel = cancel.clone();
             let limits = self.limits.clone();
-            move || -> Result<(), IndexError> {
+            move || -> Result<std::time::Duration, IndexError> {
+                let mut busy = std::time::Duration::ZERO;
                 let repo = Repo::open(&PathBuf::from(&root))?;
                 for file in fresh {
                     if cancel.load(Ordering::Relaxed) {
                         return Err(IndexError::Cancelled);
                     }
+                    let step = std::time::Instant::now();
                     let text = match repo.read_text(&file.oid) {
                         Ok(Some(text)) => text,
                         Ok(None) => continue,
@@ -371,22 +407,24 @@ impl Indexer {
                         .to_embed
                         .fetch_add(parsed.blocks.len() as u64, Ordering::Relaxed);
                     progress.add_parsed(rows_without_vectors(&root, &parsed));
+                    busy += step.elapsed();
                     if parsed_tx.blocking_send(parsed).is_err() {
                         break; // the embedder stopped; its error is reported
                     }
                 }
                 progress.parsed_all.store(true, Ordering::Relaxed);
-                Ok(())
+                Ok(busy)
             }
         });
 
-        let embedder_task = tokio::task::spawn_blocking({
+        let embedder_task = crate::priority::spawn_background("hgd-embed", {
             let embedder = self.embedder.clone();
             let root = root.to_owned();
             let progress = progress.clone();
             let total = self.blocks_embedded.clone();
             let cancel = cancel.clone();
-            move || -> Result<u64, IndexError> {
+            move || -> Result<(u64, std::time::Duration), IndexError> {
+                let mut busy = std::time::Duration::ZERO;
                 let mut embedded = 0u64;
                 let mut group: Vec<Parsed> = Vec::new();
                 let mut open = true;
@@ -410,7 +448,9 @@ impl Indexer {
                     if group.is_empty() {
                         continue;
                     }
+                    let step = std::time::Instant::now();
                     let rows = embed_rows(&embedder, &root, std::mem::take(&mut group), false)?;
+                    busy += step.elapsed();
                     let n = rows.len() as u64;
                     embedded += n;
                     progress.embedded.fetch_add(n, Ordering::Relaxed);
@@ -419,7 +459,7 @@ impl Indexer {
                         break;
                     }
                 }
-                Ok(embedded)
+                Ok((embedded, busy))
             }
         });
 
@@ -430,10 +470,12 @@ impl Indexer {
         while let Some(rows) = rows_rx.recv().await {
             pending.extend(rows);
             if pending.len() >= WRITE_ROWS || last_write.elapsed() >= WRITE_EVERY {
+                let step = std::time::Instant::now();
                 if let Err(e) = self.store.add(&pending).await {
                     write_result = Err(e);
                     break;
                 }
+                stages.write += step.elapsed();
                 progress.forget_written(&pending);
                 pending.clear();
                 last_write = std::time::Instant::now();
@@ -441,13 +483,17 @@ impl Indexer {
         }
         drop(rows_rx);
         if write_result.is_ok() {
+            let step = std::time::Instant::now();
             write_result = self.store.add(&pending).await;
+            stages.write += step.elapsed();
         }
-        let join = |e: tokio::task::JoinError| IndexError::Internal(e.to_string());
-        let parsed = parser.await.map_err(join)?;
-        let embedded = embedder_task.await.map_err(join)?;
+        let stopped = |stage: &str| IndexError::Internal(format!("the {stage} thread panicked"));
+        let parsed = parser.await.ok_or_else(|| stopped("parse"))?;
+        let embedded = embedder_task.await.ok_or_else(|| stopped("embed"))?;
         write_result?;
-        parsed?;
-        embedded
+        stages.parse = parsed?;
+        let (embedded, busy) = embedded?;
+        stages.embed = busy;
+        Ok(embedded)
     }
 }

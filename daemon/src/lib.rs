@@ -12,6 +12,7 @@ pub mod indexes;
 pub mod memory;
 pub mod model;
 pub mod onnx_rewrite;
+pub mod priority;
 pub mod rank;
 pub mod search;
 pub mod server;

@@ -507,13 +507,14 @@ impl Service {
             Ok(report) => {
                 changed_rows = report.rows_changed;
                 tracing::info!(
-                    "indexed {root} at {}: {} files embedded ({} blocks), {} re-used, {} removed in {:.1?}",
+                    "indexed {root} at {}: {} files embedded ({} blocks), {} re-used, {} removed in {:.1?} ({})",
                     report.commit.as_deref().unwrap_or("(no commits)"),
                     report.files_embedded,
                     report.blocks_embedded,
                     report.files_reused,
                     report.files_removed,
-                    started.elapsed()
+                    started.elapsed(),
+                    report.stages
                 );
                 entry.error = None;
             }

@@ -431,6 +431,76 @@ fn a_commit_in_one_repository_does_not_wait_for_another_repositorys_first_index(
     );
 }
 
+/// Each thread of process `pid`: its name and nice value (from `/proc/PID/task/TID/stat`).
+#[cfg(target_os = "linux")]
+fn thread_priorities(pid: u64) -> Vec<(u64, String, i64)> {
+    let mut threads = Vec::new();
+    for task in std::fs::read_dir(format!("/proc/{pid}/task")).unwrap() {
+        let task = task.unwrap();
+        let Ok(stat) = std::fs::read_to_string(task.path().join("stat")) else {
+            continue; // the thread ended meanwhile
+        };
+        // "tid (name) state ..." where the name may hold spaces and parentheses; the nice value
+        // is the 19th field, the 17th after the name.
+        let (head, tail) = stat.rsplit_once(')').unwrap();
+        let name = head.split_once('(').unwrap().1.to_owned();
+        let nice = tail.split_whitespace().nth(16).unwrap().parse().unwrap();
+        let tid = task.file_name().to_string_lossy().parse().unwrap();
+        threads.push((tid, name, nice));
+    }
+    threads
+}
+
+/// Indexing runs at background priority so that searches keep the CPU during a long job: hgd's
+/// embedding thread and ONNX Runtime's workers that it uses run at nice 10, while the daemon's
+/// other threads (the socket, searches, the query session) stay at the normal priority.
+#[cfg(target_os = "linux")]
+#[test]
+fn indexing_runs_at_background_priority_and_searches_do_not() {
+    // Two intra-op threads, so the indexing session has a worker thread of its own.
+    let hgd = Hgd::new().with_env("HGD_THREADS", "2");
+    let big = GitRepo::new();
+    for i in 0..400 {
+        big.write(
+            &format!("part{}/unit_{i}.py", i % 4),
+            format!("def measure_unit_{i}(x):\n    \"\"\"Reading number {i} of the gauge.\"\"\"\n    return x * {i}\n"),
+        );
+    }
+    big.commit_all("many units");
+    let out = hgd.hgd(&big.path(), &["index", "--no-wait"]);
+    assert!(out.status.success());
+    hgd.wait_for_running_job(&big.path(), 5);
+    let pid = hgd.status(&big.path())["pid"].as_u64().unwrap();
+    let threads = thread_priorities(pid);
+
+    // Linux names a thread after the one that made it, so ONNX Runtime's workers made for the
+    // indexing session carry the embedding thread's name.
+    let indexing: Vec<_> = threads
+        .iter()
+        .filter(|t| t.1 == "hgd-embed" || t.1 == "hgd-parse")
+        .collect();
+    assert!(
+        indexing.len() >= 2,
+        "the embedder and a worker: {threads:?}"
+    );
+    assert!(indexing.iter().all(|t| t.2 == 10), "{threads:?}");
+    let main = threads.iter().find(|t| t.0 == pid).unwrap();
+    assert_eq!(main.2, 0, "{threads:?}");
+    let workers: Vec<_> = threads
+        .iter()
+        .filter(|t| t.1 == "tokio-rt-worker")
+        .collect();
+    assert!(
+        !workers.is_empty() && workers.iter().all(|t| t.2 == 0),
+        "the socket and search threads stay at normal priority: {threads:?}"
+    );
+    // A search during the job still answers (by words until the blocks are embedded).
+    assert_eq!(
+        files(&hgd.search_json(&big.path(), "measure_unit_3", 1)),
+        ["part3/unit_3.py"]
+    );
+}
+
 /// History rewritten and the old commit garbage-collected: the job cannot diff against it and
 /// compares with what it stored instead.
 #[test]
