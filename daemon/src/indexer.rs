@@ -163,6 +163,28 @@ impl Parsed {
 
 /// Embeds the blocks of whole files (blocking) and turns them into rows of `root`;
 /// `for_search`: a search waits for them (see [`Embedder::embed_documents_for_search`]).
+/// The texts a first index of HEAD under `dir` embeds, in the order the job embeds them (one per
+/// block; a blob met again under the same language is copied, not embedded): for measuring
+/// embedding alone on exactly the pipeline's blocks (`hgd-daemon index-texts`).
+pub fn head_texts(dir: &std::path::Path, limits: &Limits) -> Result<Vec<String>, IndexError> {
+    let located = crate::git::locate(dir)?;
+    let repo = Repo::open(&located.root)?;
+    let snapshot = repo.head_snapshot(&[located.subtree])?;
+    let mut seen = std::collections::HashSet::new();
+    let mut texts = Vec::new();
+    for file in snapshot.files {
+        if !seen.insert(BlobKey::at(&file.path, &file.oid)) {
+            continue;
+        }
+        let Ok(Some(text)) = repo.read_text(&file.oid) else {
+            continue;
+        };
+        let parsed = Parsed::new(file.path, file.oid, &text, limits);
+        texts.extend(parsed.blocks.iter().map(|b| embed_text(&parsed.path, b)));
+    }
+    Ok(texts)
+}
+
 pub fn embed_rows(
     embedder: &Embedder,
     root: &str,

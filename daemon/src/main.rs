@@ -50,6 +50,10 @@ enum Command {
     },
     /// Print the model folder the daemon would use.
     ModelDir,
+    /// Print, as a JSON array, the texts a first index of HEAD under DIR embeds (the same
+    /// blocks as the job, cut with the model's token limit): input for `embed --bench`, to
+    /// compare the indexing pipeline with embedding alone.
+    IndexTexts { dir: std::path::PathBuf },
     /// Score the ranking stage on the semble benchmark over the index already in HGD_HOME
     /// (filled by bench/quality.sh with HGD_BENCH_HOME): NDCG@10 per repository and category.
     Eval {
@@ -158,6 +162,20 @@ fn run(cli: Cli) -> Result<()> {
                 hgd_daemon::eval::run(&store, &embedder, &options).await?;
                 anyhow::Ok(())
             })
+        }
+        Command::IndexTexts { dir } => {
+            let embedder = std::sync::Arc::new(Embedder::open(
+                &embed::runtime_path(&home),
+                &home.model_dir(),
+                &EmbedOptions::default(),
+            )?);
+            let limits = chunk::Limits {
+                tokens: Some(embedder.token_limit()),
+                ..chunk::Limits::default()
+            };
+            let texts = hgd_daemon::indexer::head_texts(&dir, &limits)?;
+            println!("{}", serde_json::to_string(&texts)?);
+            Ok(())
         }
         Command::ModelDir => {
             println!("{}", home.model_dir().display());
