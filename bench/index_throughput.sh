@@ -8,7 +8,7 @@ cd "$(dirname "$0")/.."
 dir="${1:?usage: bench/index_throughput.sh DIR}"
 source bench/daemon-home.sh throughput
 texts="$HGD_HOME/texts.json"
-hgd-daemon index-texts "$dir" > "$texts" || exit 2
+hgd-daemon index-texts "$dir" > "$texts" 2>/dev/null || exit 2
 files=$(cd "$dir" && git ls-files -- . | wc -l)
 
 (cd "$dir" && hgd status >/dev/null 2>&1) # start the daemon outside the timed part

@@ -19,24 +19,32 @@ use crate::model::{ModelConfig, ModelConfigError, Pooling};
 pub enum EmbedError {
     #[error("ONNX Runtime library not found at {0}; run `hgd setup` (or set HGD_ORT_DYLIB)")]
     RuntimeMissing(PathBuf),
-    #[error("cannot load ONNX Runtime from {path}: {message}; run `hgd setup` to install a compatible one (>= 1.31)")]
-    RuntimeLoad { path: PathBuf, message: String },
+    #[error("cannot load ONNX Runtime from {path}: {source}; run `hgd setup` to install a compatible one (>= 1.31)")]
+    RuntimeLoad {
+        path: PathBuf,
+        #[source]
+        source: Box<dyn std::error::Error + Send + Sync>,
+    },
     #[error("model not found at {0}; run `hgd setup` (or set HGD_MODEL_DIR to a folder with model.onnx, tokenizer.json and model.toml)")]
     ModelMissing(PathBuf),
     #[error(transparent)]
     Config(#[from] ModelConfigError),
-    #[error("cannot load tokenizer {path}: {message}")]
-    Tokenizer { path: PathBuf, message: String },
+    #[error("cannot load tokenizer {path}: {source}")]
+    Tokenizer {
+        path: PathBuf,
+        #[source]
+        source: tokenizers::Error,
+    },
     #[error("tokenizing failed: {0}")]
-    Encode(String),
+    Encode(#[source] tokenizers::Error),
     #[error("ONNX Runtime: {0}")]
-    Ort(String),
+    Ort(#[from] ort::Error),
     #[error("the model returned vectors of {actual} dims but model.toml says {expected}")]
     Dims { expected: usize, actual: usize },
 }
 
-fn ort_err<E: std::fmt::Display>(e: E) -> EmbedError {
-    EmbedError::Ort(e.to_string())
+fn ort_err<E: Into<ort::Error>>(e: E) -> EmbedError {
+    EmbedError::Ort(e.into())
 }
 
 /// Where the runtime library is: `HGD_ORT_DYLIB`, else the one `hgd setup` put in the home.
@@ -58,15 +66,15 @@ fn init_runtime(path: &Path) -> Result<ort::environment::Environment, EmbedError
     if !path.is_file() {
         return Err(EmbedError::RuntimeMissing(path.to_path_buf()));
     }
-    let load_err = |message: String| EmbedError::RuntimeLoad {
+    let load_err = |source: Box<dyn std::error::Error + Send + Sync>| EmbedError::RuntimeLoad {
         path: path.to_path_buf(),
-        message,
+        source,
     };
-    let builder = ort::init_from(path).map_err(|e| load_err(e.to_string()))?;
+    let builder = ort::init_from(path).map_err(|e| load_err(Box::new(e)))?;
     builder
         .with_name("hgd")
         .build()
-        .map_err(|e| load_err(e.to_string()))
+        .map_err(|e| load_err(Box::new(e)))
 }
 
 /// The one place execution providers are chosen: CoreML on macOS; elsewhere none is registered and
@@ -169,9 +177,9 @@ impl Embedder {
         let environment = init_runtime(runtime)?;
 
         let mut tokenizer =
-            Tokenizer::from_file(&tokenizer_path).map_err(|e| EmbedError::Tokenizer {
+            Tokenizer::from_file(&tokenizer_path).map_err(|source| EmbedError::Tokenizer {
                 path: tokenizer_path.clone(),
-                message: e.to_string(),
+                source,
             })?;
         // tokenizer.json may carry fixed padding/truncation (MiniLM's pads everything to 128):
         // we pad per batch ourselves and truncate where model.toml says.
@@ -181,9 +189,9 @@ impl Embedder {
                 max_length: config.max_tokens,
                 ..Default::default()
             }))
-            .map_err(|e| EmbedError::Tokenizer {
+            .map_err(|source| EmbedError::Tokenizer {
                 path: tokenizer_path.clone(),
-                message: e.to_string(),
+                source,
             })?;
 
         // Two threads cut a short query's time (MiniLM, 8-16 tokens: 5.1-6.5 ms on one thread,
@@ -327,7 +335,7 @@ impl Embedder {
         let encodings = self
             .tokenizer
             .encode_batch(inputs, true)
-            .map_err(|e| EmbedError::Encode(e.to_string()))?;
+            .map_err(EmbedError::Encode)?;
         Ok(encodings
             .iter()
             .map(|encoding| Encoded {

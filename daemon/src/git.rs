@@ -14,8 +14,12 @@ pub const MAX_FILE_BYTES: u64 = 1 << 20;
 pub enum GitError {
     #[error("{0} is not in a git repository")]
     NotARepository(PathBuf),
-    #[error("{path}: {message}")]
-    Gix { path: PathBuf, message: String },
+    #[error("{path}: {source}")]
+    Gix {
+        path: PathBuf,
+        #[source]
+        source: Box<dyn std::error::Error + Send + Sync>,
+    },
 }
 
 /// A repository found from some path inside its work tree.
@@ -90,7 +94,7 @@ pub struct Repo {
 fn gix_err(root: &Path) -> impl Fn(gix::Error) -> GitError + '_ {
     move |e| GitError::Gix {
         path: root.to_path_buf(),
-        message: e.to_string(),
+        source: Box::new(e),
     }
 }
 
@@ -149,7 +153,7 @@ impl Repo {
     pub fn open(root: &Path) -> Result<Repo, GitError> {
         let inner = gix::open(root).map_err(|e| GitError::Gix {
             path: root.to_path_buf(),
-            message: e.to_string(),
+            source: Box::new(e),
         })?;
         let mut inner = inner;
         // Blob reads are the hot path of indexing; a small object cache helps packed repositories.
@@ -338,7 +342,7 @@ impl Repo {
         for item in iter {
             let item = item.map_err(|e| GitError::Gix {
                 path: self.root.clone(),
-                message: e.to_string(),
+                source: Box::new(e),
             })?;
             if let Ok(path) = item.location().to_str() {
                 if in_scopes(path, scopes) {
@@ -377,7 +381,7 @@ impl Repo {
         let err = gix_err(&self.root);
         let id = gix::ObjectId::from_hex(oid.as_bytes()).map_err(|e| GitError::Gix {
             path: self.root.clone(),
-            message: e.to_string(),
+            source: Box::new(e),
         })?;
         let header = self.inner.find_header(id).map_err(&err)?;
         if header.size() > MAX_FILE_BYTES {

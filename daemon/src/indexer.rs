@@ -27,8 +27,10 @@ pub enum IndexError {
     Embed(#[from] EmbedError),
     #[error("indexing was cancelled")]
     Cancelled,
-    #[error("internal: {0}")]
-    Internal(String),
+    #[error("an indexing task stopped: {0}")]
+    Task(#[from] tokio::task::JoinError),
+    #[error("the {0} thread of the job panicked")]
+    StagePanicked(&'static str),
 }
 
 /// Live counters of a running job, read by status and progress reporting, and the blocks it
@@ -358,8 +360,7 @@ impl Indexer {
             let snapshot = repo.head_snapshot(&scopes)?;
             Ok((snapshot.commit, Err(snapshot.files)))
         })
-        .await
-        .map_err(|e| IndexError::Internal(e.to_string()))??;
+        .await??;
 
         let (target, stored) = match seen {
             Ok(changes) => {
@@ -509,9 +510,10 @@ impl Indexer {
             write_result = self.store.add(&pending).await;
             stages.write += step.elapsed();
         }
-        let stopped = |stage: &str| IndexError::Internal(format!("the {stage} thread panicked"));
-        let parsed = parser.await.ok_or_else(|| stopped("parse"))?;
-        let embedded = embedder_task.await.ok_or_else(|| stopped("embed"))?;
+        let parsed = parser.await.ok_or(IndexError::StagePanicked("parse"))?;
+        let embedded = embedder_task
+            .await
+            .ok_or(IndexError::StagePanicked("embed"))?;
         write_result?;
         stages.parse = parsed?;
         let (embedded, busy) = embedded?;

@@ -5,7 +5,6 @@ pub mod chunk;
 mod cmd;
 pub mod embed;
 pub mod eval;
-pub mod freshness;
 pub mod git;
 pub mod indexer;
 pub mod indexes;

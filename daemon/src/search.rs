@@ -19,8 +19,8 @@ pub enum SearchError {
     Store(#[from] StoreError),
     #[error("embedding the query failed: {0}")]
     Embed(#[from] crate::embed::EmbedError),
-    #[error("internal: {0}")]
-    Internal(String),
+    #[error("a search task stopped: {0}")]
+    Task(#[from] tokio::task::JoinError),
 }
 
 /// How stale the results of a search during a long job may be: searches this close share one
@@ -74,11 +74,7 @@ pub async fn search(
             return Ok(None);
         }
         let running = early.unwrap_or_else(|| embed_early(embedder, request.query));
-        running
-            .await
-            .map_err(|e| SearchError::Internal(e.to_string()))?
-            .map(Some)
-            .map_err(SearchError::from)
+        running.await?.map(Some).map_err(SearchError::from)
     };
     let overlay = async {
         if request.dirty.is_empty() {
@@ -104,8 +100,7 @@ pub async fn search(
                 let index = tokio::task::spawn_blocking(move || {
                     Arc::new(RepoIndex::build(rows, dims, false))
                 })
-                .await
-                .map_err(|e| SearchError::Internal(e.to_string()))?;
+                .await?;
                 indexes.keep_progressive(request.repo, started, generation, index.clone());
                 Ok(index)
             }

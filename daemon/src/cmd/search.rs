@@ -51,7 +51,7 @@ pub async fn run(
     };
     match freshness {
         Freshness::Current => {}
-        Freshness::Behind(reason) => warnings.push(behind(&reason)),
+        Freshness::Behind(reason) => warnings.push(behind(&reason.to_string())),
         Freshness::Wait(ticket) => {
             // Wait for the job, unless it turns out long (a first index): then answer at once
             // from what is stored and what the job has parsed.
@@ -92,7 +92,9 @@ pub async fn run(
                         });
                     }
                 }
-                Err(ServiceError::JobFailed { message, .. }) => warnings.push(behind(&message)),
+                Err(ServiceError::JobFailed { source, .. }) => {
+                    warnings.push(behind(&source.to_string()))
+                }
                 Err(e) => return replies.send(&error_reply(&e)).await,
             }
         }

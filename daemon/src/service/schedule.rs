@@ -1,139 +1,20 @@
-//! The daemon's shared state: the store, the embedder, the tracked repositories and the job queue.
-//!
-//! Jobs run one at a time (they share one embedder), taking turns: a job gives way to other
+//! Jobs: one at a time (they share one embedder), taking turns. A job gives way to other
 //! repositories' waiting jobs after a slice and resumes behind them. Requests for the same
 //! repository coalesce: each request takes a ticket, a job covers every ticket issued before it
 //! started (it reads HEAD after starting), and a waiter returns once a job covering its ticket
-//! has finished.
+//! has finished. The store is optimised between jobs.
 
-use std::collections::{HashMap, VecDeque};
 use std::path::Path;
-use std::sync::atomic::{AtomicBool, AtomicU64, Ordering};
-use std::sync::{Arc, Mutex};
+use std::sync::atomic::{AtomicBool, Ordering};
+use std::sync::Arc;
 use std::time::{Duration, Instant};
 
-use hgd_protocol::home::Home;
-use hgd_protocol::{Progress, RepoStatus};
-use tokio::sync::{watch, Notify};
-use tokio_util::sync::CancellationToken;
+use hgd_protocol::Progress;
+use tokio::sync::watch;
 
-use crate::chunk::Limits;
-use crate::embed::Embedder;
-use crate::freshness::WorkTrees;
-use crate::git::{self, GitError, Located, Repo};
-use crate::indexer::{IndexError, Indexer, JobProgress};
-use crate::indexes::Indexes;
-use crate::store::{RepoRecord, Store, StoreError};
-
-#[derive(Debug, thiserror::Error)]
-pub enum ServiceError {
-    #[error(transparent)]
-    Git(#[from] GitError),
-    #[error(transparent)]
-    Store(#[from] StoreError),
-    #[error("indexing {root} failed: {message}")]
-    JobFailed { root: String, message: String },
-    #[error("the daemon is shutting down")]
-    ShuttingDown,
-    #[error("internal: {0}")]
-    Internal(String),
-}
-
-struct RepoEntry {
-    record: RepoRecord,
-    /// Highest ticket handed out.
-    requested: u64,
-    /// Highest ticket covered by a finished job.
-    completed: u64,
-    running: Option<Arc<JobProgress>>,
-    /// The last job's failure, cleared by the next success.
-    error: Option<Failure>,
-    /// The next job compares everything stored against HEAD instead of diffing commits (the last
-    /// job failed). A widened scope needs no flag: it clears the persisted indexed commit.
-    full_scan: bool,
-    /// When a hook last notified: hooks come in bursts (a rebase, a checkout after a merge), so a
-    /// job for a notification waits for the burst to settle.
-    last_notify: Option<Instant>,
-    /// Bumped after every job, so waiters wake.
-    changed: watch::Sender<u64>,
-    /// Its last job gave way to other repositories (see [`Service::yield_when_others_wait`]);
-    /// the running job does not give way to it in turn.
-    gave_way: bool,
-}
-
-/// A failed job: what went wrong, at which HEAD, and when (searches retry it after a while or
-/// when HEAD moves, and meanwhile answer from what is stored).
-#[derive(Debug, Clone)]
-struct Failure {
-    message: String,
-    head: Option<String>,
-    at: Instant,
-}
-
-/// Where a repository's index stands for a request.
-pub enum Freshness {
-    /// At HEAD under the requested scope.
-    Current,
-    /// A job will bring it there; wait for this ticket.
-    Wait(u64),
-    /// The last job failed recently at this HEAD; what is stored is older than HEAD.
-    Behind(String),
-}
-
-/// What [`Service::ensure_indexed`] found.
-pub struct Ensured {
-    pub located: Located,
-    /// HEAD when the request came (`None`: no commits yet).
-    pub head: Option<String>,
-    pub freshness: Freshness,
-}
-
-/// A search does not retry a failed job at the same HEAD more often than this.
-const RETRY_FAILED_AFTER: Duration = Duration::from_secs(30);
-
-impl RepoEntry {
-    fn new(record: RepoRecord) -> RepoEntry {
-        RepoEntry {
-            record,
-            requested: 0,
-            completed: 0,
-            running: None,
-            error: None,
-            full_scan: false,
-            last_notify: None,
-            changed: watch::channel(0).0,
-            gave_way: false,
-        }
-    }
-}
-
-pub struct Service {
-    pub home: Home,
-    pub store: Arc<Store>,
-    pub embedder: Arc<Embedder>,
-    /// In-memory search indexes of HEAD, dropped when a job changes a repository.
-    pub indexes: Indexes,
-    pub(crate) indexer: Indexer,
-    /// Watched work trees: what is dirty, without a walk per search.
-    pub(crate) work_trees: Arc<WorkTrees>,
-    repos: Mutex<HashMap<String, RepoEntry>>,
-    queue: Mutex<VecDeque<String>>,
-    queued: Notify,
-    started: Instant,
-    blocks_embedded: Arc<AtomicU64>,
-    jobs_run: AtomicU64,
-    /// Rows changed in the store and jobs run since the last optimisation.
-    unoptimized_rows: AtomicU64,
-    jobs_since_optimize: AtomicU64,
-    /// How long a job runs before it gives way to other repositories' waiting jobs.
-    job_slice: Duration,
-    /// One overlay refresh at a time per repository (concurrent searches would embed the same
-    /// edits twice); other repositories' searches do not wait.
-    pub(crate) overlay_locks: Mutex<HashMap<String, Arc<tokio::sync::Mutex<()>>>>,
-    /// Serialises writes of repository records (see [`Service::persist`]).
-    persist_lock: tokio::sync::Mutex<()>,
-    pub shutdown: CancellationToken,
-}
+use super::{head_of, locate, progress_of, Failure, Service, ServiceError};
+use crate::indexer::{IndexError, JobProgress};
+use crate::store::{RepoRecord, StoreError};
 
 /// The store is optimised once this many rows changed since the last time, or after this many
 /// jobs that changed anything.
@@ -156,7 +37,7 @@ pub struct Waiter {
 
 /// How long a job writes blocks before it gives way to other repositories' jobs
 /// (`HGD_JOB_SLICE_MS` changes it, for tests).
-fn job_slice() -> Duration {
+pub(super) fn job_slice() -> Duration {
     std::env::var("HGD_JOB_SLICE_MS")
         .ok()
         .and_then(|v| v.parse().ok())
@@ -166,111 +47,9 @@ fn job_slice() -> Duration {
 
 const DEFAULT_JOB_SLICE: Duration = Duration::from_secs(15);
 
-/// How long the indexing session outlives its last batch. Making it again costs about a second
-/// of CPU, so commits a few minutes apart reuse it.
-const INDEX_SESSION_IDLE: Duration = Duration::from_secs(120);
-
 impl Service {
-    pub async fn start(
-        home: Home,
-        store: Store,
-        embedder: Embedder,
-        shutdown: CancellationToken,
-    ) -> Result<Arc<Service>, ServiceError> {
-        let store = Arc::new(store);
-        let embedder = Arc::new(embedder);
-        let blocks_embedded = Arc::new(AtomicU64::new(0));
-        let indexer = Indexer {
-            store: store.clone(),
-            embedder: embedder.clone(),
-            limits: Limits {
-                tokens: Some(embedder.token_limit()),
-                ..Limits::default()
-            },
-            blocks_embedded: blocks_embedded.clone(),
-        };
-        let work_trees = Arc::new(WorkTrees::new(home.root()));
-        let mut repos = HashMap::new();
-        for record in store.repos().await? {
-            repos.insert(record.root.clone(), RepoEntry::new(record));
-        }
-        let service = Arc::new(Service {
-            home,
-            store,
-            embedder,
-            indexes: Indexes::default(),
-            indexer,
-            work_trees,
-            repos: Mutex::new(repos),
-            queue: Mutex::new(VecDeque::new()),
-            queued: Notify::new(),
-            started: Instant::now(),
-            blocks_embedded,
-            jobs_run: AtomicU64::new(0),
-            unoptimized_rows: AtomicU64::new(0),
-            jobs_since_optimize: AtomicU64::new(0),
-            job_slice: job_slice(),
-            overlay_locks: Mutex::new(HashMap::new()),
-            persist_lock: tokio::sync::Mutex::new(()),
-            shutdown,
-        });
-        // Catch up with commits made while the daemon was down.
-        let roots: Vec<String> = service.lock_repos().keys().cloned().collect();
-        for root in roots {
-            service.request_job(&root);
-        }
-        tokio::spawn(service.clone().worker());
-        tokio::spawn(service.clone().release_idle_memory());
-        Ok(service)
-    }
-
-    /// Drops the embedder's indexing session once no job has used it for
-    /// [`INDEX_SESSION_IDLE`]: between jobs a daemon needs only the query session.
-    async fn release_idle_memory(self: Arc<Self>) {
-        let mut tick = tokio::time::interval(INDEX_SESSION_IDLE / 4);
-        loop {
-            tokio::select! {
-                _ = self.shutdown.cancelled() => return,
-                _ = tick.tick() => {}
-            }
-            let embedder = self.embedder.clone();
-            let released =
-                tokio::task::spawn_blocking(move || embedder.release_idle(INDEX_SESSION_IDLE))
-                    .await;
-            if let Ok(true) = released {
-                tracing::debug!("indexing session released (idle)");
-            }
-        }
-    }
-
-    fn lock_repos(&self) -> std::sync::MutexGuard<'_, HashMap<String, RepoEntry>> {
-        self.repos.lock().unwrap_or_else(|p| p.into_inner())
-    }
-
-    pub fn blocks_embedded(&self) -> u64 {
-        self.blocks_embedded.load(Ordering::Relaxed)
-    }
-
-    pub(crate) fn count_embedded(&self, blocks: usize) {
-        self.blocks_embedded
-            .fetch_add(blocks as u64, Ordering::Relaxed);
-    }
-
-    /// The scopes `root` is indexed under, if it is tracked.
-    pub(crate) fn scopes(&self, root: &str) -> Option<Vec<String>> {
-        self.lock_repos().get(root).map(|e| e.record.scopes.clone())
-    }
-
-    pub fn jobs_run(&self) -> u64 {
-        self.jobs_run.load(Ordering::Relaxed)
-    }
-
-    pub fn uptime(&self) -> Duration {
-        self.started.elapsed()
-    }
-
     /// Hands out a ticket for an up-to-date index of `root` and queues a job if none is queued.
-    fn request_job(&self, root: &str) -> u64 {
+    pub(super) fn request_job(&self, root: &str) -> u64 {
         let ticket = {
             let mut repos = self.lock_repos();
             let Some(entry) = repos.get_mut(root) else {
@@ -304,7 +83,7 @@ impl Service {
         }
     }
 
-    async fn worker(self: Arc<Self>) {
+    pub(super) async fn worker(self: Arc<Self>) {
         loop {
             let next = self
                 .queue
@@ -475,7 +254,7 @@ impl Service {
     /// Writes `root`'s current record (scopes and pointer). Writers take the record inside one
     /// lock, so the last write is always of the latest state, whichever of a widening search
     /// and a finishing job comes second.
-    async fn persist(&self, root: &str) -> Result<(), StoreError> {
+    pub(super) async fn persist(&self, root: &str) -> Result<(), StoreError> {
         let _guard = self.persist_lock.lock().await;
         let record = self.lock_repos().get(root).map(|e| e.record.clone());
         match record {
@@ -521,7 +300,7 @@ impl Service {
             Err(e) => {
                 tracing::error!("indexing {root} failed: {e}");
                 entry.error = Some(Failure {
-                    message: e.to_string(),
+                    error: Arc::new(e),
                     head: failed_head,
                     at: Instant::now(),
                 });
@@ -543,76 +322,6 @@ impl Service {
         }
         self.request_job(&root);
         Ok(true)
-    }
-
-    /// Makes sure the repository containing `path` is tracked with a scope covering `path`, and that a
-    /// job will bring it to HEAD. Returns where it is and how fresh its index is. With
-    /// `retry_failed`, a recently failed job is retried at once; otherwise (searches) it is retried
-    /// only after [`RETRY_FAILED_AFTER`] or when HEAD moves, and meanwhile reported as
-    /// [`Freshness::Behind`].
-    pub async fn ensure_indexed(
-        &self,
-        path: &Path,
-        retry_failed: bool,
-    ) -> Result<Ensured, ServiceError> {
-        let (located, head) = {
-            let path = path.to_path_buf();
-            tokio::task::spawn_blocking(move || git::locate_with_head(&path))
-                .await
-                .map_err(|e| ServiceError::Internal(e.to_string()))??
-        };
-        let root = located.root.to_string_lossy().into_owned();
-        let (scope_added, freshness) = {
-            let mut repos = self.lock_repos();
-            let entry = repos.entry(root.clone()).or_insert_with(|| {
-                RepoEntry::new(RepoRecord {
-                    root: root.clone(),
-                    scopes: Vec::new(),
-                    indexed_commit: None,
-                })
-            });
-            let scopes = &mut entry.record.scopes;
-            let scope_added = !git::in_scopes(&located.subtree, scopes);
-            if scope_added {
-                // A wider scope replaces the narrower ones inside it. The indexed commit does
-                // not cover the new scope: clear it, persistently, so that the next job (after a
-                // restart too) compares all of HEAD with the store instead of diffing commits.
-                scopes.retain(|s| !git::in_subtree(s, &located.subtree));
-                scopes.push(located.subtree.clone());
-                scopes.sort();
-                entry.record.indexed_commit = None;
-            }
-            let idle = entry.running.is_none() && entry.requested == entry.completed;
-            let freshness = match &entry.error {
-                Some(failure) if idle && !scope_added => {
-                    if failure.head == head
-                        && !retry_failed
-                        && failure.at.elapsed() < RETRY_FAILED_AFTER
-                    {
-                        Some(Freshness::Behind(failure.message.clone()))
-                    } else {
-                        None
-                    }
-                }
-                None if idle && !scope_added && entry.record.indexed_commit == head => {
-                    Some(Freshness::Current)
-                }
-                _ => None,
-            };
-            (scope_added, freshness)
-        };
-        if scope_added {
-            self.persist(&root).await?;
-        }
-        let freshness = match freshness {
-            Some(freshness) => freshness,
-            None => Freshness::Wait(self.request_job(&root)),
-        };
-        Ok(Ensured {
-            located,
-            head,
-            freshness,
-        })
     }
 
     /// The running job of `root` if it is long (many blocks still to embed): a search then
@@ -652,7 +361,7 @@ impl Service {
                 ticket,
                 changed: entry.changed.subscribe(),
             }),
-            None => Err(ServiceError::Internal(format!("{root} is not tracked"))),
+            None => Err(ServiceError::NotTracked(root.to_owned())),
         }
     }
 
@@ -665,15 +374,15 @@ impl Service {
                 let entry = &repos[&waiter.root];
                 (
                     entry.completed >= waiter.ticket,
-                    entry.error.as_ref().map(|f| f.message.clone()),
+                    entry.error.as_ref().map(|f| f.error.clone()),
                     entry.running.as_ref().map(|p| progress_of(&waiter.root, p)),
                 )
             };
             if done {
                 return match error {
-                    Some(message) => Err(ServiceError::JobFailed {
+                    Some(source) => Err(ServiceError::JobFailed {
                         root: waiter.root.clone(),
-                        message,
+                        source,
                     }),
                     None => Ok(None),
                 };
@@ -692,87 +401,5 @@ impl Service {
             }
         }
         unreachable!("the second pass always returns")
-    }
-
-    pub async fn repo_statuses(&self) -> Vec<RepoStatus> {
-        let entries: Vec<(RepoRecord, Option<Progress>, Option<String>)> = self
-            .lock_repos()
-            .values()
-            .map(|e| {
-                (
-                    e.record.clone(),
-                    e.running.as_ref().map(|p| progress_of(&e.record.root, p)),
-                    e.error.as_ref().map(|f| f.message.clone()),
-                )
-            })
-            .collect();
-        let queued: Vec<String> = self
-            .queue
-            .lock()
-            .unwrap_or_else(|p| p.into_inner())
-            .iter()
-            .cloned()
-            .collect();
-        let mut out = Vec::new();
-        for (record, progress, error) in entries {
-            let head = head_of(&record.root).await;
-            let blocks = self
-                .store
-                .count_blocks(Some(&record.root))
-                .await
-                .unwrap_or(0);
-            let state = if progress.is_some() {
-                "indexing"
-            } else if queued.contains(&record.root) {
-                "queued"
-            } else if error.is_some() {
-                "failed"
-            } else {
-                "idle"
-            };
-            out.push(RepoStatus {
-                root: record.root,
-                scopes: record.scopes,
-                indexed_commit: record.indexed_commit,
-                head,
-                state: state.into(),
-                progress,
-                error,
-                blocks,
-                vectors: blocks,
-            });
-        }
-        out.sort_by(|a, b| a.root.cmp(&b.root));
-        out
-    }
-}
-
-/// HEAD of the repository at `root`, or `None` when it has no commits or cannot be read.
-async fn head_of(root: &str) -> Option<String> {
-    let root = std::path::PathBuf::from(root);
-    tokio::task::spawn_blocking(move || Repo::open(&root).and_then(|r| r.head_commit()))
-        .await
-        .ok()
-        .and_then(Result::ok)
-        .flatten()
-}
-
-/// The work tree containing `path`, found off the async threads (it touches the disk).
-async fn locate(path: &Path) -> Result<Located, ServiceError> {
-    let path = path.to_path_buf();
-    tokio::task::spawn_blocking(move || git::locate(&path))
-        .await
-        .map_err(|e| ServiceError::Internal(e.to_string()))?
-        .map_err(ServiceError::from)
-}
-
-fn progress_of(root: &str, p: &JobProgress) -> Progress {
-    let parsed_all = p.parsed_all.load(Ordering::Relaxed);
-    Progress {
-        repo: root.to_owned(),
-        phase: if parsed_all { "embedding" } else { "parsing" }.into(),
-        done: p.embedded.load(Ordering::Relaxed),
-        total: p.to_embed.load(Ordering::Relaxed),
-        total_known: parsed_all,
     }
 }

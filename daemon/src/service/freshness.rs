@@ -1,5 +1,6 @@
-//! How fresh a search is: which paths of the work tree differ from HEAD, and the overlay of their
-//! blocks that searches read over HEAD's.
+//! How fresh a search is: whether HEAD is indexed under the searched scope (`ensure_indexed`,
+//! which takes a ticket for a job when it is not), which paths of the work tree differ from
+//! HEAD, and the overlay of their blocks that searches read over HEAD's.
 //!
 //! Walking the work tree (`git status`) on every search costs time that grows with the work tree.
 //! Instead each tracked work tree has a file-system watcher (inotify, FSEvents through `notify`)
@@ -14,9 +15,11 @@ use std::path::{Path, PathBuf};
 use std::sync::atomic::{AtomicBool, Ordering};
 use std::sync::{Arc, Mutex};
 
-use crate::git::{GitError, Repo};
-use crate::service::{Service, ServiceError};
-use crate::store::{BlobKey, Layer};
+use std::time::Duration;
+
+use super::{RepoEntry, Service, ServiceError};
+use crate::git::{self, GitError, Located, Repo};
+use crate::store::{BlobKey, Layer, RepoRecord};
 
 /// The watched work trees, by canonical root.
 pub struct WorkTrees {
@@ -261,13 +264,13 @@ fn remote_file_system(_path: &Path) -> Option<&'static str> {
 }
 
 /// A work tree not searched for this long is no longer watched.
-const WATCH_IDLE_LIMIT: std::time::Duration = std::time::Duration::from_secs(30 * 60);
+const WATCH_IDLE_LIMIT: Duration = Duration::from_secs(30 * 60);
 
 /// Name of the file a search touches in the git directory to know the watcher has caught up.
 const SYNC_FILE: &str = "hgd-sync";
 
 /// How long a search waits for the watcher to catch up before it walks instead.
-const SYNC_WAIT: std::time::Duration = std::time::Duration::from_millis(100);
+const SYNC_WAIT: Duration = Duration::from_millis(100);
 
 impl WorkTree {
     fn watch(root: &Path, git_dir: &Path, home: &Path, identity: Option<(u64, u64)>) -> WorkTree {
@@ -417,8 +420,7 @@ impl Service {
                 }
             }
         })
-        .await
-        .map_err(|e| ServiceError::Internal(e.to_string()))??;
+        .await??;
         let Some(stamp) = stamp else {
             return Ok(dirty);
         };
@@ -486,13 +488,102 @@ impl Service {
             let embedded = tokio::task::spawn_blocking(move || {
                 crate::indexer::embed_rows(&embedder, &root, to_embed, true)
             })
-            .await
-            .map_err(|e| ServiceError::Internal(e.to_string()))?
-            .map_err(|e| ServiceError::Internal(e.to_string()))?;
+            .await??;
             self.count_embedded(embedded.len());
             rows.extend(embedded);
         }
         self.store.add_to(Layer::Overlay, &rows).await?;
         Ok(())
+    }
+}
+
+/// Where a repository's index stands for a request.
+pub enum Freshness {
+    /// At HEAD under the requested scope.
+    Current,
+    /// A job will bring it there; wait for this ticket.
+    Wait(u64),
+    /// The last job failed recently at this HEAD; what is stored is older than HEAD.
+    Behind(Arc<crate::indexer::IndexError>),
+}
+
+/// What [`Service::ensure_indexed`] found.
+pub struct Ensured {
+    pub located: Located,
+    /// HEAD when the request came (`None`: no commits yet).
+    pub head: Option<String>,
+    pub freshness: Freshness,
+}
+
+/// A search does not retry a failed job at the same HEAD more often than this.
+const RETRY_FAILED_AFTER: Duration = Duration::from_secs(30);
+
+impl Service {
+    /// Makes sure the repository containing `path` is tracked with a scope covering `path`, and that a
+    /// job will bring it to HEAD. Returns where it is and how fresh its index is. With
+    /// `retry_failed`, a recently failed job is retried at once; otherwise (searches) it is retried
+    /// only after [`RETRY_FAILED_AFTER`] or when HEAD moves, and meanwhile reported as
+    /// [`Freshness::Behind`].
+    pub async fn ensure_indexed(
+        &self,
+        path: &Path,
+        retry_failed: bool,
+    ) -> Result<Ensured, ServiceError> {
+        let (located, head) = {
+            let path = path.to_path_buf();
+            tokio::task::spawn_blocking(move || git::locate_with_head(&path)).await??
+        };
+        let root = located.root.to_string_lossy().into_owned();
+        let (scope_added, freshness) = {
+            let mut repos = self.lock_repos();
+            let entry = repos.entry(root.clone()).or_insert_with(|| {
+                RepoEntry::new(RepoRecord {
+                    root: root.clone(),
+                    scopes: Vec::new(),
+                    indexed_commit: None,
+                })
+            });
+            let scopes = &mut entry.record.scopes;
+            let scope_added = !git::in_scopes(&located.subtree, scopes);
+            if scope_added {
+                // A wider scope replaces the narrower ones inside it. The indexed commit does
+                // not cover the new scope: clear it, persistently, so that the next job (after a
+                // restart too) compares all of HEAD with the store instead of diffing commits.
+                scopes.retain(|s| !git::in_subtree(s, &located.subtree));
+                scopes.push(located.subtree.clone());
+                scopes.sort();
+                entry.record.indexed_commit = None;
+            }
+            let idle = entry.running.is_none() && entry.requested == entry.completed;
+            let freshness = match &entry.error {
+                Some(failure) if idle && !scope_added => {
+                    if failure.head == head
+                        && !retry_failed
+                        && failure.at.elapsed() < RETRY_FAILED_AFTER
+                    {
+                        Some(Freshness::Behind(failure.error.clone()))
+                    } else {
+                        None
+                    }
+                }
+                None if idle && !scope_added && entry.record.indexed_commit == head => {
+                    Some(Freshness::Current)
+                }
+                _ => None,
+            };
+            (scope_added, freshness)
+        };
+        if scope_added {
+            self.persist(&root).await?;
+        }
+        let freshness = match freshness {
+            Some(freshness) => freshness,
+            None => Freshness::Wait(self.request_job(&root)),
+        };
+        Ok(Ensured {
+            located,
+            head,
+            freshness,
+        })
     }
 }

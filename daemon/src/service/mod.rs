@@ -1,0 +1,312 @@
+//! The daemon's shared state: the store, the embedder, the tracked repositories and their
+//! records, and what `hgd status` reports. Two parts live in submodules: `schedule` (the job
+//! queue, fair turns, tickets and waiters) and `freshness` (what a request needs to know before
+//! it reads an index: whether HEAD is indexed, and which work-tree files are dirty, kept in the
+//! overlay).
+
+mod freshness;
+mod schedule;
+
+pub use freshness::{Ensured, Freshness};
+pub use schedule::Waiter;
+
+use std::collections::{HashMap, VecDeque};
+use std::path::Path;
+use std::sync::atomic::{AtomicU64, Ordering};
+use std::sync::{Arc, Mutex};
+use std::time::{Duration, Instant};
+
+use hgd_protocol::home::Home;
+use hgd_protocol::{Progress, RepoStatus};
+use tokio::sync::{watch, Notify};
+use tokio_util::sync::CancellationToken;
+
+use crate::chunk::Limits;
+use crate::embed::Embedder;
+use crate::git::{self, GitError, Located, Repo};
+use crate::indexer::{IndexError, Indexer, JobProgress};
+use crate::indexes::Indexes;
+use crate::store::{RepoRecord, Store, StoreError};
+use freshness::WorkTrees;
+
+#[derive(Debug, thiserror::Error)]
+pub enum ServiceError {
+    #[error(transparent)]
+    Git(#[from] GitError),
+    #[error(transparent)]
+    Store(#[from] StoreError),
+    #[error("indexing {root} failed: {source}")]
+    JobFailed {
+        root: String,
+        #[source]
+        source: Arc<IndexError>,
+    },
+    #[error("the daemon is shutting down")]
+    ShuttingDown,
+    #[error("embedding failed: {0}")]
+    Embed(#[from] crate::embed::EmbedError),
+    #[error("{0} is not tracked")]
+    NotTracked(String),
+    #[error("a service task stopped: {0}")]
+    Task(#[from] tokio::task::JoinError),
+}
+
+struct RepoEntry {
+    record: RepoRecord,
+    /// Highest ticket handed out.
+    requested: u64,
+    /// Highest ticket covered by a finished job.
+    completed: u64,
+    running: Option<Arc<JobProgress>>,
+    /// The last job's failure, cleared by the next success.
+    error: Option<Failure>,
+    /// The next job compares everything stored against HEAD instead of diffing commits (the last
+    /// job failed). A widened scope needs no flag: it clears the persisted indexed commit.
+    full_scan: bool,
+    /// When a hook last notified: hooks come in bursts (a rebase, a checkout after a merge), so a
+    /// job for a notification waits for the burst to settle.
+    last_notify: Option<Instant>,
+    /// Bumped after every job, so waiters wake.
+    changed: watch::Sender<u64>,
+    /// Its last job gave way to other repositories (see [`Service::yield_when_others_wait`]);
+    /// the running job does not give way to it in turn.
+    gave_way: bool,
+}
+
+/// A failed job: what went wrong, at which HEAD, and when (searches retry it after a while or
+/// when HEAD moves, and meanwhile answer from what is stored).
+#[derive(Debug, Clone)]
+struct Failure {
+    error: Arc<IndexError>,
+    head: Option<String>,
+    at: Instant,
+}
+
+impl RepoEntry {
+    fn new(record: RepoRecord) -> RepoEntry {
+        RepoEntry {
+            record,
+            requested: 0,
+            completed: 0,
+            running: None,
+            error: None,
+            full_scan: false,
+            last_notify: None,
+            changed: watch::channel(0).0,
+            gave_way: false,
+        }
+    }
+}
+
+pub struct Service {
+    pub home: Home,
+    pub store: Arc<Store>,
+    pub embedder: Arc<Embedder>,
+    /// In-memory search indexes of HEAD, dropped when a job changes a repository.
+    pub indexes: Indexes,
+    pub(crate) indexer: Indexer,
+    /// Watched work trees: what is dirty, without a walk per search.
+    pub(crate) work_trees: Arc<WorkTrees>,
+    repos: Mutex<HashMap<String, RepoEntry>>,
+    queue: Mutex<VecDeque<String>>,
+    queued: Notify,
+    started: Instant,
+    blocks_embedded: Arc<AtomicU64>,
+    jobs_run: AtomicU64,
+    /// Rows changed in the store and jobs run since the last optimisation.
+    unoptimized_rows: AtomicU64,
+    jobs_since_optimize: AtomicU64,
+    /// How long a job runs before it gives way to other repositories' waiting jobs.
+    job_slice: Duration,
+    /// One overlay refresh at a time per repository (concurrent searches would embed the same
+    /// edits twice); other repositories' searches do not wait.
+    pub(crate) overlay_locks: Mutex<HashMap<String, Arc<tokio::sync::Mutex<()>>>>,
+    /// Serialises writes of repository records (see [`Service::persist`]).
+    persist_lock: tokio::sync::Mutex<()>,
+    pub shutdown: CancellationToken,
+}
+
+/// How long the indexing session outlives its last batch. Making it again costs about a second
+/// of CPU, so commits a few minutes apart reuse it.
+const INDEX_SESSION_IDLE: Duration = Duration::from_secs(120);
+
+impl Service {
+    pub async fn start(
+        home: Home,
+        store: Store,
+        embedder: Embedder,
+        shutdown: CancellationToken,
+    ) -> Result<Arc<Service>, ServiceError> {
+        let store = Arc::new(store);
+        let embedder = Arc::new(embedder);
+        let blocks_embedded = Arc::new(AtomicU64::new(0));
+        let indexer = Indexer {
+            store: store.clone(),
+            embedder: embedder.clone(),
+            limits: Limits {
+                tokens: Some(embedder.token_limit()),
+                ..Limits::default()
+            },
+            blocks_embedded: blocks_embedded.clone(),
+        };
+        let work_trees = Arc::new(WorkTrees::new(home.root()));
+        let mut repos = HashMap::new();
+        for record in store.repos().await? {
+            repos.insert(record.root.clone(), RepoEntry::new(record));
+        }
+        let service = Arc::new(Service {
+            home,
+            store,
+            embedder,
+            indexes: Indexes::default(),
+            indexer,
+            work_trees,
+            repos: Mutex::new(repos),
+            queue: Mutex::new(VecDeque::new()),
+            queued: Notify::new(),
+            started: Instant::now(),
+            blocks_embedded,
+            jobs_run: AtomicU64::new(0),
+            unoptimized_rows: AtomicU64::new(0),
+            jobs_since_optimize: AtomicU64::new(0),
+            job_slice: schedule::job_slice(),
+            overlay_locks: Mutex::new(HashMap::new()),
+            persist_lock: tokio::sync::Mutex::new(()),
+            shutdown,
+        });
+        // Catch up with commits made while the daemon was down.
+        let roots: Vec<String> = service.lock_repos().keys().cloned().collect();
+        for root in roots {
+            service.request_job(&root);
+        }
+        tokio::spawn(service.clone().worker());
+        tokio::spawn(service.clone().release_idle_memory());
+        Ok(service)
+    }
+
+    /// Drops the embedder's indexing session once no job has used it for
+    /// [`INDEX_SESSION_IDLE`]: between jobs a daemon needs only the query session.
+    async fn release_idle_memory(self: Arc<Self>) {
+        let mut tick = tokio::time::interval(INDEX_SESSION_IDLE / 4);
+        loop {
+            tokio::select! {
+                _ = self.shutdown.cancelled() => return,
+                _ = tick.tick() => {}
+            }
+            let embedder = self.embedder.clone();
+            let released =
+                tokio::task::spawn_blocking(move || embedder.release_idle(INDEX_SESSION_IDLE))
+                    .await;
+            if let Ok(true) = released {
+                tracing::debug!("indexing session released (idle)");
+            }
+        }
+    }
+
+    fn lock_repos(&self) -> std::sync::MutexGuard<'_, HashMap<String, RepoEntry>> {
+        self.repos.lock().unwrap_or_else(|p| p.into_inner())
+    }
+
+    pub fn blocks_embedded(&self) -> u64 {
+        self.blocks_embedded.load(Ordering::Relaxed)
+    }
+
+    pub(crate) fn count_embedded(&self, blocks: usize) {
+        self.blocks_embedded
+            .fetch_add(blocks as u64, Ordering::Relaxed);
+    }
+
+    /// The scopes `root` is indexed under, if it is tracked.
+    pub(crate) fn scopes(&self, root: &str) -> Option<Vec<String>> {
+        self.lock_repos().get(root).map(|e| e.record.scopes.clone())
+    }
+
+    pub fn jobs_run(&self) -> u64 {
+        self.jobs_run.load(Ordering::Relaxed)
+    }
+
+    pub fn uptime(&self) -> Duration {
+        self.started.elapsed()
+    }
+
+    pub async fn repo_statuses(&self) -> Vec<RepoStatus> {
+        let entries: Vec<(RepoRecord, Option<Progress>, Option<String>)> = self
+            .lock_repos()
+            .values()
+            .map(|e| {
+                (
+                    e.record.clone(),
+                    e.running.as_ref().map(|p| progress_of(&e.record.root, p)),
+                    e.error.as_ref().map(|f| f.error.to_string()),
+                )
+            })
+            .collect();
+        let queued: Vec<String> = self
+            .queue
+            .lock()
+            .unwrap_or_else(|p| p.into_inner())
+            .iter()
+            .cloned()
+            .collect();
+        let mut out = Vec::new();
+        for (record, progress, error) in entries {
+            let head = head_of(&record.root).await;
+            let blocks = self
+                .store
+                .count_blocks(Some(&record.root))
+                .await
+                .unwrap_or(0);
+            let state = if progress.is_some() {
+                "indexing"
+            } else if queued.contains(&record.root) {
+                "queued"
+            } else if error.is_some() {
+                "failed"
+            } else {
+                "idle"
+            };
+            out.push(RepoStatus {
+                root: record.root,
+                scopes: record.scopes,
+                indexed_commit: record.indexed_commit,
+                head,
+                state: state.into(),
+                progress,
+                error,
+                blocks,
+                vectors: blocks,
+            });
+        }
+        out.sort_by(|a, b| a.root.cmp(&b.root));
+        out
+    }
+}
+
+/// HEAD of the repository at `root`, or `None` when it has no commits or cannot be read.
+async fn head_of(root: &str) -> Option<String> {
+    let root = std::path::PathBuf::from(root);
+    tokio::task::spawn_blocking(move || Repo::open(&root).and_then(|r| r.head_commit()))
+        .await
+        .ok()
+        .and_then(Result::ok)
+        .flatten()
+}
+
+/// The work tree containing `path`, found off the async threads (it touches the disk).
+async fn locate(path: &Path) -> Result<Located, ServiceError> {
+    let path = path.to_path_buf();
+    tokio::task::spawn_blocking(move || git::locate(&path))
+        .await?
+        .map_err(ServiceError::from)
+}
+
+fn progress_of(root: &str, p: &JobProgress) -> Progress {
+    let parsed_all = p.parsed_all.load(Ordering::Relaxed);
+    Progress {
+        repo: root.to_owned(),
+        phase: if parsed_all { "embedding" } else { "parsing" }.into(),
+        done: p.embedded.load(Ordering::Relaxed),
+        total: p.to_embed.load(Ordering::Relaxed),
+        total_known: parsed_all,
+    }
+}
