@@ -211,8 +211,10 @@ pub async fn run(store: &Store, embedder: &Embedder, options: &Options) -> Resul
             };
             let search = Search {
                 head: &index,
+                changed: None,
                 overlay: None,
                 hidden: &hidden,
+                dirty: &hidden,
                 subtree: &subtree,
                 query: &query,
                 vector: vector.as_deref(),

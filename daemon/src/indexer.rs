@@ -89,6 +89,8 @@ pub struct JobReport {
     pub rows_changed: u64,
     /// Where the job's time went, stage by stage (the middle three overlap: they run at once).
     pub stages: StageTimes,
+    /// Every path whose stored blocks the job changed (removed, replaced or added), sorted.
+    pub changed_paths: Vec<String>,
 }
 
 /// Busy time of each stage of a job: planning (tree diff, stored blobs), parsing (reading blobs,
@@ -288,6 +290,13 @@ impl Indexer {
             .filter_map(|(path, oid)| oid.map(|oid| TrackedFile { path, oid }))
             .filter(|f| stored.get(&f.path) != Some(&f.oid))
             .collect();
+        let mut changed_paths: Vec<String> = stale
+            .iter()
+            .cloned()
+            .chain(wanted.iter().map(|f| f.path.clone()))
+            .collect();
+        changed_paths.sort();
+        changed_paths.dedup();
         let keys: Vec<BlobKey> = wanted
             .iter()
             .map(|f| BlobKey::at(&f.path, &f.oid))
@@ -307,6 +316,7 @@ impl Indexer {
             files_removed: stale.len(),
             files_reused: reuse.len() + copies.len(),
             files_embedded: fresh.len(),
+            changed_paths,
             ..JobReport::default()
         };
         report.stages.plan = started.elapsed();

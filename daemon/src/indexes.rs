@@ -1,11 +1,14 @@
-//! The in-memory search indexes, two per repository (HEAD's blocks, and the overlay of uncommitted
-//! files), built from the store on first use and dropped when their blocks change (a job for
-//! HEAD, an overlay refresh that changed something); the next search rebuilds them. A build that
-//! raced with a change is not kept. The cache holds at most a budget of bytes
+//! The in-memory search indexes per repository: HEAD's blocks, and the overlay of uncommitted
+//! files, built from the store on first use. An overlay refresh that changed something drops the
+//! overlay's; the next search rebuilds it. A job that changed HEAD's blocks does not drop HEAD's
+//! index (rebuilding it reads every block of the repository: seconds for a large one): the
+//! paths it changed are hidden in it and searched in a small index of their new blocks instead,
+//! until those paths pass a tenth of the repository's files; then the next search rebuilds the
+//! whole. A build that raced with a change is not kept. The cache holds at most a budget of bytes
 //! (`HGD_INDEX_CACHE_MB`, default 96): past it, the indexes searched longest ago are dropped
 //! (a repository's next search reads its blocks from the store again, like after a restart).
 
-use std::collections::HashMap;
+use std::collections::{HashMap, HashSet};
 use std::sync::{Arc, Mutex};
 use std::time::Instant;
 
@@ -17,10 +20,34 @@ struct Slot {
     /// Bumped whenever the repository's stored blocks change.
     generation: u64,
     index: Option<Arc<RepoIndex>>,
-    /// What `index` holds, roughly.
+    /// What `index` and `changed_index` hold, roughly.
     bytes: usize,
     used: Option<Instant>,
+    /// HEAD's only: paths whose stored blocks changed since `index` was built.
+    changed: Option<Arc<HashSet<String>>>,
+    /// Their blocks now, built on first use after the change.
+    changed_index: Option<Arc<RepoIndex>>,
 }
+
+impl Slot {
+    fn clear(&mut self) {
+        self.index = None;
+        self.bytes = 0;
+        self.changed = None;
+        self.changed_index = None;
+    }
+}
+
+/// HEAD's index of a repository as a search reads it.
+pub struct HeadIndex {
+    pub base: Arc<RepoIndex>,
+    /// Files committed since `base` was built: their paths (hidden in `base`) and their blocks.
+    pub changed: Option<(Arc<HashSet<String>>, Arc<RepoIndex>)>,
+}
+
+/// Changed paths carried over commits at most: a tenth of the files HEAD's index was built
+/// with, and at least this many.
+const CARRY_MIN_PATHS: usize = 64;
 
 pub struct Indexes {
     slots: Mutex<HashMap<(String, Layer), Slot>>,
@@ -65,14 +92,38 @@ impl Indexes {
         let mut slots = self.lock();
         let slot = slots.entry((root.to_owned(), layer)).or_default();
         slot.generation += 1;
-        slot.index = None;
-        slot.bytes = 0;
+        slot.clear();
     }
 
-    /// The stored HEAD blocks of `root` changed: its index is stale.
+    /// The stored HEAD blocks of `root` changed in ways not known path by path (a failed or
+    /// interrupted job): its index is stale.
     pub fn invalidate(&self, root: &str) {
         self.drop_index(root, Layer::Head);
         self.lock_progressive().remove(root);
+    }
+
+    /// A job changed the stored HEAD blocks of `paths` (and nothing else) of `root`: the index
+    /// is kept with those paths hidden and searched in a small index of their new blocks, unless
+    /// too many paths changed since it was built (see [`CARRY_MIN_PATHS`]).
+    pub fn head_committed(&self, root: &str, paths: &[String]) {
+        self.lock_progressive().remove(root);
+        let mut slots = self.lock();
+        let slot = slots.entry((root.to_owned(), Layer::Head)).or_default();
+        slot.generation += 1;
+        if paths.is_empty() {
+            return;
+        }
+        let Some(base) = &slot.index else {
+            return slot.clear();
+        };
+        let mut changed = slot.changed.as_deref().cloned().unwrap_or_default();
+        changed.extend(paths.iter().cloned());
+        if changed.len() > CARRY_MIN_PATHS.max(base.file_count() / 10) {
+            return slot.clear();
+        }
+        slot.bytes = base.memory_bytes();
+        slot.changed = Some(Arc::new(changed));
+        slot.changed_index = None;
     }
 
     fn lock_progressive(
@@ -118,9 +169,60 @@ impl Indexes {
         self.drop_index(root, Layer::Overlay);
     }
 
-    /// HEAD's index of `root`, built from the store if there is none.
-    pub async fn head(&self, store: &Store, root: &str) -> Result<Arc<RepoIndex>, StoreError> {
-        self.get(store, root, Layer::Head).await
+    /// HEAD's index of `root`, built from the store if there is none, with the blocks of the
+    /// files committed since it was built.
+    pub async fn head(&self, store: &Store, root: &str) -> Result<HeadIndex, StoreError> {
+        let key = (root.to_owned(), Layer::Head);
+        loop {
+            let base = self.get(store, root, Layer::Head).await?;
+            let (generation, changed) = {
+                let mut slots = self.lock();
+                let slot = slots.entry(key.clone()).or_default();
+                if !slot.index.as_ref().is_some_and(|i| Arc::ptr_eq(i, &base)) {
+                    // Rebuilt or dropped meanwhile: take the current one. (A dropped index
+                    // whose rebuild is never kept — a long job ending again and again — is
+                    // still answered from: `base` is what the store held a moment ago.)
+                    if slot.index.is_some() {
+                        continue;
+                    }
+                    return Ok(HeadIndex {
+                        base,
+                        changed: None,
+                    });
+                }
+                let Some(paths) = slot.changed.clone() else {
+                    return Ok(HeadIndex {
+                        base,
+                        changed: None,
+                    });
+                };
+                if let Some(index) = &slot.changed_index {
+                    return Ok(HeadIndex {
+                        base,
+                        changed: Some((paths, index.clone())),
+                    });
+                }
+                (slot.generation, paths)
+            };
+            let wanted: Vec<String> = changed.iter().cloned().collect();
+            let rows = store.repo_rows_at(Layer::Head, root, &wanted).await?;
+            let dims = store.dims();
+            // Kept with its token bags: scored with the base's BM25 statistics, like the overlay.
+            let index =
+                tokio::task::spawn_blocking(move || Arc::new(RepoIndex::build(rows, dims, true)))
+                    .await
+                    .map_err(|e| StoreError::Query(format!("building the search index: {e}")))?;
+            let mut slots = self.lock();
+            let slot = slots.entry(key.clone()).or_default();
+            if slot.generation == generation {
+                slot.bytes = base.memory_bytes() + index.memory_bytes();
+                slot.changed_index = Some(index.clone());
+            }
+            return Ok(HeadIndex {
+                base,
+                changed: Some((changed, index)),
+            });
+        }
     }
 
     /// The index of `root`'s uncommitted files, built from the store if there is none.
@@ -165,6 +267,7 @@ impl Indexes {
         let mut slots = self.lock();
         let slot = slots.entry(key).or_default();
         if slot.generation == generation {
+            slot.clear();
             slot.index = Some(index.clone());
             slot.bytes = bytes;
             let evicted = evict(&mut slots, self.budget, root);
@@ -212,8 +315,8 @@ fn evict(
         let Some(oldest) = oldest else { break };
         let slot = slots.get_mut(&oldest).expect("found above");
         total -= slot.bytes;
-        slot.bytes = 0;
         evicted.extend(slot.index.take());
+        slot.clear();
     }
     evicted
 }
@@ -228,6 +331,8 @@ mod tests {
             index: Some(Arc::new(RepoIndex::build(Vec::new(), 2, false))),
             bytes,
             used: Some(Instant::now() - std::time::Duration::from_millis(age_ms)),
+            changed: None,
+            changed_index: None,
         }
     }
 

@@ -8,9 +8,9 @@ use std::sync::Arc;
 use hgd_protocol::Hit;
 
 use crate::embed::Embedder;
-use crate::indexes::Indexes;
+use crate::indexes::{HeadIndex, Indexes};
 use crate::rank::query::Query;
-use crate::rank::{Mode, RepoIndex, Rules, Search};
+use crate::rank::{Mode, RepoIndex, Rules, Search, Source};
 use crate::store::{BlockRow, Layer, Store, StoreError};
 
 #[derive(Debug, thiserror::Error)]
@@ -89,7 +89,10 @@ pub async fn search(
             // by searches within a few seconds of each other.
             Some(unstored) => {
                 if let Some(index) = request.progressive.take() {
-                    return Ok::<_, SearchError>(index);
+                    return Ok::<_, SearchError>(HeadIndex {
+                        base: index,
+                        changed: None,
+                    });
                 }
                 let started = std::time::Instant::now();
                 let generation = indexes.generation(request.repo);
@@ -102,19 +105,28 @@ pub async fn search(
                 })
                 .await?;
                 indexes.keep_progressive(request.repo, started, generation, index.clone());
-                Ok(index)
+                Ok(HeadIndex {
+                    base: index,
+                    changed: None,
+                })
             }
             None => Ok(indexes.head(store, request.repo).await?),
         }
     };
     let (vector, head, overlay) = tokio::join!(embedding, head, overlay);
     let (vector, head, overlay) = (vector?, head?, overlay?);
-    let hidden: HashSet<String> = request.dirty.iter().cloned().collect();
+    let dirty: HashSet<String> = request.dirty.iter().cloned().collect();
+    let hidden: HashSet<String> = match &head.changed {
+        Some((paths, _)) => dirty.iter().chain(paths.iter()).cloned().collect(),
+        None => dirty.clone(),
+    };
     let query = Query::parse(request.query);
     let search = Search {
-        head: &head,
+        head: &head.base,
+        changed: head.changed.as_ref().map(|(_, index)| index.as_ref()),
         overlay: overlay.as_deref(),
         hidden: &hidden,
+        dirty: &dirty,
         subtree: request.subtree,
         query: &query,
         vector: vector.as_deref(),
@@ -136,7 +148,7 @@ pub async fn search(
                 language: e.language.clone(),
                 score,
                 content: e.content.clone(),
-                dirty: found.dirty,
+                dirty: found.source == Source::Overlay,
             }
         })
         .collect();

@@ -220,7 +220,7 @@ impl Store {
                 .execute()
                 .await?
         };
-        Ok(Store {
+        let store = Store {
             blocks,
             overlay,
             retired,
@@ -228,7 +228,44 @@ impl Store {
             dims,
             write_lock: Mutex::new(()),
             model_id: model_id.to_owned(),
-        })
+        };
+        store.ensure_scalar_indexes().await?;
+        Ok(store)
+    }
+
+    /// Makes the B-tree indexes on `repo` and `oid` that every job and search filter uses, on
+    /// tables that have rows and lack them: without them each lookup of a blob (a rename, a
+    /// file shared between repositories) scans the whole table, and a job that copies many files
+    /// costs the number of files times the store's size. Made once; afterwards `optimize`
+    /// folds new rows into them (LanceDB scans the rows not yet indexed until then).
+    async fn ensure_scalar_indexes(&self) -> Result<()> {
+        for table in [&self.blocks, &self.overlay, &self.retired] {
+            if table.count_rows(None).await? == 0 {
+                continue;
+            }
+            let indexed: Vec<String> = table
+                .list_indices()
+                .await?
+                .into_iter()
+                .flat_map(|i| i.columns)
+                .collect();
+            for column in SCALAR_INDEXED {
+                if indexed.iter().any(|c| c == column) {
+                    continue;
+                }
+                let started = std::time::Instant::now();
+                table
+                    .create_index(&[column], lancedb::index::Index::BTree(Default::default()))
+                    .execute()
+                    .await?;
+                tracing::info!(
+                    "made the {column} index of {} in {:.1?}",
+                    table.name(),
+                    started.elapsed()
+                );
+            }
+        }
+        Ok(())
     }
 
     pub fn model_id(&self) -> &str {
@@ -442,6 +479,32 @@ impl Store {
         repo: &str,
         vectors: bool,
     ) -> Result<Vec<BlockRow>> {
+        self.rows_where(layer, format!("repo = {}", quote(repo)), vectors)
+            .await
+    }
+
+    /// The rows of `repo` at `paths` (with vectors), for the files a job just changed.
+    pub async fn repo_rows_at(
+        &self,
+        layer: Layer,
+        repo: &str,
+        paths: &[String],
+    ) -> Result<Vec<BlockRow>> {
+        let mut rows = Vec::new();
+        for chunk in paths.chunks(500) {
+            let list = chunk.iter().map(|p| quote(p)).collect::<Vec<_>>().join(",");
+            let filter = format!("repo = {} AND path IN ({list})", quote(repo));
+            rows.extend(self.rows_where(layer, filter, true).await?);
+        }
+        Ok(rows)
+    }
+
+    async fn rows_where(
+        &self,
+        layer: Layer,
+        filter: String,
+        vectors: bool,
+    ) -> Result<Vec<BlockRow>> {
         // Searches never read the embedded text (path and content again): leave it on disk.
         let mut columns = vec![
             "repo",
@@ -460,7 +523,7 @@ impl Store {
         let query = self
             .table(layer)
             .query()
-            .only_if(format!("repo = {}", quote(repo)))
+            .only_if(filter)
             .select(Select::columns(&columns));
         let batches: Vec<RecordBatch> = query.execute().await?.try_collect().await?;
         let mut rows = Vec::new();
@@ -546,6 +609,8 @@ impl Store {
     /// bounds the retired table, so the store does not grow without bound.
     pub async fn optimize(&self) -> Result<()> {
         let _guard = self.write_lock.lock().await;
+        // A table that was empty at start has its first rows now.
+        self.ensure_scalar_indexes().await?;
         // Crude but bounded: past the cap, forget retired blobs wholesale (they only save embedding).
         if self.retired.count_rows(None).await? > RETIRED_MAX_ROWS {
             self.retired.delete("true").await?;
@@ -633,6 +698,9 @@ async fn filtered(table: &Table, filter: impl AsRef<str>) -> Result<Vec<RecordBa
         .try_collect()
         .await?)
 }
+
+/// Columns with a B-tree index in every blocks table (see `Store::ensure_scalar_indexes`).
+const SCALAR_INDEXED: [&str; 2] = ["repo", "oid"];
 
 /// Retired blocks kept at most (about 300 MB with 384-dim vectors).
 const RETIRED_MAX_ROWS: usize = 200_000;

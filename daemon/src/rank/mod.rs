@@ -346,6 +346,11 @@ impl RepoIndex {
     }
 
     /// Bytes held, roughly: what the index cache counts against its budget.
+    /// Files with at least one entry.
+    pub fn file_count(&self) -> usize {
+        self.files.len()
+    }
+
     pub fn memory_bytes(&self) -> usize {
         let entries: usize = self
             .entries
@@ -506,20 +511,34 @@ fn bag_of(entry: &Entry, file: &FileInfo) -> Bag {
     bag
 }
 
+/// The index a candidate comes from.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Hash, PartialOrd, Ord)]
+pub enum Source {
+    /// HEAD's index as it was built.
+    Head,
+    /// Files committed since HEAD's index was built, at HEAD now.
+    Changed,
+    /// The overlay of uncommitted files.
+    Overlay,
+}
+
 /// Which index a candidate comes from and its entry there.
 #[derive(Debug, Clone, Copy, PartialEq, Eq, Hash)]
 pub struct Found {
-    /// From the overlay of uncommitted files rather than HEAD.
-    pub dirty: bool,
+    pub source: Source,
     pub entry: u32,
 }
 
-/// One search over HEAD's index and the overlay's.
+/// One search over HEAD's index, the files committed since it was built, and the overlay.
 pub struct Search<'a> {
     pub head: &'a RepoIndex,
+    /// Files committed since `head` was built (their blocks now; `hidden` has their paths).
+    pub changed: Option<&'a RepoIndex>,
     pub overlay: Option<&'a RepoIndex>,
-    /// HEAD's files that are dirty (their overlay version, or nothing, is searched instead).
+    /// Paths of `head` not searched there: committed since it was built, or dirty.
     pub hidden: &'a HashSet<String>,
+    /// Dirty paths: their overlay version, or nothing, is searched instead of HEAD's.
+    pub dirty: &'a HashSet<String>,
     pub subtree: &'a str,
     pub query: &'a Query,
     pub vector: Option<&'a [f32]>,
@@ -529,29 +548,36 @@ pub struct Search<'a> {
 }
 
 impl<'a> Search<'a> {
-    fn index(&self, dirty: bool) -> &'a RepoIndex {
-        match (dirty, self.overlay) {
-            (true, Some(o)) => o,
-            _ => self.head,
+    fn index(&self, source: Source) -> &'a RepoIndex {
+        match source {
+            Source::Head => self.head,
+            Source::Changed => self.changed.unwrap_or(self.head),
+            Source::Overlay => self.overlay.unwrap_or(self.head),
         }
     }
 
     pub fn entry(&self, found: Found) -> &'a Entry {
-        &self.index(found.dirty).entries[found.entry as usize]
+        &self.index(found.source).entries[found.entry as usize]
     }
 
-    fn allowed(&self, dirty: bool, entry: &Entry) -> bool {
-        self.allowed_path(dirty, &entry.path)
+    fn allowed(&self, source: Source, entry: &Entry) -> bool {
+        self.allowed_path(source, &entry.path)
     }
 
-    /// Under the searched folder, and for HEAD's layer not replaced by the overlay.
-    fn allowed_path(&self, dirty: bool, path: &str) -> bool {
-        in_subtree(path, self.subtree)
-            && (dirty || self.hidden.is_empty() || !self.hidden.contains(path))
+    /// Under the searched folder, and not replaced by a later layer.
+    fn allowed_path(&self, source: Source, path: &str) -> bool {
+        let replaced = match source {
+            Source::Head => self.hidden,
+            Source::Changed => self.dirty,
+            Source::Overlay => return in_subtree(path, self.subtree),
+        };
+        in_subtree(path, self.subtree) && (replaced.is_empty() || !replaced.contains(path))
     }
 
-    fn layers(&self) -> impl Iterator<Item = (bool, &'a RepoIndex)> {
-        std::iter::once((false, self.head)).chain(self.overlay.map(|o| (true, o)))
+    fn layers(&self) -> impl Iterator<Item = (Source, &'a RepoIndex)> {
+        std::iter::once((Source::Head, self.head))
+            .chain(self.changed.map(|c| (Source::Changed, c)))
+            .chain(self.overlay.map(|o| (Source::Overlay, o)))
     }
 
     /// The query's tokens for lexical search, in the form the index holds them (stop words of
@@ -572,24 +598,26 @@ impl<'a> Search<'a> {
         let tokens = self.lexical_tokens();
         let mut scores = vec![0.0f32; self.head.entries.len()];
         self.head.bm25.score_all(&tokens, &mut scores);
-        for entry in self.allowed_entries(false, self.head) {
+        for entry in self.allowed_entries(Source::Head, self.head) {
             let s = scores[entry as usize];
             if s > 0.0 {
                 scored.push((
                     Found {
-                        dirty: false,
+                        source: Source::Head,
                         entry,
                     },
                     s,
                 ));
             }
         }
-        if let Some(overlay) = self.overlay {
-            if let Some(bags) = &overlay.bags {
-                for entry in self.allowed_entries(true, overlay) {
+        // The later layers are small: their entries keep their token bags and are scored with
+        // HEAD's statistics, so scores compare across layers.
+        for (source, index) in self.layers().skip(1) {
+            if let Some(bags) = &index.bags {
+                for entry in self.allowed_entries(source, index) {
                     let s = self.head.bm25.score_bag(&tokens, &bags[entry as usize]);
                     if s > 0.0 {
-                        scored.push((Found { dirty: true, entry }, s));
+                        scored.push((Found { source, entry }, s));
                     }
                 }
             }
@@ -600,13 +628,13 @@ impl<'a> Search<'a> {
     /// Nearest entries by their best window (cosine), best first.
     fn semantic(&self, vector: &vectors::QueryVector, n: usize) -> Vec<(Found, f32)> {
         let mut scored = Vec::new();
-        for (dirty, index) in self.layers() {
+        for (source, index) in self.layers() {
             if index.vectors.dims() != vector.dims() {
                 continue;
             }
-            for entry in self.allowed_entries(dirty, index) {
+            for entry in self.allowed_entries(source, index) {
                 let e = &index.entries[entry as usize];
-                scored.push((Found { dirty, entry }, index.best_window(e, vector)));
+                scored.push((Found { source, entry }, index.best_window(e, vector)));
             }
         }
         top(scored, n)
@@ -615,13 +643,13 @@ impl<'a> Search<'a> {
     /// The entries of `index` that this search may return, checked a file at a time.
     fn allowed_entries(
         &self,
-        dirty: bool,
+        source: Source,
         index: &'a RepoIndex,
     ) -> impl Iterator<Item = u32> + use<'a, '_> {
         index
             .files
             .iter()
-            .filter(move |f| self.allowed_path(dirty, &f.path))
+            .filter(move |f| self.allowed_path(source, &f.path))
             .flat_map(|f| f.entries.clone())
     }
 
@@ -661,11 +689,11 @@ impl<'a> Search<'a> {
         // File evidence: several good blocks in one file lift that file's best block.
         // In entry order, so that sums and ties do not depend on the map's order.
         let mut candidates: Vec<(Found, f32)> = fused.iter().map(|(&f, &s)| (f, s)).collect();
-        candidates.sort_by_key(|(f, _)| (f.dirty, f.entry));
-        let mut per_file: HashMap<(bool, u32), (f32, Found, f32)> = HashMap::new();
+        candidates.sort_by_key(|(f, _)| (f.source, f.entry));
+        let mut per_file: HashMap<(Source, u32), (f32, Found, f32)> = HashMap::new();
         for (f, s) in candidates {
             let file = self.entry(f).file;
-            let slot = per_file.entry((f.dirty, file)).or_insert((0.0, f, s));
+            let slot = per_file.entry((f.source, file)).or_insert((0.0, f, s));
             slot.0 += s;
             if s > slot.2 {
                 slot.1 = f;
@@ -684,9 +712,12 @@ impl<'a> Search<'a> {
         if let Some(vector) = vector.filter(|_| self.rules.file_meaning) {
             let closeness: Vec<(Found, f32)> = per_file
                 .iter()
-                .filter(|((dirty, _), _)| self.index(*dirty).file_vectors.dims() == vector.dims())
-                .map(|(&(dirty, file), &(_, f, _))| {
-                    (f, self.index(dirty).file_vectors.dot(file as usize, vector))
+                .filter(|((source, _), _)| self.index(*source).file_vectors.dims() == vector.dims())
+                .map(|(&(source, file), &(_, f, _))| {
+                    (
+                        f,
+                        self.index(source).file_vectors.dot(file as usize, vector),
+                    )
                 })
                 .collect();
             let hi = closeness.iter().map(|c| c.1).fold(f32::MIN, f32::max);
@@ -712,18 +743,18 @@ impl<'a> Search<'a> {
             // Case decides only between definitions that differ in it: a query written in
             // another case than the only definition still finds it at full strength.
             let some_named_exactly = self.rules.exact_case
-                && self.layers().any(|(dirty, index)| {
+                && self.layers().any(|(source, index)| {
                     index.definitions.get(&key).into_iter().flatten().any(|&i| {
                         let e = &index.entries[i as usize];
-                        self.allowed(dirty, e) && named_exactly(&e.name, &symbol.name)
+                        self.allowed(source, e) && named_exactly(&e.name, &symbol.name)
                     })
                 });
-            for (dirty, index) in self.layers() {
+            for (source, index) in self.layers() {
                 let holder = symbol.qualifiers.last();
                 let mut held_by_name = false;
                 for &i in index.definitions.get(&key).into_iter().flatten() {
                     let e = &index.entries[i as usize];
-                    if !self.allowed(dirty, e) {
+                    if !self.allowed(source, e) {
                         continue;
                     }
                     let named = name_components(&e.name);
@@ -767,7 +798,7 @@ impl<'a> Search<'a> {
                         boost *= unmatched
                             + (1.0 - unmatched) * matched as f32 / symbol.qualifiers.len() as f32;
                     }
-                    *fused.entry(Found { dirty, entry: i }).or_default() += boost * best;
+                    *fused.entry(Found { source, entry: i }).or_default() += boost * best;
                 }
                 // `Holder.member` where the holder was not split into members (it is short): the
                 // member is not in the name index, but the holder's own text defines it.
@@ -781,26 +812,26 @@ impl<'a> Search<'a> {
                     let e = &index.entries[i as usize];
                     // A holder with further pieces was split: its members are entries of
                     // their own, found above when they exist.
-                    if !self.allowed(dirty, e)
+                    if !self.allowed(source, e)
                         || !e.more_text.is_empty()
                         || !contains_word(&e.content, &symbol.name)
                     {
                         continue;
                     }
-                    *fused.entry(Found { dirty, entry: i }).or_default() +=
+                    *fused.entry(Found { source, entry: i }).or_default() +=
                         weights::w().definition_boost * best;
                 }
             }
         }
         // A path query: the blocks of the files it names.
-        let mut named_files: HashSet<(bool, u32)> = HashSet::new();
+        let mut named_files: HashSet<(Source, u32)> = HashSet::new();
         if self.query.kind == QueryKind::Path && self.rules.path_query {
-            for (dirty, file) in self.files_named_by_path_query() {
-                named_files.insert((dirty, file));
-                let index = self.index(dirty);
+            for (source, file) in self.files_named_by_path_query() {
+                named_files.insert((source, file));
+                let index = self.index(source);
                 for i in index.files[file as usize].entries.clone() {
-                    if self.allowed(dirty, &index.entries[i as usize]) {
-                        *fused.entry(Found { dirty, entry: i }).or_default() +=
+                    if self.allowed(source, &index.entries[i as usize]) {
+                        *fused.entry(Found { source, entry: i }).or_default() +=
                             weights::w().definition_boost * best;
                     }
                 }
@@ -812,7 +843,7 @@ impl<'a> Search<'a> {
             && self.rules.path_keywords
         {
             for (f, s) in fused.iter_mut() {
-                let file = &self.index(f.dirty).files[self.entry(*f).file as usize];
+                let file = &self.index(f.source).files[self.entry(*f).file as usize];
                 let matched = self
                     .query
                     .keywords
@@ -835,23 +866,23 @@ impl<'a> Search<'a> {
             };
             for (f, s) in fused.iter_mut() {
                 let file = self.entry(*f).file;
-                if !named_files.contains(&(f.dirty, file)) {
-                    *s *= self.index(f.dirty).files[file as usize].role.factor(asks);
+                if !named_files.contains(&(f.source, file)) {
+                    *s *= self.index(f.source).files[file as usize].role.factor(asks);
                 }
             }
         }
     }
 
     /// The files (layer, file) whose path is the path query's, or ends with it.
-    fn files_named_by_path_query(&self) -> Vec<(bool, u32)> {
+    fn files_named_by_path_query(&self) -> Vec<(Source, u32)> {
         let wanted = self.query.text.trim_start_matches("./").to_lowercase();
         let name = wanted.rsplit('/').next().unwrap_or(&wanted).to_owned();
         let mut found = Vec::new();
-        for (dirty, index) in self.layers() {
+        for (source, index) in self.layers() {
             for &file in index.file_names.get(&name).into_iter().flatten() {
                 let path = index.files[file as usize].path.to_lowercase();
                 if path == wanted || path.ends_with(&format!("/{wanted}")) {
-                    found.push((dirty, file));
+                    found.push((source, file));
                 }
             }
         }
@@ -866,7 +897,7 @@ impl<'a> Search<'a> {
                 .then_with(|| self.entry(a.0).path.cmp(&self.entry(b.0).path))
                 .then_with(|| self.entry(a.0).start_line.cmp(&self.entry(b.0).start_line))
         });
-        let mut taken: HashMap<(bool, u32), i32> = HashMap::new();
+        let mut taken: HashMap<(Source, u32), i32> = HashMap::new();
         let mut out: Vec<(Found, f32)> = Vec::new();
         while out.len() < self.limit && !pool.is_empty() {
             let (pick, score) = pool
@@ -874,7 +905,7 @@ impl<'a> Search<'a> {
                 .enumerate()
                 .map(|(i, (f, s))| {
                     let n = taken
-                        .get(&(f.dirty, self.entry(*f).file))
+                        .get(&(f.source, self.entry(*f).file))
                         .copied()
                         .unwrap_or(0);
                     let decay = if self.rules.diversity {
@@ -887,7 +918,7 @@ impl<'a> Search<'a> {
                 .fold((0, f32::MIN), |a, b| if b.1 > a.1 { b } else { a });
             let (found, _) = pool.remove(pick);
             *taken
-                .entry((found.dirty, self.entry(found).file))
+                .entry((found.source, self.entry(found).file))
                 .or_default() += 1;
             out.push((found, score));
         }
@@ -900,7 +931,7 @@ impl<'a> Search<'a> {
 fn top(mut scored: Vec<(Found, f32)>, n: usize) -> Vec<(Found, f32)> {
     let order = |a: &(Found, f32), b: &(Found, f32)| {
         b.1.total_cmp(&a.1)
-            .then_with(|| (a.0.dirty, a.0.entry).cmp(&(b.0.dirty, b.0.entry)))
+            .then_with(|| (a.0.source, a.0.entry).cmp(&(b.0.source, b.0.entry)))
     };
     if n == 0 {
         return Vec::new();
@@ -1049,8 +1080,10 @@ mod tests {
         let hidden = HashSet::new();
         let s = Search {
             head: index,
+            changed: None,
             overlay: None,
             hidden: &hidden,
+            dirty: &hidden,
             subtree: "",
             query: &query,
             vector,

@@ -274,8 +274,12 @@ impl Service {
         started: Instant,
     ) -> Option<(bool, u64)> {
         self.jobs_run.fetch_add(1, Ordering::Relaxed);
-        // Even a failed job may have written some files: the in-memory index is stale either way.
-        self.indexes.invalidate(root);
+        match &result {
+            // The search index follows the paths the job changed.
+            Ok(report) => self.indexes.head_committed(root, &report.changed_paths),
+            // A failed job may have written some files: the index is stale.
+            Err(_) => self.indexes.invalidate(root),
+        }
         let mut repos = self.lock_repos();
         let entry = repos.get_mut(root)?;
         entry.running = None;
