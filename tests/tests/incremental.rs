@@ -705,3 +705,95 @@ fn a_burst_of_notifications_coalesces() {
     // machine spaces hooks out more, so allow up to a third).
     assert!(jobs <= 10, "{jobs} jobs for over 30 notifications");
 }
+
+/// HEAD's search index is carried across commits (the files a job changed are searched in a
+/// small index beside it) until enough files changed that the next search rebuilds it. Results
+/// follow every commit either way: an edited function is found in its new form only, a deleted
+/// file is gone, an uncommitted edit over a committed change wins, and after a commit of many
+/// files (past the carry limit) everything is still found once.
+#[test]
+fn results_follow_a_run_of_commits_whether_the_index_is_carried_or_rebuilt() {
+    let hgd = Hgd::new();
+    let repo = base_repo();
+    hgd.index(&repo.path());
+    // The first search builds HEAD's index; the commits below are carried over it.
+    assert_eq!(
+        files(&hgd.search_json(&repo.path(), "sha256 digest of a file", 1)),
+        ["checksum.py"]
+    );
+
+    repo.write(
+        "dates.py",
+        "import datetime\n\ndef days_until_new_year(day):\n    return (datetime.date(day.year + 1, 1, 1) - day).days\n",
+    );
+    repo.commit_all("edit dates");
+    let results = hgd.search_json(
+        &repo.path(),
+        "how many days remain before january first",
+        10,
+    );
+    let dates = functions_of(&results, "dates.py");
+    assert_eq!(dates.len(), 1, "{results:#?}");
+    assert!(dates[0]["content"]
+        .as_str()
+        .unwrap()
+        .contains("days_until_new_year"));
+    assert_eq!(dates[0]["dirty"], false);
+    let old = hgd.search_json(&repo.path(), "weekday_name", 10);
+    assert!(
+        old.iter()
+            .all(|r| !r["content"].as_str().unwrap().contains("weekday_name")),
+        "{old:#?}"
+    );
+
+    repo.git(&["rm", "-q", "checksum.py"]);
+    repo.commit_all("delete checksum");
+    let found = files(&hgd.search_json(&repo.path(), "sha256 digest of a file", 10));
+    assert!(!found.contains(&"checksum.py".to_owned()), "{found:?}");
+
+    // Uncommitted, over the committed edit: only the work tree's version is searched.
+    repo.write(
+        "dates.py",
+        "import datetime\n\ndef leap_year(year):\n    return year % 4 == 0 and (year % 100 != 0 or year % 400 == 0)\n",
+    );
+    let results = hgd.search_json(&repo.path(), "is this year a leap year", 10);
+    let dates = functions_of(&results, "dates.py");
+    assert_eq!(dates.len(), 1, "{results:#?}");
+    assert_eq!(dates[0]["dirty"], true);
+    assert!(dates[0]["content"].as_str().unwrap().contains("leap_year"));
+    assert!(
+        results
+            .iter()
+            .filter(|r| r["file"] == "dates.py")
+            .all(|r| r["dirty"] == true),
+        "{results:#?}"
+    );
+    repo.git(&["checkout", "-q", "dates.py"]);
+
+    // Past the carry limit (64 files): the next search rebuilds the whole index.
+    for i in 0..80 {
+        repo.write(
+            &format!("units/unit_{i}.py"),
+            format!("def convert_unit_{i}(x):\n    \"\"\"Scale reading {i} of the meter.\"\"\"\n    return x * {i}\n"),
+        );
+    }
+    repo.commit_all("many units");
+    assert_eq!(
+        files(&hgd.search_json(&repo.path(), "convert_unit_42", 1)),
+        ["units/unit_42.py"]
+    );
+    let results = hgd.search_json(
+        &repo.path(),
+        "how many days remain before january first",
+        10,
+    );
+    assert_eq!(functions_of(&results, "dates.py").len(), 1, "{results:#?}");
+}
+
+/// The results in `file` that hold a function definition.
+fn functions_of<'a>(results: &'a [serde_json::Value], file: &str) -> Vec<&'a serde_json::Value> {
+    results
+        .iter()
+        .filter(|r| r["file"] == file && r["content"].as_str().unwrap().contains("def "))
+        .collect()
+}

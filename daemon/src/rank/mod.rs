@@ -170,6 +170,9 @@ fn is_definition(kind: &str) -> bool {
 pub struct RepoIndex {
     entries: Vec<Entry>,
     files: Vec<FileInfo>,
+    /// Entry `i`'s window rows in `vectors` are `window_rows[window_start[i]..window_start[i + 1]]`.
+    window_start: Vec<u32>,
+    window_rows: Vec<u32>,
     vectors: vectors::Vectors,
     /// Per file: the mean of its blocks' vectors (the query's dot with it is the mean of its
     /// dots with them), for how close the query is to the file as a whole.
@@ -201,6 +204,7 @@ impl RepoIndex {
         } else {
             0
         };
+        let rows_total = rows.len();
         let mut vectors = vectors::Vectors::with_capacity(rows.len(), dims);
         // Which rows have a vector (the others hold zeros), for the files' mean vectors.
         let mut embedded: Vec<bool> = Vec::with_capacity(rows.len());
@@ -329,9 +333,21 @@ impl RepoIndex {
         } else {
             (Bm25::build(bags), None)
         };
+        // Each entry's window rows, flattened in entry order: the vector passes read them in
+        // sequence instead of following a pointer per entry.
+        let mut window_start = Vec::with_capacity(entries.len() + 1);
+        let mut window_rows = Vec::with_capacity(rows_total);
+        let mut entries = entries;
+        for e in &mut entries {
+            window_start.push(window_rows.len() as u32);
+            window_rows.extend(std::mem::take(&mut e.vectors));
+        }
+        window_start.push(window_rows.len() as u32);
         RepoIndex {
             entries,
             files,
+            window_start,
+            window_rows,
             vectors,
             file_vectors,
             bm25,
@@ -345,12 +361,12 @@ impl RepoIndex {
         &self.entries
     }
 
-    /// Bytes held, roughly: what the index cache counts against its budget.
     /// Files with at least one entry.
     pub fn file_count(&self) -> usize {
         self.files.len()
     }
 
+    /// Bytes held, roughly: what the index cache counts against its budget.
     pub fn memory_bytes(&self) -> usize {
         let entries: usize = self
             .entries
@@ -389,17 +405,24 @@ impl RepoIndex {
             + files
             + names
             + bags
+            + (self.window_start.capacity() + self.window_rows.capacity()) * 4
             + self.vectors.memory_bytes()
             + self.file_vectors.memory_bytes()
             + self.bm25.memory_bytes()
     }
 
-    fn best_window(&self, entry: &Entry, query: &vectors::QueryVector) -> f32 {
-        entry
-            .vectors
-            .iter()
-            .map(|&row| self.vectors.dot(row as usize, query))
-            .fold(f32::MIN, f32::max)
+    /// Rows of entry `entry`'s window vectors.
+    fn windows(&self, entry: u32) -> &[u32] {
+        let i = entry as usize;
+        &self.window_rows[self.window_start[i] as usize..self.window_start[i + 1] as usize]
+    }
+
+    fn best_window(&self, entry: u32, query: &vectors::QueryVector) -> f32 {
+        let mut best = f32::MIN;
+        for &row in self.windows(entry) {
+            best = best.max(self.vectors.dot(row as usize, query));
+        }
+        best
     }
 }
 
@@ -633,8 +656,7 @@ impl<'a> Search<'a> {
                 continue;
             }
             for entry in self.allowed_entries(source, index) {
-                let e = &index.entries[entry as usize];
-                scored.push((Found { source, entry }, index.best_window(e, vector)));
+                scored.push((Found { source, entry }, index.best_window(entry, vector)));
             }
         }
         top(scored, n)
