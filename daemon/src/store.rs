@@ -233,11 +233,12 @@ impl Store {
         Ok(store)
     }
 
-    /// Makes the B-tree indexes on `repo` and `oid` that every job and search filter uses, on
-    /// tables that have rows and lack them: without them each lookup of a blob (a rename, a
-    /// file shared between repositories) scans the whole table, and a job that copies many files
-    /// costs the number of files times the store's size. Made once; afterwards `optimize`
-    /// folds new rows into them (LanceDB scans the rows not yet indexed until then).
+    /// Makes the B-tree index on `oid` that every blob lookup filters by, on tables that have
+    /// rows and lack it: without it each lookup of a blob (a rename, a file shared between
+    /// repositories) scans the whole table, and a job that copies many files costs the number of
+    /// files times the store's size. Made once; afterwards `optimize` folds new rows into it
+    /// (LanceDB scans the rows not yet indexed until then). Not on `repo`: reading a whole
+    /// repository through that index held ~20-40 MB more resident than a scan (bench/memory.sh).
     async fn ensure_scalar_indexes(&self) -> Result<()> {
         for table in [&self.blocks, &self.overlay, &self.retired] {
             if table.count_rows(None).await? == 0 {
@@ -263,6 +264,8 @@ impl Store {
                     table.name(),
                     started.elapsed()
                 );
+                // Building it read the whole column: give that memory back.
+                crate::memory::return_free_memory();
             }
         }
         Ok(())
@@ -700,7 +703,7 @@ async fn filtered(table: &Table, filter: impl AsRef<str>) -> Result<Vec<RecordBa
 }
 
 /// Columns with a B-tree index in every blocks table (see `Store::ensure_scalar_indexes`).
-const SCALAR_INDEXED: [&str; 2] = ["repo", "oid"];
+const SCALAR_INDEXED: [&str; 1] = ["oid"];
 
 /// Retired blocks kept at most (about 300 MB with 384-dim vectors).
 const RETIRED_MAX_ROWS: usize = 200_000;
