@@ -4,6 +4,7 @@
 # repository OUT_REPO whose one commit holds each dev repository's benchmark folder under its
 # name. Indexing OUT_REPO copies every block from the store (its blobs are all there already),
 # so the store ends with about twice the dev split's blocks, half of them in one repository.
+# Optional BIN: other binaries.
 # Usage: bench/make_monorepo.sh INDEX_HOME OUT_HOME OUT_REPO
 #   e.g. bench/make_monorepo.sh /tmp/hgd-bench-v3 /tmp/hgd-200k /tmp/mono
 cd "$(dirname "$0")/.."
@@ -13,7 +14,7 @@ out_repo="${3:?usage: bench/make_monorepo.sh INDEX_HOME OUT_HOME OUT_REPO}"
 repos_dir="${REPOS_DIR:-/tmp/semble-bench/repos}"
 source scripts/env.sh
 set +e
-cargo build --workspace --bins --quiet
+if [ -n "${BIN:-}" ]; then HGD_BIN="$BIN"; else cargo build --workspace --bins --quiet; fi
 export PATH="$HGD_BIN:$PATH"
 HGD_MODEL_DIR="$(hgd-daemon model-dir)"
 HGD_ORT_DYLIB="$(ls "$(dirname "$(dirname "$HGD_MODEL_DIR")")"/runtime/libonnxruntime* | head -1)"
