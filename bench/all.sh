@@ -73,7 +73,7 @@ rows.append(("first index of kotlinx-coroutines: pipeline / embedding alone", f"
 mem = [l for l in text("memory").splitlines() if "searched in total" in l]
 near40 = min(mem, key=lambda l: abs(int(re.search(r"(\d+) searched", l).group(1)) - 40000)) if mem else "?"
 m = re.search(r"(\d+) searched in total: (\d+) MiB", near40) if mem else None
-rows.append(("resident memory after searching ~40k blocks (41 tracked)", f"{m.group(2)} MiB at {m.group(1)} blocks" if m else "?", "<= 350 MB"))
+rows.append(("resident memory after searching ~40k blocks (the index's repositories tracked)", f"{m.group(2)} MiB at {m.group(1)} blocks" if m else "?", "<= 350 MB"))
 soak = re.search(r"first pass.*?: (\d+) MiB resident.*?after \d+ searches.*?: (\d+) MiB resident.*?first pass ([-+][0-9.]+%)", text("soak"), re.S)
 rows.append(("resident memory over 10,000 searches", f"{soak.group(1)} -> {soak.group(2)} MiB ({soak.group(3)})" if soak else "?", "growth <= 5%"))
 L = text("large")

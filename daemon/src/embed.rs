@@ -19,24 +19,23 @@ use crate::model::{ModelConfig, ModelConfigError, Pooling};
 pub enum EmbedError {
     #[error("ONNX Runtime library not found at {0}; run `hgd setup` (or set HGD_ORT_DYLIB)")]
     RuntimeMissing(PathBuf),
-    #[error("cannot load ONNX Runtime from {path}: {source}; run `hgd setup` to install a compatible one (>= 1.31)")]
+    // Causes are in the messages (clients see only those), so they are not also `source`s.
+    #[error("cannot load ONNX Runtime from {path}: {error}; run `hgd setup` to install a compatible one (>= 1.31)")]
     RuntimeLoad {
         path: PathBuf,
-        #[source]
-        source: Box<dyn std::error::Error + Send + Sync>,
+        error: Box<dyn std::error::Error + Send + Sync>,
     },
     #[error("model not found at {0}; run `hgd setup` (or set HGD_MODEL_DIR to a folder with model.onnx, tokenizer.json and model.toml)")]
     ModelMissing(PathBuf),
     #[error(transparent)]
     Config(#[from] ModelConfigError),
-    #[error("cannot load tokenizer {path}: {source}")]
+    #[error("cannot load tokenizer {path}: {error}")]
     Tokenizer {
         path: PathBuf,
-        #[source]
-        source: tokenizers::Error,
+        error: tokenizers::Error,
     },
     #[error("tokenizing failed: {0}")]
-    Encode(#[source] tokenizers::Error),
+    Encode(tokenizers::Error),
     #[error("ONNX Runtime: {0}")]
     Ort(#[from] ort::Error),
     #[error("the model returned vectors of {actual} dims but model.toml says {expected}")]
@@ -66,9 +65,9 @@ fn init_runtime(path: &Path) -> Result<ort::environment::Environment, EmbedError
     if !path.is_file() {
         return Err(EmbedError::RuntimeMissing(path.to_path_buf()));
     }
-    let load_err = |source: Box<dyn std::error::Error + Send + Sync>| EmbedError::RuntimeLoad {
+    let load_err = |error: Box<dyn std::error::Error + Send + Sync>| EmbedError::RuntimeLoad {
         path: path.to_path_buf(),
-        source,
+        error,
     };
     let builder = ort::init_from(path).map_err(|e| load_err(Box::new(e)))?;
     builder
@@ -177,9 +176,9 @@ impl Embedder {
         let environment = init_runtime(runtime)?;
 
         let mut tokenizer =
-            Tokenizer::from_file(&tokenizer_path).map_err(|source| EmbedError::Tokenizer {
+            Tokenizer::from_file(&tokenizer_path).map_err(|error| EmbedError::Tokenizer {
                 path: tokenizer_path.clone(),
-                source,
+                error,
             })?;
         // tokenizer.json may carry fixed padding/truncation (MiniLM's pads everything to 128):
         // we pad per batch ourselves and truncate where model.toml says.
@@ -189,15 +188,19 @@ impl Embedder {
                 max_length: config.max_tokens,
                 ..Default::default()
             }))
-            .map_err(|source| EmbedError::Tokenizer {
+            .map_err(|error| EmbedError::Tokenizer {
                 path: tokenizer_path.clone(),
-                source,
+                error,
             })?;
 
         // Two threads cut a short query's time (MiniLM, 8-16 tokens: 5.1-6.5 ms on one thread,
         // 3.2-3.9 ms on two), but only with cores to spare: on two cores the query's second
         // thread competes with the rest of the search and with indexing (measured: no gain).
         let query_threads = if options.threads >= 4 { 2 } else { 1 };
+        // The tokenizer's parallel batches run on a thread pool made at its first use, whose
+        // threads keep the priority of the thread that made it: make it now, at normal
+        // priority, not later from an indexing thread (queries are tokenised there too).
+        let _ = tokenizer.encode_batch(vec!["warm", "up"], false);
         let (query_session, fixed_shapes) =
             build_session(&environment, &onnx, query_threads, Purpose::Query)?;
         let has_token_type_ids = query_session
@@ -252,11 +255,8 @@ impl Embedder {
         let encoded = self.encode(texts, &self.config.doc_prefix)?;
         let mut slot = self.index_session.lock().unwrap_or_else(|p| p.into_inner());
         if slot.is_none() {
-            // Made on a background-priority thread: ONNX Runtime's worker threads inherit its
-            // priority, so indexing batches yield the CPU to searches (see `priority`).
-            let (session, _) = crate::priority::run_in_background(|| {
-                build_session(&self.environment, &self.onnx, self.threads, Purpose::Index)
-            })?;
+            let (session, _) =
+                build_session(&self.environment, &self.onnx, self.threads, Purpose::Index)?;
             *slot = Some(IndexSession {
                 session,
                 used: Instant::now(),
@@ -267,9 +267,10 @@ impl Embedder {
         self.embed_encoded(&mut index.session, encoded)
     }
 
-    /// Embeds documents a search is waiting for (a few edited files): on the indexing session
-    /// when it exists, else on the query session when they are few, so that the first search
-    /// after an edit does not wait for an indexing session to be made (about a second on CPU).
+    /// Embeds documents a search is waiting for (edited files): on the query session when they
+    /// are few, so that the search neither waits for an indexing session to be made (about a
+    /// second on CPU) nor runs at its background priority behind a job's batch; many go to the
+    /// indexing session.
     pub fn embed_documents_for_search<S: AsRef<str>>(
         &self,
         texts: &[S],
@@ -277,12 +278,9 @@ impl Embedder {
         if texts.is_empty() {
             return Ok(Vec::new());
         }
-        let made = self
-            .index_session
-            .lock()
-            .unwrap_or_else(|p| p.into_inner())
-            .is_some();
-        if made || texts.len() > SEARCH_EMBED_ON_QUERY_SESSION {
+        // Few texts go to the query session even when the indexing session exists: that one
+        // runs at background priority and may be busy with a job's batch.
+        if texts.len() > SEARCH_EMBED_ON_QUERY_SESSION {
             return self.embed_documents(texts);
         }
         let encoded = self.encode(texts, &self.config.doc_prefix)?;
@@ -469,6 +467,12 @@ fn build_session(
         // indexing; the indexing session's spin between its back-to-back batches.
         .with_intra_op_spinning(purpose == Purpose::Index)
         .map_err(ort_err)?;
+    if purpose == Purpose::Index {
+        // Its worker threads lower their own priority, so indexing yields the CPU to searches.
+        builder = builder
+            .with_thread_manager(crate::priority::BackgroundThreads)
+            .map_err(ort_err)?;
+    }
     let mut accelerated = false;
     for (name, provider) in execution_providers() {
         match builder.with_execution_providers([provider]) {

@@ -14,11 +14,11 @@ pub const MAX_FILE_BYTES: u64 = 1 << 20;
 pub enum GitError {
     #[error("{0} is not in a git repository")]
     NotARepository(PathBuf),
-    #[error("{path}: {source}")]
+    // The cause is in the message (clients see only that), so it is not also a `source`.
+    #[error("{path}: {error}")]
     Gix {
         path: PathBuf,
-        #[source]
-        source: Box<dyn std::error::Error + Send + Sync>,
+        error: Box<dyn std::error::Error + Send + Sync>,
     },
 }
 
@@ -94,7 +94,7 @@ pub struct Repo {
 fn gix_err(root: &Path) -> impl Fn(gix::Error) -> GitError + '_ {
     move |e| GitError::Gix {
         path: root.to_path_buf(),
-        source: Box::new(e),
+        error: Box::new(e),
     }
 }
 
@@ -153,7 +153,7 @@ impl Repo {
     pub fn open(root: &Path) -> Result<Repo, GitError> {
         let inner = gix::open(root).map_err(|e| GitError::Gix {
             path: root.to_path_buf(),
-            source: Box::new(e),
+            error: Box::new(e),
         })?;
         let mut inner = inner;
         // Blob reads are the hot path of indexing; a small object cache helps packed repositories.
@@ -342,7 +342,7 @@ impl Repo {
         for item in iter {
             let item = item.map_err(|e| GitError::Gix {
                 path: self.root.clone(),
-                source: Box::new(e),
+                error: Box::new(e),
             })?;
             if let Ok(path) = item.location().to_str() {
                 if in_scopes(path, scopes) {
@@ -381,7 +381,7 @@ impl Repo {
         let err = gix_err(&self.root);
         let id = gix::ObjectId::from_hex(oid.as_bytes()).map_err(|e| GitError::Gix {
             path: self.root.clone(),
-            source: Box::new(e),
+            error: Box::new(e),
         })?;
         let header = self.inner.find_header(id).map_err(&err)?;
         if header.size() > MAX_FILE_BYTES {

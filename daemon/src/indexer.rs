@@ -165,8 +165,6 @@ impl Parsed {
     }
 }
 
-/// Embeds the blocks of whole files (blocking) and turns them into rows of `root`;
-/// `for_search`: a search waits for them (see [`Embedder::embed_documents_for_search`]).
 /// The texts a first index of HEAD under `dir` embeds, in the order the job embeds them (one per
 /// block; a blob met again under the same language is copied, not embedded): for measuring
 /// embedding alone on exactly the pipeline's blocks (`hgd-daemon index-texts`).
@@ -189,6 +187,8 @@ pub fn head_texts(dir: &std::path::Path, limits: &Limits) -> Result<Vec<String>,
     Ok(texts)
 }
 
+/// Embeds the blocks of whole files (blocking) and turns them into rows of `root`;
+/// `for_search`: a search waits for them (see [`Embedder::embed_documents_for_search`]).
 pub fn embed_rows(
     embedder: &Embedder,
     root: &str,

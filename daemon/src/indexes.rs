@@ -22,6 +22,8 @@ struct Slot {
     index: Option<Arc<RepoIndex>>,
     /// What `index` and `changed_index` hold, roughly.
     bytes: usize,
+    /// What `index` alone holds.
+    base_bytes: usize,
     used: Option<Instant>,
     /// HEAD's only: paths whose stored blocks changed since `index` was built.
     changed: Option<Arc<HashSet<String>>>,
@@ -33,6 +35,7 @@ impl Slot {
     fn clear(&mut self) {
         self.index = None;
         self.bytes = 0;
+        self.base_bytes = 0;
         self.changed = None;
         self.changed_index = None;
     }
@@ -106,24 +109,15 @@ impl Indexes {
     /// is kept with those paths hidden and searched in a small index of their new blocks, unless
     /// too many paths changed since it was built (see [`CARRY_MIN_PATHS`]).
     pub fn head_committed(&self, root: &str, paths: &[String]) {
+        {
+            let mut slots = self.lock();
+            let slot = slots.entry((root.to_owned(), Layer::Head)).or_default();
+            // First the generation, then the progressive index: a progressive build finishing
+            // in between is then not kept (see `keep_progressive`).
+            slot.generation += 1;
+            carry(slot, paths, root);
+        }
         self.lock_progressive().remove(root);
-        let mut slots = self.lock();
-        let slot = slots.entry((root.to_owned(), Layer::Head)).or_default();
-        slot.generation += 1;
-        if paths.is_empty() {
-            return;
-        }
-        let Some(base) = &slot.index else {
-            return slot.clear();
-        };
-        let mut changed = slot.changed.as_deref().cloned().unwrap_or_default();
-        changed.extend(paths.iter().cloned());
-        if changed.len() > CARRY_MIN_PATHS.max(base.file_count() / 10) {
-            return slot.clear();
-        }
-        slot.bytes = base.memory_bytes();
-        slot.changed = Some(Arc::new(changed));
-        slot.changed_index = None;
     }
 
     fn lock_progressive(
@@ -174,21 +168,22 @@ impl Indexes {
     pub async fn head(&self, store: &Store, root: &str) -> Result<HeadIndex, StoreError> {
         let key = (root.to_owned(), Layer::Head);
         loop {
-            let base = self.get(store, root, Layer::Head).await?;
+            let (base, built) = self.get_or_build(store, root, Layer::Head).await?;
             let (generation, changed) = {
                 let mut slots = self.lock();
                 let slot = slots.entry(key.clone()).or_default();
                 if !slot.index.as_ref().is_some_and(|i| Arc::ptr_eq(i, &base)) {
-                    // Rebuilt or dropped meanwhile: take the current one. (A dropped index
-                    // whose rebuild is never kept — a long job ending again and again — is
-                    // still answered from: `base` is what the store held a moment ago.)
-                    if slot.index.is_some() {
-                        continue;
+                    if built {
+                        // Built from the store here but not kept (a job ended meanwhile): used
+                        // once, as it is.
+                        return Ok(HeadIndex {
+                            base,
+                            changed: None,
+                        });
                     }
-                    return Ok(HeadIndex {
-                        base,
-                        changed: None,
-                    });
+                    // A cached index dropped or replaced since: its hidden paths went with
+                    // it, so look again.
+                    continue;
                 }
                 let Some(paths) = slot.changed.clone() else {
                     return Ok(HeadIndex {
@@ -215,7 +210,7 @@ impl Indexes {
             let mut slots = self.lock();
             let slot = slots.entry(key.clone()).or_default();
             if slot.generation == generation {
-                slot.bytes = base.memory_bytes() + index.memory_bytes();
+                slot.bytes = slot.base_bytes + index.memory_bytes();
                 slot.changed_index = Some(index.clone());
             }
             return Ok(HeadIndex {
@@ -236,13 +231,23 @@ impl Indexes {
         root: &str,
         layer: Layer,
     ) -> Result<Arc<RepoIndex>, StoreError> {
+        Ok(self.get_or_build(store, root, layer).await?.0)
+    }
+
+    /// The cached index, or one built from the store now (`true`: built here).
+    async fn get_or_build(
+        &self,
+        store: &Store,
+        root: &str,
+        layer: Layer,
+    ) -> Result<(Arc<RepoIndex>, bool), StoreError> {
         let key = (root.to_owned(), layer);
         let generation = {
             let mut slots = self.lock();
             let slot = slots.entry(key.clone()).or_default();
             slot.used = Some(Instant::now());
             if let Some(index) = &slot.index {
-                return Ok(index.clone());
+                return Ok((index.clone(), false));
             }
             slot.generation
         };
@@ -270,6 +275,7 @@ impl Indexes {
             slot.clear();
             slot.index = Some(index.clone());
             slot.bytes = bytes;
+            slot.base_bytes = bytes;
             let evicted = evict(&mut slots, self.budget, root);
             drop(slots);
             if !evicted.is_empty() {
@@ -280,8 +286,35 @@ impl Indexes {
                 });
             }
         }
-        Ok(index)
+        Ok((index, true))
     }
+}
+
+/// Hides `paths` in `slot`'s HEAD index (searched in the changed layer instead), or drops the
+/// index when too many paths changed since it was built.
+fn carry(slot: &mut Slot, paths: &[String], root: &str) {
+    if paths.is_empty() {
+        return;
+    }
+    let Some(base) = &slot.index else {
+        return slot.clear();
+    };
+    let mut changed = slot.changed.as_deref().cloned().unwrap_or_default();
+    changed.extend(paths.iter().cloned());
+    if changed.len() > CARRY_MIN_PATHS.max(base.file_count() / 10) {
+        tracing::info!(
+            "search index of {root}: {} paths changed, rebuilt on the next search",
+            changed.len()
+        );
+        return slot.clear();
+    }
+    tracing::info!(
+        "search index of {root}: carried, {} paths changed since it was built",
+        changed.len()
+    );
+    slot.bytes = slot.base_bytes;
+    slot.changed = Some(Arc::new(changed));
+    slot.changed_index = None;
 }
 
 fn head_generation(slots: &HashMap<(String, Layer), Slot>, root: &str) -> u64 {
@@ -330,6 +363,7 @@ mod tests {
             generation: 0,
             index: Some(Arc::new(RepoIndex::build(Vec::new(), 2, false))),
             bytes,
+            base_bytes: bytes,
             used: Some(Instant::now() - std::time::Duration::from_millis(age_ms)),
             changed: None,
             changed_index: None,

@@ -47,6 +47,10 @@ enum Command {
         /// Print throughput on stderr instead of vectors on stdout.
         #[arg(long)]
         bench: bool,
+        /// Embed in calls of this many texts, in input order (as an indexing job does), instead
+        /// of all in one call (which sorts every text by length first).
+        #[arg(long)]
+        group: Option<usize>,
     },
     /// Print the model folder the daemon would use.
     ModelDir,
@@ -187,6 +191,7 @@ fn run(cli: Cli) -> Result<()> {
             max_batch_tokens,
             threads,
             bench,
+            group,
         } => {
             let mut input = String::new();
             std::io::stdin().read_to_string(&mut input)?;
@@ -210,6 +215,12 @@ fn run(cli: Cli) -> Result<()> {
                     .iter()
                     .map(|t| embedder.embed_query(t))
                     .collect::<Result<Vec<_>, _>>()?
+            } else if let Some(group) = group {
+                let mut vectors = Vec::with_capacity(texts.len());
+                for chunk in texts.chunks(group.max(1)) {
+                    vectors.extend(embedder.embed_documents(chunk)?);
+                }
+                vectors
             } else {
                 embedder.embed_documents(&texts)?
             };

@@ -1,10 +1,10 @@
 //! Background priority for indexing, so searches keep the CPU while a long job runs.
 //!
 //! Indexing runs on threads of its own (`spawn_background`) that lower their own priority before
-//! any work: on Linux nice 10 and the idle I/O class, per thread; on macOS the utility QoS class.
-//! ONNX Runtime's worker threads inherit the priority of the thread that makes the session, so
-//! the indexing session is made on such a thread too (`embed.rs`). The daemon's other threads
-//! (socket, searches, the query session) keep normal priority. This is the one place with
+//! any work: on Linux nice 10 and the lowest best-effort I/O level, per thread; on macOS the
+//! utility QoS class. ONNX Runtime's workers for the indexing session are made by
+//! [`BackgroundThreads`], which does the same in each. The daemon's other threads (socket,
+//! searches, the query session) keep normal priority. This is the one place with
 //! platform-specific scheduling code.
 
 use std::future::Future;
@@ -30,14 +30,17 @@ pub fn lower_this_thread() {
                     std::io::Error::last_os_error()
                 );
             }
+            // Best effort at its lowest level rather than the idle class: with some disk
+            // schedulers an idle-class read waits for as long as other I/O goes on.
             const IOPRIO_WHO_PROCESS: libc::c_long = 1;
-            const IOPRIO_CLASS_IDLE: libc::c_long = 3;
+            const IOPRIO_CLASS_BE: libc::c_long = 2;
             const IOPRIO_CLASS_SHIFT: libc::c_long = 13;
+            const LOWEST_LEVEL: libc::c_long = 7;
             if libc::syscall(
                 libc::SYS_ioprio_set,
                 IOPRIO_WHO_PROCESS,
                 tid as libc::c_long,
-                IOPRIO_CLASS_IDLE << IOPRIO_CLASS_SHIFT,
+                (IOPRIO_CLASS_BE << IOPRIO_CLASS_SHIFT) | LOWEST_LEVEL,
             ) != 0
             {
                 tracing::debug!(
@@ -90,20 +93,27 @@ where
     async move { rx.await.ok() }
 }
 
-/// Runs `work` on a short-lived background-priority thread and waits for it: for making
-/// something whose own threads must inherit that priority (ONNX Runtime's worker pool).
-pub fn run_in_background<T, F>(work: F) -> T
-where
-    T: Send,
-    F: FnOnce() -> T + Send,
-{
-    std::thread::scope(|scope| {
-        scope
-            .spawn(|| {
+/// Makes the worker threads of ONNX Runtime's indexing session, each at background priority
+/// from its start (a thread's macOS QoS class does not pass to threads it creates, so the
+/// session's workers are made here rather than left to inherit).
+pub struct BackgroundThreads;
+
+impl ort::environment::ThreadManager for BackgroundThreads {
+    type Thread = std::thread::JoinHandle<()>;
+
+    fn create(&self, work: impl FnOnce() + Send + 'static) -> ort::Result<Self::Thread> {
+        std::thread::Builder::new()
+            .name("hgd-onnx-index".to_owned())
+            .spawn(move || {
                 lower_this_thread();
-                work()
+                work();
             })
-            .join()
-            .unwrap_or_else(|panic| std::panic::resume_unwind(panic))
-    })
+            .map_err(|e| ort::Error::new(format!("starting an indexing thread: {e}")))
+    }
+
+    fn join(thread: Self::Thread) -> ort::Result<()> {
+        // A worker that panicked has already reported it; nothing more to do here.
+        let _ = thread.join();
+        Ok(())
+    }
 }

@@ -229,7 +229,10 @@ impl Store {
             write_lock: Mutex::new(()),
             model_id: model_id.to_owned(),
         };
-        store.ensure_scalar_indexes().await?;
+        // Only faster lookups: a store without the index works, so a failure does not stop it.
+        if let Err(e) = store.ensure_scalar_indexes().await {
+            tracing::warn!("could not index blob ids (lookups scan the table): {e}");
+        }
         Ok(store)
     }
 
@@ -613,7 +616,9 @@ impl Store {
     pub async fn optimize(&self) -> Result<()> {
         let _guard = self.write_lock.lock().await;
         // A table that was empty at start has its first rows now.
-        self.ensure_scalar_indexes().await?;
+        if let Err(e) = self.ensure_scalar_indexes().await {
+            tracing::warn!("could not index blob ids (lookups scan the table): {e}");
+        }
         // Crude but bounded: past the cap, forget retired blobs wholesale (they only save embedding).
         if self.retired.count_rows(None).await? > RETIRED_MAX_ROWS {
             self.retired.delete("true").await?;

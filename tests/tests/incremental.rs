@@ -452,15 +452,16 @@ fn thread_priorities(pid: u64) -> Vec<(u64, String, i64)> {
 }
 
 /// Indexing runs at background priority so that searches keep the CPU during a long job: hgd's
-/// embedding thread and ONNX Runtime's workers that it uses run at nice 10, while the daemon's
-/// other threads (the socket, searches, the query session) stay at the normal priority.
+/// embedding thread and the indexing session's ONNX Runtime workers run at nice 10, while the
+/// daemon's other threads (the socket, searches, the query session) stay at the normal priority.
 #[cfg(target_os = "linux")]
 #[test]
 fn indexing_runs_at_background_priority_and_searches_do_not() {
     // Two intra-op threads, so the indexing session has a worker thread of its own.
     let hgd = Hgd::new().with_env("HGD_THREADS", "2");
     let big = GitRepo::new();
-    for i in 0..400 {
+    // Long enough (800 blocks: half a minute here) to be running when the threads are read.
+    for i in 0..800 {
         big.write(
             &format!("part{}/unit_{i}.py", i % 4),
             format!("def measure_unit_{i}(x):\n    \"\"\"Reading number {i} of the gauge.\"\"\"\n    return x * {i}\n"),
@@ -473,25 +474,27 @@ fn indexing_runs_at_background_priority_and_searches_do_not() {
     let pid = hgd.status(&big.path())["pid"].as_u64().unwrap();
     let threads = thread_priorities(pid);
 
-    // Linux names a thread after the one that made it, so ONNX Runtime's workers made for the
-    // indexing session carry the embedding thread's name.
-    let indexing: Vec<_> = threads
-        .iter()
-        .filter(|t| t.1 == "hgd-embed" || t.1 == "hgd-parse")
-        .collect();
+    let named = |name: &str| threads.iter().filter(|t| t.1 == name).collect::<Vec<_>>();
+    let (embedder, workers) = (named("hgd-embed"), named("hgd-onnx-index"));
+    assert!(!embedder.is_empty(), "{threads:?}");
+    assert!(!workers.is_empty(), "the session's worker: {threads:?}");
     assert!(
-        indexing.len() >= 2,
-        "the embedder and a worker: {threads:?}"
+        embedder.iter().chain(&workers).all(|t| t.2 == 10),
+        "{threads:?}"
     );
-    assert!(indexing.iter().all(|t| t.2 == 10), "{threads:?}");
+    // The tokenizer's pool (queries are tokenised there) was made at start, at normal priority.
+    assert!(
+        threads
+            .iter()
+            .filter(|t| t.1 == "hgd-daemon")
+            .all(|t| t.2 == 0),
+        "{threads:?}"
+    );
     let main = threads.iter().find(|t| t.0 == pid).unwrap();
     assert_eq!(main.2, 0, "{threads:?}");
-    let workers: Vec<_> = threads
-        .iter()
-        .filter(|t| t.1 == "tokio-rt-worker")
-        .collect();
+    let runtime = named("tokio-rt-worker");
     assert!(
-        !workers.is_empty() && workers.iter().all(|t| t.2 == 0),
+        !runtime.is_empty() && runtime.iter().all(|t| t.2 == 0),
         "the socket and search threads stay at normal priority: {threads:?}"
     );
     // A search during the job still answers (by words until the blocks are embedded).
@@ -727,6 +730,12 @@ fn results_follow_a_run_of_commits_whether_the_index_is_carried_or_rebuilt() {
         "import datetime\n\ndef days_until_new_year(day):\n    return (datetime.date(day.year + 1, 1, 1) - day).days\n",
     );
     repo.commit_all("edit dates");
+    hgd.index(&repo.path());
+    assert!(
+        hgd.log().contains("carried, 1 paths changed"),
+        "{}",
+        hgd.log()
+    );
     let results = hgd.search_json(
         &repo.path(),
         "how many days remain before january first",
@@ -778,6 +787,12 @@ fn results_follow_a_run_of_commits_whether_the_index_is_carried_or_rebuilt() {
         );
     }
     repo.commit_all("many units");
+    hgd.index(&repo.path());
+    assert!(
+        hgd.log().contains("rebuilt on the next search"),
+        "{}",
+        hgd.log()
+    );
     assert_eq!(
         files(&hgd.search_json(&repo.path(), "convert_unit_42", 1)),
         ["units/unit_42.py"]

@@ -92,8 +92,8 @@ pub async fn run(
                         });
                     }
                 }
-                Err(ServiceError::JobFailed { source, .. }) => {
-                    warnings.push(behind(&source.to_string()))
+                Err(ServiceError::JobFailed { error, .. }) => {
+                    warnings.push(behind(&error.to_string()))
                 }
                 Err(e) => return replies.send(&error_reply(&e)).await,
             }

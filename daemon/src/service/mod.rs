@@ -35,11 +35,11 @@ pub enum ServiceError {
     Git(#[from] GitError),
     #[error(transparent)]
     Store(#[from] StoreError),
-    #[error("indexing {root} failed: {source}")]
+    // The cause is in the message (clients see only that), so it is not also a `source`.
+    #[error("indexing {root} failed: {error}")]
     JobFailed {
         root: String,
-        #[source]
-        source: Arc<IndexError>,
+        error: Arc<IndexError>,
     },
     #[error("the daemon is shutting down")]
     ShuttingDown,
@@ -102,7 +102,7 @@ pub struct Service {
     pub home: Home,
     pub store: Arc<Store>,
     pub embedder: Arc<Embedder>,
-    /// In-memory search indexes of HEAD, dropped when a job changes a repository.
+    /// In-memory search indexes of HEAD and the overlay (see `indexes.rs`).
     pub indexes: Indexes,
     pub(crate) indexer: Indexer,
     /// Watched work trees: what is dirty, without a walk per search.

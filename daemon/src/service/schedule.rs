@@ -384,9 +384,9 @@ impl Service {
             };
             if done {
                 return match error {
-                    Some(source) => Err(ServiceError::JobFailed {
+                    Some(error) => Err(ServiceError::JobFailed {
                         root: waiter.root.clone(),
-                        source,
+                        error,
                     }),
                     None => Ok(None),
                 };
