@@ -91,7 +91,7 @@ PY
 echo "$table"
 {
   echo
-  echo "### bench/all.sh, $(date -u +%F) ($(git rev-parse --short HEAD))"
+  echo "## Issue 9 in one run: bench/all.sh, $(date -u +%F) ($(git rev-parse --short HEAD))"
   echo
   echo "Machine: $(uname -srm), $(nproc) cores, $(grep -m1 'model name' /proc/cpuinfo | cut -d: -f2 | sed 's/^ //'). Command:"
   echo

@@ -12,13 +12,7 @@ src="${1:?usage: bench/make_monorepo.sh INDEX_HOME OUT_HOME OUT_REPO}"
 out_home="${2:?usage: bench/make_monorepo.sh INDEX_HOME OUT_HOME OUT_REPO}"
 out_repo="${3:?usage: bench/make_monorepo.sh INDEX_HOME OUT_HOME OUT_REPO}"
 repos_dir="${REPOS_DIR:-/tmp/semble-bench/repos}"
-source scripts/env.sh
-set +e
-if [ -n "${BIN:-}" ]; then HGD_BIN="$BIN"; else cargo build --workspace --bins --quiet; fi
-export PATH="$HGD_BIN:$PATH"
-HGD_MODEL_DIR="$(hgd-daemon model-dir)"
-HGD_ORT_DYLIB="$(ls "$(dirname "$(dirname "$HGD_MODEL_DIR")")"/runtime/libonnxruntime* | head -1)"
-export HGD_MODEL_DIR HGD_ORT_DYLIB
+source bench/binaries.sh
 rm -rf "$out_home" "$out_repo"
 cp -a "$src" "$out_home"
 rm -f "$out_home/hgd.sock" "$out_home/daemon.lock"
