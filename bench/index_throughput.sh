@@ -12,8 +12,11 @@ hgd-daemon index-texts "$dir" > "$texts" 2>/dev/null || exit 2
 files=$(cd "$dir" && git ls-files -- . | wc -l)
 
 # Start the daemon outside the timed part (`hgd status` only asks a running one).
-hgd-daemon daemon >/dev/null 2>&1 &
+# Its log goes where the client would put it: the job's line is read from there.
+mkdir -p "$HGD_HOME/logs"
+hgd-daemon daemon >>"$HGD_HOME/logs/daemon.log" 2>&1 &
 for _ in $(seq 100); do [ -S "$HGD_HOME/hgd.sock" ] && break; sleep 0.1; done
+[ -S "$HGD_HOME/hgd.sock" ] || { echo "the daemon did not start" >&2; exit 2; }
 start=$(date +%s.%N)
 (cd "$dir" && hgd index >/dev/null 2>&1) || { echo "hgd index failed" >&2; exit 2; }
 end=$(date +%s.%N)

@@ -197,10 +197,13 @@ impl Embedder {
         // 3.2-3.9 ms on two), but only with cores to spare: on two cores the query's second
         // thread competes with the rest of the search and with indexing (measured: no gain).
         let query_threads = if options.threads >= 4 { 2 } else { 1 };
-        // The tokenizer's parallel batches run on a thread pool made at its first use, whose
-        // threads keep the priority of the thread that made it: make it now, at normal
-        // priority, not later from an indexing thread (queries are tokenised there too).
-        let _ = tokenizer.encode_batch(vec!["warm", "up"], false);
+        // The tokenizer's parallel batches run on rayon's global pool, whose threads keep the
+        // priority of the thread that makes it (at first use): make it now, at normal priority,
+        // not later from an indexing thread, since queries are tokenised there too. (Already
+        // made: another embedder in this process made it the same way.)
+        let _ = rayon::ThreadPoolBuilder::new()
+            .thread_name(|i| format!("hgd-tokenize-{i}"))
+            .build_global();
         let (query_session, fixed_shapes) =
             build_session(&environment, &onnx, query_threads, Purpose::Query)?;
         let has_token_type_ids = query_session

@@ -270,6 +270,7 @@ fn chunk_files(files: &[std::path::PathBuf], texts_only: bool) -> Result<()> {
 }
 
 fn run_daemon(home: Home) -> Result<()> {
+    hgd_daemon::memory::limit_arenas();
     let rules = hgd_daemon::rank::Rules::from_env().map_err(anyhow::Error::msg)?;
     if let Some(rules) = rules {
         hgd_daemon::rank::Rules::configure(rules);
