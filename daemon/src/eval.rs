@@ -182,7 +182,7 @@ pub async fn run(store: &Store, embedder: &Embedder, options: &Options) -> Resul
         let annotations: Vec<Annotation> =
             read_json(&data.join("annotations").join(format!("{}.json", spec.name)))?;
         let mut scores = Vec::new();
-        let hidden = HashSet::new();
+        let dirty = HashSet::new();
         let mut reachable = 0;
         for a in &annotations {
             let targets: Vec<Target> = a
@@ -213,8 +213,7 @@ pub async fn run(store: &Store, embedder: &Embedder, options: &Options) -> Resul
                 head: &index,
                 changed: None,
                 overlay: None,
-                hidden: &hidden,
-                dirty: &hidden,
+                dirty: &dirty,
                 subtree: &subtree,
                 query: &query,
                 vector: vector.as_deref(),

@@ -13,7 +13,7 @@ use std::sync::{Arc, Mutex};
 use std::time::Instant;
 
 use crate::rank::RepoIndex;
-use crate::store::{Layer, Store, StoreError};
+use crate::store::{BlockRow, Layer, Store, StoreError};
 
 #[derive(Default)]
 struct Slot {
@@ -201,12 +201,8 @@ impl Indexes {
             };
             let wanted: Vec<String> = changed.iter().cloned().collect();
             let rows = store.repo_rows_at(Layer::Head, root, &wanted).await?;
-            let dims = store.dims();
             // Kept with its token bags: scored with the base's BM25 statistics, like the overlay.
-            let index =
-                tokio::task::spawn_blocking(move || Arc::new(RepoIndex::build(rows, dims, true)))
-                    .await
-                    .map_err(|e| StoreError::Query(format!("building the search index: {e}")))?;
+            let index = build(rows, store.dims(), true).await?;
             let mut slots = self.lock();
             let slot = slots.entry(key.clone()).or_default();
             if slot.generation == generation {
@@ -252,22 +248,8 @@ impl Indexes {
             slot.generation
         };
         let rows = store.repo_rows(layer, root, true).await?;
-        let dims = store.dims();
         // The overlay keeps its token bags: it is small, and its BM25 statistics come from HEAD.
-        let keep_bags = layer == Layer::Overlay;
-        // A large read (vectors as f32, every block's text) is freed once the index is built;
-        // without a trim the allocator keeps it resident. Small ones (an overlay after an edit)
-        // are not worth a trim on a search's path.
-        let trim = rows.len() >= TRIM_AFTER_ROWS;
-        let index = tokio::task::spawn_blocking(move || {
-            let index = Arc::new(RepoIndex::build(rows, dims, keep_bags));
-            if trim {
-                crate::memory::return_free_memory();
-            }
-            index
-        })
-        .await
-        .map_err(|e| StoreError::Query(format!("building the search index: {e}")))?;
+        let index = build(rows, store.dims(), layer == Layer::Overlay).await?;
         let bytes = index.memory_bytes();
         let mut slots = self.lock();
         let slot = slots.entry(key).or_default();
@@ -288,6 +270,27 @@ impl Indexes {
         }
         Ok((index, true))
     }
+}
+
+/// Builds an index of `rows` off the async threads.
+async fn build(
+    rows: Vec<BlockRow>,
+    dims: usize,
+    keep_bags: bool,
+) -> Result<Arc<RepoIndex>, StoreError> {
+    // A large read (vectors as f32, every block's text) is freed once the index is built;
+    // without a trim the allocator keeps it resident. Small ones (an overlay after an edit, the
+    // files of a commit) are not worth a trim on a search's path.
+    let trim = rows.len() >= TRIM_AFTER_ROWS;
+    tokio::task::spawn_blocking(move || {
+        let index = Arc::new(RepoIndex::build(rows, dims, keep_bags));
+        if trim {
+            crate::memory::return_free_memory();
+        }
+        index
+    })
+    .await
+    .map_err(|e| StoreError::Query(format!("building the search index: {e}")))
 }
 
 /// Hides `paths` in `slot`'s HEAD index (searched in the changed layer instead), or drops the

@@ -116,16 +116,14 @@ pub async fn search(
     let (vector, head, overlay) = tokio::join!(embedding, head, overlay);
     let (vector, head, overlay) = (vector?, head?, overlay?);
     let dirty: HashSet<String> = request.dirty.iter().cloned().collect();
-    let hidden: HashSet<String> = match &head.changed {
-        Some((paths, _)) => dirty.iter().chain(paths.iter()).cloned().collect(),
-        None => dirty.clone(),
-    };
     let query = Query::parse(request.query);
     let search = Search {
         head: &head.base,
-        changed: head.changed.as_ref().map(|(_, index)| index.as_ref()),
+        changed: head
+            .changed
+            .as_ref()
+            .map(|(paths, index)| (index.as_ref(), paths.as_ref())),
         overlay: overlay.as_deref(),
-        hidden: &hidden,
         dirty: &dirty,
         subtree: request.subtree,
         query: &query,

@@ -555,12 +555,12 @@ pub struct Found {
 /// One search over HEAD's index, the files committed since it was built, and the overlay.
 pub struct Search<'a> {
     pub head: &'a RepoIndex,
-    /// Files committed since `head` was built (their blocks now; `hidden` has their paths).
-    pub changed: Option<&'a RepoIndex>,
+    /// Files committed since `head` was built (their blocks now), and their paths, not searched
+    /// in `head`.
+    pub changed: Option<(&'a RepoIndex, &'a HashSet<String>)>,
     pub overlay: Option<&'a RepoIndex>,
-    /// Paths of `head` not searched there: committed since it was built, or dirty.
-    pub hidden: &'a HashSet<String>,
-    /// Dirty paths: their overlay version, or nothing, is searched instead of HEAD's.
+    /// Dirty paths: their overlay version, or nothing, is searched instead of HEAD's and the
+    /// changed layer's.
     pub dirty: &'a HashSet<String>,
     pub subtree: &'a str,
     pub query: &'a Query,
@@ -574,7 +574,7 @@ impl<'a> Search<'a> {
     fn index(&self, source: Source) -> &'a RepoIndex {
         match source {
             Source::Head => self.head,
-            Source::Changed => self.changed.unwrap_or(self.head),
+            Source::Changed => self.changed.map_or(self.head, |(index, _)| index),
             Source::Overlay => self.overlay.unwrap_or(self.head),
         }
     }
@@ -589,17 +589,20 @@ impl<'a> Search<'a> {
 
     /// Under the searched folder, and not replaced by a later layer.
     fn allowed_path(&self, source: Source, path: &str) -> bool {
-        let replaced = match source {
-            Source::Head => self.hidden,
-            Source::Changed => self.dirty,
-            Source::Overlay => return in_subtree(path, self.subtree),
-        };
-        in_subtree(path, self.subtree) && (replaced.is_empty() || !replaced.contains(path))
+        let outside = |paths: &HashSet<String>| paths.is_empty() || !paths.contains(path);
+        in_subtree(path, self.subtree)
+            && match source {
+                Source::Head => {
+                    outside(self.dirty) && self.changed.is_none_or(|(_, paths)| outside(paths))
+                }
+                Source::Changed => outside(self.dirty),
+                Source::Overlay => true,
+            }
     }
 
     fn layers(&self) -> impl Iterator<Item = (Source, &'a RepoIndex)> {
         std::iter::once((Source::Head, self.head))
-            .chain(self.changed.map(|c| (Source::Changed, c)))
+            .chain(self.changed.map(|(c, _)| (Source::Changed, c)))
             .chain(self.overlay.map(|o| (Source::Overlay, o)))
     }
 
@@ -1099,13 +1102,12 @@ mod tests {
         rules: Rules,
     ) -> Vec<(String, f32)> {
         let query = Query::parse(q);
-        let hidden = HashSet::new();
+        let dirty = HashSet::new();
         let s = Search {
             head: index,
             changed: None,
             overlay: None,
-            hidden: &hidden,
-            dirty: &hidden,
+            dirty: &dirty,
             subtree: "",
             query: &query,
             vector,
