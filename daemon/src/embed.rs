@@ -134,8 +134,13 @@ pub struct Embedder {
     threads: usize,
     onnx: PathBuf,
     /// The session for queries (up to two threads), so a search never waits behind an indexing
-    /// batch.
+    /// batch. Its products with weight matrices are in 8-bit integers (`onnx_rewrite`): a third
+    /// of the time for a query, and vectors that differ slightly from the other sessions' and
+    /// depend on the batch, so it embeds single queries and nothing that is stored.
     query_session: Mutex<Session>,
+    /// A search's few edited files (one thread, normal priority), embedded exactly as indexing
+    /// would: their rows are stored and reused when the file is committed.
+    search_session: Mutex<Session>,
     has_token_type_ids: bool,
     /// On accelerators every distinct input shape is compiled once; pad to a few fixed lengths.
     fixed_shapes: bool,
@@ -147,7 +152,7 @@ pub struct Embedder {
 
 /// Most blocks a search embeds on the query session (one thread) rather than making the indexing
 /// session: a few edited files' worth.
-const SEARCH_EMBED_ON_QUERY_SESSION: usize = 64;
+const SEARCH_EMBED_ON_SEARCH_SESSION: usize = 64;
 
 struct IndexSession {
     session: Session,
@@ -206,6 +211,7 @@ impl Embedder {
             .build_global();
         let (query_session, fixed_shapes) =
             build_session(&environment, &onnx, query_threads, Purpose::Query)?;
+        let (search_session, _) = build_session(&environment, &onnx, 1, Purpose::SearchDocuments)?;
         let has_token_type_ids = query_session
             .inputs()
             .iter()
@@ -218,6 +224,7 @@ impl Embedder {
             threads: options.threads.max(1),
             onnx,
             query_session: Mutex::new(query_session),
+            search_session: Mutex::new(search_session),
             has_token_type_ids,
             fixed_shapes,
             batch_size: options.batch_size.max(1),
@@ -270,7 +277,7 @@ impl Embedder {
         self.embed_encoded(&mut index.session, encoded)
     }
 
-    /// Embeds documents a search is waiting for (edited files): on the query session when they
+    /// Embeds documents a search is waiting for (edited files): on the search session when they
     /// are few, so that the search neither waits for an indexing session to be made (about a
     /// second on CPU) nor runs at its background priority behind a job's batch; many go to the
     /// indexing session.
@@ -281,13 +288,16 @@ impl Embedder {
         if texts.is_empty() {
             return Ok(Vec::new());
         }
-        // Few texts go to the query session even when the indexing session exists: that one
+        // Few texts go to the search session even when the indexing session exists: that one
         // runs at background priority and may be busy with a job's batch.
-        if texts.len() > SEARCH_EMBED_ON_QUERY_SESSION {
+        if texts.len() > SEARCH_EMBED_ON_SEARCH_SESSION {
             return self.embed_documents(texts);
         }
         let encoded = self.encode(texts, &self.config.doc_prefix)?;
-        let mut session = self.query_session.lock().unwrap_or_else(|p| p.into_inner());
+        let mut session = self
+            .search_session
+            .lock()
+            .unwrap_or_else(|p| p.into_inner());
         self.embed_encoded(&mut session, encoded)
     }
 
@@ -332,11 +342,20 @@ impl Embedder {
             .iter()
             .map(|text| format!("{prefix}{}", text.as_ref()))
             .collect();
-        // encode_batch tokenises in parallel.
-        let encodings = self
-            .tokenizer
-            .encode_batch(inputs, true)
-            .map_err(EmbedError::Encode)?;
+        // encode_batch tokenises in parallel, on the tokenizer's pool; one text (a query) is
+        // tokenised here instead, since handing it to the pool wakes a worker, which then spins
+        // waiting for more work on a core the rest of the search needs.
+        let encodings = if inputs.len() == 1 {
+            let input = inputs.into_iter().next().expect("one input");
+            vec![self
+                .tokenizer
+                .encode(input, true)
+                .map_err(EmbedError::Encode)?]
+        } else {
+            self.tokenizer
+                .encode_batch(inputs, true)
+                .map_err(EmbedError::Encode)?
+        };
         Ok(encodings
             .iter()
             .map(|encoding| Encoded {
@@ -453,7 +472,10 @@ impl Embedder {
 #[derive(Clone, Copy, PartialEq, Eq)]
 enum Purpose {
     Index,
+    /// Single search queries, in 8-bit integer products.
     Query,
+    /// The few edited files a search waits for.
+    SearchDocuments,
 }
 
 fn build_session(
@@ -495,27 +517,25 @@ fn build_session(
     if !accelerated {
         tracing::info!("execution provider: CPU, {threads} intra-op threads");
     }
-    // A lookup in an 8-bit table scales only the rows it fetches, so the session does not
-    // hold the whole table unpacked to f32 (see `onnx_rewrite`). HGD_MODEL_AS_IS=1 loads the file
-    // unchanged: a diagnostic, and how the tests show that the rewrite changes no vector.
+    // HGD_MODEL_AS_IS=1 loads the file unchanged: a diagnostic, and how the tests show that the
+    // table-lookup rewrite changes no vector.
     let as_is = std::env::var("HGD_MODEL_AS_IS").is_ok_and(|v| v == "1");
     let rewritten = if as_is {
         None
     } else {
-        match std::fs::read(onnx).map(|b| crate::onnx_rewrite::gather_before_dequantize(&b)) {
-            Ok(Ok(rewritten)) => rewritten,
-            Ok(Err(e)) => {
+        match std::fs::read(onnx) {
+            Ok(bytes) => rewrite_model(&bytes, purpose).unwrap_or_else(|e| {
                 tracing::warn!("{}: {e}; loading it as it is", onnx.display());
                 None
-            }
+            }),
             // Reported by the load below.
             Err(_) => None,
         }
     };
     let session = match rewritten {
-        Some(bytes) => match builder.commit_from_memory(&bytes) {
+        Some((bytes, what)) => match builder.commit_from_memory(&bytes) {
             Ok(session) => {
-                tracing::info!("model: table lookups fetch 8-bit codes before scaling them");
+                tracing::info!("model for {}: {what}", purpose.name());
                 session
             }
             Err(e) => {
@@ -530,6 +550,40 @@ fn build_session(
         None => builder.commit_from_file(onnx).map_err(ort_err)?,
     };
     Ok((session, accelerated))
+}
+
+impl Purpose {
+    fn name(self) -> &'static str {
+        match self {
+            Purpose::Index => "indexing",
+            Purpose::Query => "queries",
+            Purpose::SearchDocuments => "a search's edited files",
+        }
+    }
+}
+
+/// The model as a session for `purpose` loads it, and what changed (see `onnx_rewrite`), or
+/// `None` to load the file as it is. Every session: a lookup in an 8-bit table scales only the
+/// rows it fetches (same vectors, the table not unpacked to `f32`). Queries: products with
+/// 8-bit weight matrices in integers.
+fn rewrite_model(
+    model: &[u8],
+    purpose: Purpose,
+) -> Result<Option<(Vec<u8>, String)>, crate::onnx_rewrite::RewriteError> {
+    let mut what = Vec::new();
+    let mut current = None;
+    if let Some(rewritten) = crate::onnx_rewrite::gather_before_dequantize(model)? {
+        what.push("table lookups fetch 8-bit codes before scaling them");
+        current = Some(rewritten);
+    }
+    if purpose == Purpose::Query {
+        let from = current.as_deref().unwrap_or(model);
+        if let Some(rewritten) = crate::onnx_rewrite::integer_matmuls(from)? {
+            what.push("products with weight matrices in 8-bit integers");
+            current = Some(rewritten);
+        }
+    }
+    Ok(current.map(|bytes| (bytes, what.join("; "))))
 }
 
 /// Sequence length a batch is padded to. On accelerators a few fixed lengths keep the compiled-shape

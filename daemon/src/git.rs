@@ -48,6 +48,62 @@ pub fn locate_with_head(path: &Path) -> Result<(Located, Option<String>), GitErr
     Ok((located, head))
 }
 
+/// The git directory of the repository containing `path`, and `path` made canonical, found
+/// by looking for `.git` upwards without opening the repository (no configuration read).
+pub fn git_dir_of(path: &Path) -> Result<(PathBuf, PathBuf), GitError> {
+    let canonical = path
+        .canonicalize()
+        .map_err(|_| GitError::NotARepository(path.to_path_buf()))?;
+    let (found, _trust) = gix::discover::upwards(&canonical)
+        .map_err(|_| GitError::NotARepository(path.to_path_buf()))?;
+    let (git_dir, _work_dir) = found.into_repository_and_work_tree_directories();
+    Ok((git_dir, canonical))
+}
+
+/// A repository opened once and shared between threads, so that finding HEAD again costs a few
+/// file reads rather than an open, which reads git's configuration (about a millisecond).
+#[derive(Clone)]
+pub struct SharedRepo {
+    inner: gix::ThreadSafeRepository,
+    root: PathBuf,
+}
+
+impl SharedRepo {
+    /// Opens the repository containing the canonical path `canonical`, as [`locate`] finds it.
+    pub fn open(canonical: &Path) -> Result<SharedRepo, GitError> {
+        let (located, inner) = discover(canonical)?;
+        Ok(SharedRepo {
+            inner: inner.into_sync(),
+            root: located.root,
+        })
+    }
+
+    /// Where the canonical path `canonical` is in this repository's work tree, and HEAD now
+    /// (references are read from disk on every call).
+    pub fn locate_with_head(
+        &self,
+        canonical: &Path,
+    ) -> Result<(Located, Option<String>), GitError> {
+        let relative = canonical
+            .strip_prefix(&self.root)
+            .map_err(|_| GitError::NotARepository(canonical.to_path_buf()))?;
+        let located = Located {
+            root: self.root.clone(),
+            subtree: subtree_of(relative),
+        };
+        let head = head_commit_of(&self.inner.to_thread_local(), &self.root)?;
+        Ok((located, head))
+    }
+}
+
+fn subtree_of(relative: &Path) -> String {
+    relative
+        .components()
+        .map(|c| c.as_os_str().to_string_lossy())
+        .collect::<Vec<_>>()
+        .join("/")
+}
+
 fn discover(path: &Path) -> Result<(Located, gix::Repository), GitError> {
     let canonical = path
         .canonicalize()
@@ -60,12 +116,17 @@ fn discover(path: &Path) -> Result<(Located, gix::Repository), GitError> {
         .canonicalize()
         .map_err(|_| GitError::NotARepository(path.to_path_buf()))?;
     let relative = canonical.strip_prefix(&root).unwrap_or(Path::new(""));
-    let subtree = relative
-        .components()
-        .map(|c| c.as_os_str().to_string_lossy())
-        .collect::<Vec<_>>()
-        .join("/");
+    let subtree = subtree_of(relative);
     Ok((Located { root, subtree }, repo))
+}
+
+/// HEAD's commit, `None` when the branch has no commits yet.
+fn head_commit_of(repo: &gix::Repository, root: &Path) -> Result<Option<String>, GitError> {
+    match repo.head_id() {
+        Ok(id) => Ok(Some(id.to_string())),
+        Err(_) if repo.head().map(|h| h.is_unborn()).unwrap_or(false) => Ok(None),
+        Err(e) => Err(gix_err(root)(e)),
+    }
 }
 
 /// A tracked file at HEAD that is worth indexing.
@@ -170,11 +231,7 @@ impl Repo {
     }
 
     pub fn head_commit(&self) -> Result<Option<String>, GitError> {
-        match self.inner.head_id() {
-            Ok(id) => Ok(Some(id.to_string())),
-            Err(_) if self.inner.head().map(|h| h.is_unborn()).unwrap_or(false) => Ok(None),
-            Err(e) => Err(gix_err(&self.root)(e)),
-        }
+        head_commit_of(&self.inner, &self.root)
     }
 
     /// Lists HEAD's regular files under `scopes`, skipping symlinks, submodules, files over

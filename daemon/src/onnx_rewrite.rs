@@ -1,18 +1,20 @@
-//! One graph rewrite of an ONNX model before ONNX Runtime loads it: a table lookup on weights
-//! stored as 8-bit integers looks up the integers first and scales only the rows it fetched.
+//! Graph rewrites of an ONNX model before ONNX Runtime loads it, for models that store weights as
+//! 8-bit integers with `f32` scales (`Mul(Cast(codes), scale)`), which ONNX Runtime's constant
+//! folding would otherwise unpack to `f32` at load.
 //!
-//! Quantized models store a word-embedding table as `int8` codes with a scale per row, used as
-//! `Gather(Mul(Cast(codes), scale), ids)`. ONNX Runtime's constant folding turns `Mul(Cast(..))`
-//! into an `f32` table at load: for MiniLM that is 47 MB per session instead of 12. As
-//! `Mul(Cast(Gather(codes, ids)), Gather(scale, ids))` the lookup has a non-constant input, so
-//! nothing is folded and every value is computed exactly as before (one cast and one multiply
-//! per element, on the same operands).
+//! - [`gather_before_dequantize`]: a table lookup fetches the integers first and scales only the
+//!   rows it fetched. For MiniLM's word table that is 12 MB per session instead of 47, and every
+//!   value is computed exactly as before (one cast and one multiply per element, on the same
+//!   operands).
+//! - [`integer_matmuls`]: a product with a weight matrix multiplies 8-bit integers
+//!   (`DynamicQuantizeMatMul`). A one-query embedding takes a third of the time, since it reads a
+//!   quarter of the bytes, but values change slightly and depend on the batch: for queries only.
 //!
 //! The model is edited at the protobuf wire level (ModelProto → GraphProto → NodeProto), touching
 //! only the nodes of the pattern and copying every other byte as it is, so no ONNX schema crate is
 //! needed.
 
-use std::collections::HashMap;
+use std::collections::{HashMap, HashSet};
 
 #[derive(Debug, thiserror::Error)]
 pub enum RewriteError {
@@ -23,6 +25,7 @@ pub enum RewriteError {
 type Result<T> = std::result::Result<T, RewriteError>;
 
 const MODEL_GRAPH: u64 = 7;
+const MODEL_OPSET_IMPORT: u64 = 8;
 const GRAPH_NODE: u64 = 1;
 const GRAPH_INITIALIZER: u64 = 5;
 const GRAPH_OUTPUT: u64 = 12;
@@ -170,6 +173,177 @@ impl Node {
     }
 }
 
+/// A model split into the parts the rewrites read: the top-level fields, the graph's fields, its
+/// nodes (parsed) and its stored tensors. Everything else is written back as it was.
+struct Model<'a> {
+    top: Vec<Field<'a>>,
+    graph_at: usize,
+    graph: Vec<Field<'a>>,
+    nodes: Vec<Node>,
+    stored: HashMap<String, Stored>,
+    graph_outputs: Vec<String>,
+    /// Every value name in use, so new ones do not collide.
+    taken: HashSet<String>,
+    /// Stored tensors to write with other dims: name → dims.
+    reshaped: HashMap<String, Vec<u64>>,
+    /// Operator domains the rewritten nodes need, to import at version 1.
+    domains: Vec<&'static str>,
+}
+
+/// A stored tensor (graph initializer).
+struct Stored {
+    dims: Vec<u64>,
+    data_type: u64,
+}
+
+const TENSOR_DIMS: u64 = 1;
+const TENSOR_DATA_TYPE: u64 = 2;
+const TENSOR_NAME: u64 = 8;
+const TENSOR_DATA_LOCATION: u64 = 14;
+const FLOAT: u64 = 1;
+const INT8: u64 = 3;
+
+impl<'a> Model<'a> {
+    /// `None` for models the rewrites leave alone: no graph, subgraphs (If, Loop, Scan may read
+    /// any outer value), or tensors stored in files beside the model (they load only from that
+    /// file).
+    fn parse(model: &'a [u8]) -> Result<Option<Model<'a>>> {
+        let top = fields(model)?;
+        let Some(graph_at) = top
+            .iter()
+            .position(|f| f.number == MODEL_GRAPH && f.wire == LEN)
+        else {
+            return Ok(None);
+        };
+        let graph = fields(top[graph_at].payload)?;
+        let mut nodes: Vec<Node> = Vec::new();
+        for f in graph
+            .iter()
+            .filter(|f| f.number == GRAPH_NODE && f.wire == LEN)
+        {
+            nodes.push(Node::parse(f.payload)?);
+        }
+        if nodes.iter().any(|n| has_subgraph(&n.rest)) {
+            return Ok(None);
+        }
+        let Some(stored) = stored_tensors(&graph)? else {
+            return Ok(None);
+        };
+        let graph_outputs: Vec<String> = graph
+            .iter()
+            .filter(|f| f.number == GRAPH_OUTPUT && f.wire == LEN)
+            .filter_map(|f| value_name(f.payload))
+            .collect();
+        let taken = nodes
+            .iter()
+            .flat_map(|n| n.inputs.iter().chain(&n.outputs).cloned())
+            .chain(stored.keys().cloned())
+            .chain(graph_outputs.iter().cloned())
+            .collect();
+        Ok(Some(Model {
+            top,
+            graph_at,
+            graph,
+            nodes,
+            stored,
+            graph_outputs,
+            taken,
+            reshaped: HashMap::new(),
+            domains: Vec::new(),
+        }))
+    }
+
+    /// The index of the node computing `name`.
+    fn producer(&self, name: &str) -> Option<usize> {
+        self.nodes
+            .iter()
+            .position(|n| n.outputs.iter().any(|o| o == name))
+    }
+
+    /// Inputs of nodes reading `name`, plus one if the graph returns it.
+    fn readers(&self, name: &str) -> usize {
+        self.nodes
+            .iter()
+            .map(|n| n.inputs.iter().filter(|i| *i == name).count())
+            .sum::<usize>()
+            + self.graph_outputs.iter().filter(|o| *o == name).count()
+    }
+
+    /// The stored tensor `name`, when no node computes a value of that name.
+    fn stored(&self, name: &str) -> Option<&Stored> {
+        self.stored
+            .get(name)
+            .filter(|_| self.producer(name).is_none())
+    }
+
+    /// A value name not yet in use, derived from `base`.
+    fn fresh(&mut self, base: &str, what: &str) -> String {
+        let mut name = format!("{base}__{what}");
+        while self.taken.contains(&name) {
+            name.push('_');
+        }
+        self.taken.insert(name.clone());
+        name
+    }
+
+    /// The model with the current nodes, reshaped tensors and imported domains.
+    fn encode(&self) -> Vec<u8> {
+        let mut graph_bytes = Vec::with_capacity(self.top[self.graph_at].payload.len() + 256);
+        let mut nodes_written = false;
+        for f in &self.graph {
+            if f.number == GRAPH_NODE && f.wire == LEN {
+                // All nodes where the first one was (they are contiguous in practice; any other
+                // fields between them keep their relative order after the nodes).
+                if !nodes_written {
+                    for node in &self.nodes {
+                        put_bytes(&mut graph_bytes, GRAPH_NODE, &node.encode());
+                    }
+                    nodes_written = true;
+                }
+            } else if f.number == GRAPH_INITIALIZER && f.wire == LEN {
+                match tensor_name(f.payload).and_then(|name| self.reshaped.get(&name)) {
+                    Some(dims) => put_bytes(
+                        &mut graph_bytes,
+                        GRAPH_INITIALIZER,
+                        &with_dims(f.payload, dims),
+                    ),
+                    None => graph_bytes.extend_from_slice(f.whole),
+                }
+            } else {
+                graph_bytes.extend_from_slice(f.whole);
+            }
+        }
+        let imported: Vec<String> = self
+            .top
+            .iter()
+            .filter(|f| f.number == MODEL_OPSET_IMPORT && f.wire == LEN)
+            .filter_map(|f| value_name(f.payload))
+            .collect();
+        let mut out =
+            Vec::with_capacity(self.top.iter().map(|f| f.whole.len()).sum::<usize>() + 256);
+        for (i, f) in self.top.iter().enumerate() {
+            if i == self.graph_at {
+                put_bytes(&mut out, MODEL_GRAPH, &graph_bytes);
+            } else {
+                out.extend_from_slice(f.whole);
+            }
+        }
+        for domain in self
+            .domains
+            .iter()
+            .filter(|d| !imported.iter().any(|i| i == *d))
+        {
+            // OperatorSetIdProto: domain = 1, version = 2.
+            let mut opset = Vec::new();
+            put_bytes(&mut opset, 1, domain.as_bytes());
+            put_varint(&mut opset, 2 << 3);
+            put_varint(&mut opset, 1);
+            put_bytes(&mut out, MODEL_OPSET_IMPORT, &opset);
+        }
+        out
+    }
+}
+
 /// The model with each `Gather(Mul(Cast(codes), scale), ids)` on the table's first axis turned
 /// into `Mul(Cast(Gather(codes, ids)), Gather(scale, ids))`, or `None` when it has no such lookup.
 /// Rewritten only when that computes the same values: codes and scale are stored tensors (graph
@@ -177,170 +351,183 @@ impl Node {
 /// same ids lines them up), the dequantized table is read by that lookup alone (not by another
 /// node, a graph output or a subgraph), and the lookup fetches along the first axis.
 pub fn gather_before_dequantize(model: &[u8]) -> Result<Option<Vec<u8>>> {
-    let top = fields(model)?;
-    let Some(graph_at) = top
-        .iter()
-        .position(|f| f.number == MODEL_GRAPH && f.wire == LEN)
-    else {
+    let Some(mut m) = Model::parse(model)? else {
         return Ok(None);
-    };
-    let graph = fields(top[graph_at].payload)?;
-    let mut nodes: Vec<Node> = Vec::new();
-    for f in graph
-        .iter()
-        .filter(|f| f.number == GRAPH_NODE && f.wire == LEN)
-    {
-        nodes.push(Node::parse(f.payload)?);
-    }
-    // Subgraphs (If, Loop, Scan) may read any outer value: leave such models alone.
-    if nodes.iter().any(|n| has_subgraph(&n.rest)) {
-        return Ok(None);
-    }
-    // Tensors kept in files beside the model load only from that file: leave it as it is.
-    let Some(shapes) = initializer_shapes(&graph)? else {
-        return Ok(None);
-    };
-    let graph_outputs: Vec<String> = graph
-        .iter()
-        .filter(|f| f.number == GRAPH_OUTPUT && f.wire == LEN)
-        .filter_map(|f| value_name(f.payload))
-        .collect();
-    let mut taken: std::collections::HashSet<String> = nodes
-        .iter()
-        .flat_map(|n| n.inputs.iter().chain(&n.outputs).cloned())
-        .chain(shapes.keys().cloned())
-        .chain(graph_outputs.iter().cloned())
-        .collect();
-    let producer = |name: &str, nodes: &[Node]| {
-        nodes
-            .iter()
-            .position(|n| n.outputs.iter().any(|o| o == name))
-    };
-    // Nodes reading `name`, plus one if the graph returns it.
-    let readers = |name: &str, nodes: &[Node]| {
-        nodes
-            .iter()
-            .map(|n| n.inputs.iter().filter(|i| *i == name).count())
-            .sum::<usize>()
-            + graph_outputs.iter().filter(|o| *o == name).count()
     };
     let mut changed = false;
     loop {
         // Find one lookup of the pattern in the current node list.
-        let found = nodes.iter().enumerate().find_map(|(g, gather)| {
+        let found = m.nodes.iter().enumerate().find_map(|(g, gather)| {
             if !gather.is("Gather", 2) || !axis_is_zero(&gather.rest) {
                 return None;
             }
-            let m = producer(&gather.inputs[0], &nodes)?;
-            let mul = &nodes[m];
-            if !mul.is("Mul", 2) || readers(&mul.outputs[0], &nodes) != 1 {
-                return None;
-            }
-            let c = producer(&mul.inputs[0], &nodes)?;
-            let cast = &nodes[c];
-            if !cast.is("Cast", 1) || readers(&cast.outputs[0], &nodes) != 1 {
-                return None;
-            }
-            let codes = shapes.get(&cast.inputs[0])?;
-            let scale = shapes.get(&mul.inputs[1])?;
-            let per_row = !codes.is_empty()
-                && scale.len() == codes.len()
-                && scale[0] == codes[0]
-                && scale[1..].iter().all(|&d| d == 1);
-            let stored = producer(&cast.inputs[0], &nodes).is_none()
-                && producer(&mul.inputs[1], &nodes).is_none();
-            (per_row && stored).then_some((g, m, c))
+            let (mul_at, cast_at) = dequantized(&m, &gather.inputs[0])?;
+            let (mul, cast) = (&m.nodes[mul_at], &m.nodes[cast_at]);
+            let codes = m.stored(&cast.inputs[0])?;
+            let scale = m.stored(&mul.inputs[1])?;
+            let per_row = !codes.dims.is_empty()
+                && scale.dims.len() == codes.dims.len()
+                && scale.dims[0] == codes.dims[0]
+                && scale.dims[1..].iter().all(|&d| d == 1);
+            per_row.then_some((g, mul_at, cast_at))
         });
-        let Some((g, m, c)) = found else { break };
-        let gather = nodes[g].clone();
-        let (codes, ids) = (nodes[c].inputs[0].clone(), gather.inputs[1].clone());
-        let scale = nodes[m].inputs[1].clone();
-        let mut fresh = |what: &str| {
-            let mut name = format!("{}__{what}", gather.outputs[0]);
-            while taken.contains(&name) {
-                name.push('_');
-            }
-            taken.insert(name.clone());
-            name
+        let Some((g, mul_at, cast_at)) = found else {
+            break;
         };
-        let (fetched, unpacked, scales) = (fresh("codes"), fresh("codes_f"), fresh("scales"));
+        let gather = m.nodes[g].clone();
+        let (codes, ids) = (m.nodes[cast_at].inputs[0].clone(), gather.inputs[1].clone());
+        let scale = m.nodes[mul_at].inputs[1].clone();
+        let base = gather.outputs[0].clone();
+        let fetched = m.fresh(&base, "codes");
+        let unpacked = m.fresh(&base, "codes_f");
+        let scales = m.fresh(&base, "scales");
         // The lookup itself (same attributes) on another table.
         let mut fetch = |table: String, output: &str, what: &str| Node {
             inputs: vec![table, ids.clone()],
             outputs: vec![output.to_owned()],
-            name: fresh(what),
+            name: m.fresh(&base, what),
             ..gather.clone()
         };
         let gather_codes = fetch(codes, &fetched, "gather_codes");
         let gather_scales = fetch(scale, &scales, "gather_scales");
-        let mut cast = nodes[c].clone();
+        let mut cast = m.nodes[cast_at].clone();
         cast.inputs = vec![fetched];
         // A new name: any shape recorded for the old one (the whole table) no longer holds.
         cast.outputs = vec![unpacked.clone()];
-        let mut mul = nodes[m].clone();
+        let mut mul = m.nodes[mul_at].clone();
         mul.inputs = vec![unpacked, scales];
         mul.outputs = gather.outputs.clone();
         // In the lookup's place (after everything its inputs need, before everything that
         // reads its output), so the node list stays in topological order.
-        let replacement = [gather_codes, gather_scales, cast, mul];
-        let mut rebuilt = Vec::with_capacity(nodes.len() + 1);
-        for (i, node) in nodes.into_iter().enumerate() {
-            if i == g {
-                rebuilt.extend(replacement.iter().cloned());
-            } else if i != m && i != c {
-                rebuilt.push(node);
-            }
-        }
-        nodes = rebuilt;
+        replace(
+            &mut m,
+            g,
+            [gather_codes, gather_scales, cast, mul],
+            [mul_at, cast_at],
+        );
         changed = true;
     }
-    if !changed {
-        return Ok(None);
-    }
-    let mut graph_bytes = Vec::with_capacity(top[graph_at].payload.len() + 256);
-    let mut nodes_written = false;
-    for f in &graph {
-        if f.number == GRAPH_NODE && f.wire == LEN {
-            // All nodes where the first one was (they are contiguous in practice; any other
-            // fields between them keep their relative order after the nodes).
-            if !nodes_written {
-                for node in &nodes {
-                    put_bytes(&mut graph_bytes, GRAPH_NODE, &node.encode());
-                }
-                nodes_written = true;
-            }
-        } else {
-            graph_bytes.extend_from_slice(f.whole);
-        }
-    }
-    let mut out = Vec::with_capacity(model.len() + 256);
-    for (i, f) in top.iter().enumerate() {
-        if i == graph_at {
-            put_bytes(&mut out, MODEL_GRAPH, &graph_bytes);
-        } else {
-            out.extend_from_slice(f.whole);
-        }
-    }
-    Ok(Some(out))
+    Ok(changed.then(|| m.encode()))
 }
 
-/// Name → dims of the graph's stored tensors (TensorProto `dims` = 1, `name` = 8), or `None` if
-/// any is stored outside the model file (`data_location` = 14 is EXTERNAL).
-fn initializer_shapes(graph: &[Field]) -> Result<Option<HashMap<String, Vec<u64>>>> {
-    const TENSOR_DIMS: u64 = 1;
-    const TENSOR_NAME: u64 = 8;
-    const TENSOR_DATA_LOCATION: u64 = 14;
-    let mut shapes = HashMap::new();
+/// The model with each `MatMul(x, Mul(Cast(codes), scale))` on a stored 8-bit weight matrix
+/// turned into ONNX Runtime's `DynamicQuantizeMatMul(x, codes, scale)`, or `None` when it has
+/// none. That multiplies 8-bit integers (`x` is quantized per call, with one scale for the whole
+/// tensor) instead of reading the weights unpacked to `f32`, so values change slightly (cosine
+/// ≈ 0.99 between the vectors) and a text's vector depends on the other texts of its batch:
+/// only for single queries, never for stored vectors. Rewritten when the codes are a stored
+/// `int8` matrix `[k, n]`, the scale a stored `f32` tensor of one value or one per column
+/// (`[n]`, `[1, n]`), the `Cast` makes `f32`, and nothing else reads the dequantized matrix or
+/// the scale.
+pub fn integer_matmuls(model: &[u8]) -> Result<Option<Vec<u8>>> {
+    let Some(mut m) = Model::parse(model)? else {
+        return Ok(None);
+    };
+    let mut changed = false;
+    loop {
+        let found = m.nodes.iter().enumerate().find_map(|(at, matmul)| {
+            if !matmul.is("MatMul", 2) {
+                return None;
+            }
+            let (mul_at, cast_at) = dequantized(&m, &matmul.inputs[1])?;
+            let (mul, cast) = (&m.nodes[mul_at], &m.nodes[cast_at]);
+            if int_attribute(&cast.rest, "to") != Some(Some(FLOAT)) {
+                return None;
+            }
+            let codes = m.stored(&cast.inputs[0])?;
+            let scale = m.stored(&mul.inputs[1])?;
+            let [_, n] = codes.dims[..] else {
+                return None;
+            };
+            let count: u64 = scale.dims.iter().product();
+            let fits = codes.data_type == INT8
+                && scale.data_type == FLOAT
+                && (count == 1 || count == n)
+                && scale.dims.iter().rev().skip(1).all(|&d| d == 1)
+                && m.readers(&mul.inputs[1]) == 1;
+            fits.then_some((at, mul_at, cast_at))
+        });
+        let Some((at, mul_at, cast_at)) = found else {
+            break;
+        };
+        let codes = m.nodes[cast_at].inputs[0].clone();
+        let scale = m.nodes[mul_at].inputs[1].clone();
+        // One value, or one per column: the operator takes a scalar or a vector.
+        let count: u64 = m.stored[&scale].dims.iter().product();
+        m.reshaped
+            .insert(scale.clone(), if count == 1 { vec![] } else { vec![count] });
+        let matmul = m.nodes[at].clone();
+        let integer = Node {
+            inputs: vec![matmul.inputs[0].clone(), codes, scale],
+            outputs: matmul.outputs.clone(),
+            name: m.fresh(&matmul.name, "integer"),
+            op_type: "DynamicQuantizeMatMul".into(),
+            domain: MICROSOFT.into(),
+            rest: Vec::new(),
+        };
+        replace(&mut m, at, [integer], [mul_at, cast_at]);
+        if !m.domains.contains(&MICROSOFT) {
+            m.domains.push(MICROSOFT);
+        }
+        changed = true;
+    }
+    Ok(changed.then(|| m.encode()))
+}
+
+/// ONNX Runtime's own operators.
+const MICROSOFT: &str = "com.microsoft";
+
+/// `(mul, cast)` when `value` is `Mul(Cast(codes), scale)` and each of the two results is read
+/// once (by the caller's node).
+fn dequantized(m: &Model, value: &str) -> Option<(usize, usize)> {
+    let mul_at = m.producer(value)?;
+    let mul = &m.nodes[mul_at];
+    if !mul.is("Mul", 2) || m.readers(&mul.outputs[0]) != 1 {
+        return None;
+    }
+    let cast_at = m.producer(&mul.inputs[0])?;
+    let cast = &m.nodes[cast_at];
+    if !cast.is("Cast", 1) || m.readers(&cast.outputs[0]) != 1 {
+        return None;
+    }
+    Some((mul_at, cast_at))
+}
+
+/// Puts `replacement` where node `at` was and drops the nodes at `dropped`.
+fn replace<const N: usize, const D: usize>(
+    m: &mut Model,
+    at: usize,
+    replacement: [Node; N],
+    dropped: [usize; D],
+) {
+    let nodes = std::mem::take(&mut m.nodes);
+    let mut rebuilt = Vec::with_capacity(nodes.len() + N);
+    for (i, node) in nodes.into_iter().enumerate() {
+        if i == at {
+            rebuilt.extend(replacement.iter().cloned());
+        } else if !dropped.contains(&i) {
+            rebuilt.push(node);
+        }
+    }
+    m.nodes = rebuilt;
+}
+
+/// Name → dims and type of the graph's stored tensors, or `None` if any is stored outside the
+/// model file (`data_location` EXTERNAL).
+fn stored_tensors(graph: &[Field]) -> Result<Option<HashMap<String, Stored>>> {
+    let mut stored = HashMap::new();
     for f in graph
         .iter()
         .filter(|f| f.number == GRAPH_INITIALIZER && f.wire == LEN)
     {
         let mut name = None;
         let mut dims = Vec::new();
+        let mut data_type = 0;
         for t in fields(f.payload)? {
             match (t.number, t.wire) {
                 (TENSOR_NAME, LEN) => name = String::from_utf8(t.payload.to_vec()).ok(),
                 (TENSOR_DATA_LOCATION, 0) if varint_value(&t) == Some(1) => return Ok(None),
+                (TENSOR_DATA_TYPE, 0) => data_type = varint_value(&t).unwrap_or(0),
                 (TENSOR_DIMS, 0) => dims.extend(varint_value(&t)),
                 // Packed repeated int64.
                 (TENSOR_DIMS, LEN) => {
@@ -353,10 +540,34 @@ fn initializer_shapes(graph: &[Field]) -> Result<Option<HashMap<String, Vec<u64>
             }
         }
         if let Some(name) = name {
-            shapes.insert(name, dims);
+            stored.insert(name, Stored { dims, data_type });
         }
     }
-    Ok(Some(shapes))
+    Ok(Some(stored))
+}
+
+/// The `name` of an encoded TensorProto.
+fn tensor_name(payload: &[u8]) -> Option<String> {
+    fields(payload)
+        .ok()?
+        .iter()
+        .find(|f| f.number == TENSOR_NAME && f.wire == LEN)
+        .and_then(|f| String::from_utf8(f.payload.to_vec()).ok())
+}
+
+/// An encoded TensorProto with its dims replaced (same values, same order).
+fn with_dims(tensor: &[u8], dims: &[u64]) -> Vec<u8> {
+    let mut out = Vec::with_capacity(tensor.len() + 16);
+    for &d in dims {
+        put_varint(&mut out, TENSOR_DIMS << 3);
+        put_varint(&mut out, d);
+    }
+    for f in fields(tensor).unwrap_or_default() {
+        if f.number != TENSOR_DIMS {
+            out.extend_from_slice(f.whole);
+        }
+    }
+    out
 }
 
 /// The `name` (field 1) of a ValueInfoProto.
@@ -384,29 +595,31 @@ fn has_subgraph(rest: &[u8]) -> bool {
 
 /// Whether a Gather's encoded attributes leave `axis` at 0 (absent, or set to 0).
 fn axis_is_zero(rest: &[u8]) -> bool {
+    matches!(int_attribute(rest, "axis"), Some(None | Some(0)))
+}
+
+/// The integer attribute `name` of a node's encoded fields: `Some(None)` when it is absent,
+/// `None` when the attributes cannot be read.
+fn int_attribute(rest: &[u8], name: &str) -> Option<Option<u64>> {
     const ATTRIBUTE_NAME: u64 = 1;
     const ATTRIBUTE_INT: u64 = 3;
-    let Ok(node_fields) = fields(rest) else {
-        return false;
-    };
-    for f in node_fields
+    for f in fields(rest)
+        .ok()?
         .iter()
         .filter(|f| f.number == NODE_ATTRIBUTE && f.wire == LEN)
     {
-        let Ok(attribute) = fields(f.payload) else {
-            return false;
-        };
+        let attribute = fields(f.payload).ok()?;
         if attribute
             .iter()
-            .any(|a| a.number == ATTRIBUTE_NAME && a.payload == b"axis")
+            .any(|a| a.number == ATTRIBUTE_NAME && a.payload == name.as_bytes())
         {
-            return attribute
+            let value = attribute
                 .iter()
-                .filter(|a| a.number == ATTRIBUTE_INT && a.wire == 0)
-                .all(|a| varint_value(a) == Some(0));
+                .find(|a| a.number == ATTRIBUTE_INT && a.wire == 0)?;
+            return Some(Some(varint_value(value)?));
         }
     }
-    true
+    Some(None)
 }
 
 /// The value of a varint field.

@@ -459,3 +459,46 @@ fn modes_choose_the_channels() {
     assert_eq!(exact[0]["mode"], "lexical");
     assert_eq!(run("hybrid", "startServer")[0]["mode"], "hybrid");
 }
+
+/// Queries are embedded with 8-bit integer products (faster, slightly different vectors), but a
+/// search's uncommitted files are embedded exactly as indexing embeds them: their rows are stored
+/// and copied into the index when the file is committed, so a file first seen uncommitted must
+/// score the same as in an index made from the commit alone.
+#[test]
+fn a_file_first_seen_uncommitted_scores_as_in_a_fresh_index_of_its_commit() {
+    let repo = sample_repo();
+    let hgd = Hgd::new();
+    hgd.index(&repo.path());
+    repo.write(
+        "src/retry.py",
+        "import time\n\n\ndef with_backoff(call, attempts=5):\n    delay = 0.1\n    for _ in range(attempts):\n        try:\n            return call()\n        except OSError:\n            time.sleep(delay)\n            delay *= 2\n    return call()\n",
+    );
+    let query = "retry an operation, waiting longer after each failure";
+    let semantic = |hgd: &Hgd| -> Vec<serde_json::Value> {
+        let out = hgd.hgd(
+            &repo.path(),
+            &["search", "--json", "-n", "3", "--mode", "semantic", query],
+        );
+        assert_eq!(out.status.code(), Some(0), "{}", hgd.log());
+        serde_json::from_slice(&out.stdout).unwrap()
+    };
+    let uncommitted = semantic(&hgd);
+    assert_eq!(files(&uncommitted)[0], "src/retry.py", "{uncommitted:#?}");
+    assert_eq!(uncommitted[0]["dirty"], true);
+    repo.commit_all("retry");
+    let committed = semantic(&hgd);
+    assert_eq!(files(&committed)[0], "src/retry.py");
+    assert_eq!(committed[0]["dirty"], false, "{committed:#?}");
+    let fresh = Hgd::new();
+    let from_commit = semantic(&fresh);
+    assert_eq!(files(&from_commit)[0], "src/retry.py");
+    let score = |hits: &[serde_json::Value]| hits[0]["score"].as_f64().unwrap();
+    for (what, hits) in [("uncommitted", &uncommitted), ("committed", &committed)] {
+        assert!(
+            (score(hits) - score(&from_commit)).abs() < 1e-4,
+            "{what}: {} vs {} in a fresh index",
+            score(hits),
+            score(&from_commit)
+        );
+    }
+}

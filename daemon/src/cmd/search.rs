@@ -176,8 +176,10 @@ async fn with_keepalive<T>(
     replies: &mut Replies<'_>,
 ) -> Option<T> {
     let mut work = std::pin::pin!(work);
-    let mut ticks = tokio::time::interval(std::time::Duration::from_secs(1));
-    ticks.tick().await; // the first tick is immediate
+    // The first tick a second from now: an interval's immediate first tick still waits for the
+    // timer's next millisecond, which was a millisecond added to every search.
+    let second = std::time::Duration::from_secs(1);
+    let mut ticks = tokio::time::interval_at(tokio::time::Instant::now() + second, second);
     loop {
         tokio::select! {
             out = &mut work => return Some(out),

@@ -107,6 +107,7 @@ pub struct Service {
     pub(crate) indexer: Indexer,
     /// Watched work trees: what is dirty, without a walk per search.
     pub(crate) work_trees: Arc<WorkTrees>,
+    open_repos: Arc<freshness::OpenRepos>,
     repos: Mutex<HashMap<String, RepoEntry>>,
     queue: Mutex<VecDeque<String>>,
     queued: Notify,
@@ -161,6 +162,7 @@ impl Service {
             indexes: Indexes::default(),
             indexer,
             work_trees,
+            open_repos: Arc::default(),
             repos: Mutex::new(repos),
             queue: Mutex::new(VecDeque::new()),
             queued: Notify::new(),
