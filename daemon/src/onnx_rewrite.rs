@@ -646,18 +646,27 @@ mod tests {
 
     /// A model of `nodes`, with stored tensors of these names and dims, returning `outputs`.
     fn model(nodes: &[Node], stored: &[(&str, &[u64])], outputs: &[&str]) -> Vec<u8> {
+        let typed: Vec<(&str, &[u64], u64)> = stored.iter().map(|&(n, d)| (n, d, INT8)).collect();
+        typed_model(nodes, &typed, outputs)
+    }
+
+    /// The same with each stored tensor's data type, and 4 bytes of data each.
+    fn typed_model(nodes: &[Node], stored: &[(&str, &[u64], u64)], outputs: &[&str]) -> Vec<u8> {
         let mut graph = Vec::new();
         for n in nodes {
             put_bytes(&mut graph, GRAPH_NODE, &n.encode());
         }
         put_bytes(&mut graph, 2, b"graph-name");
-        for (name, dims) in stored {
+        for (name, dims, data_type) in stored {
             let mut tensor = Vec::new();
             for &d in *dims {
                 put_varint(&mut tensor, 1 << 3); // dims, unpacked
                 put_varint(&mut tensor, d);
             }
+            put_varint(&mut tensor, TENSOR_DATA_TYPE << 3);
+            put_varint(&mut tensor, *data_type);
             put_bytes(&mut tensor, 8, name.as_bytes());
+            put_bytes(&mut tensor, 9, b"data"); // raw_data
             put_bytes(&mut graph, GRAPH_INITIALIZER, &tensor);
         }
         for output in outputs {
@@ -760,5 +769,112 @@ mod tests {
         .unwrap()
         .is_none());
         assert!(gather_before_dequantize(b"\x0f\xff").is_err());
+    }
+
+    /// `node` with the integer attribute `name` = `value`.
+    fn with_int(mut node: Node, name: &str, value: u64) -> Node {
+        let mut attribute = Vec::new();
+        put_bytes(&mut attribute, 1, name.as_bytes());
+        put_varint(&mut attribute, 3 << 3); // i
+        put_varint(&mut attribute, value);
+        put_varint(&mut attribute, 20 << 3); // type = INT
+        put_varint(&mut attribute, 2);
+        put_bytes(&mut node.rest, NODE_ATTRIBUTE, &attribute);
+        node
+    }
+
+    fn product() -> Vec<Node> {
+        vec![
+            with_int(node("Cast", &["w_q"], &["w_f"]), "to", FLOAT),
+            node("Mul", &["w_f", "w_scale"], &["w"]),
+            node("MatMul", &["x", "w"], &["y"]),
+            node("Add", &["y", "bias"], &["out"]),
+        ]
+    }
+
+    /// The dims of stored tensor `name` in an encoded model.
+    fn stored_dims(model: &[u8], name: &str) -> Vec<u64> {
+        let top = fields(model).unwrap();
+        let graph = fields(
+            top.iter()
+                .find(|f| f.number == MODEL_GRAPH)
+                .unwrap()
+                .payload,
+        )
+        .unwrap();
+        stored_tensors(&graph).unwrap().unwrap()[name].dims.clone()
+    }
+
+    #[test]
+    fn a_product_with_an_8bit_matrix_becomes_one_integer_product() {
+        for (scale, flat) in [
+            (&[1, 8][..], &[8][..]),
+            (&[8][..], &[8][..]),
+            (&[1][..], &[][..]),
+        ] {
+            let original = typed_model(
+                &product(),
+                &[("w_q", &[4, 8], INT8), ("w_scale", scale, FLOAT)],
+                &["out"],
+            );
+            let rewritten = integer_matmuls(&original).unwrap().expect("rewritten");
+            let nodes = nodes_of(&rewritten);
+            let ops: Vec<&str> = nodes.iter().map(|n| n.op_type.as_str()).collect();
+            assert_eq!(ops, ["DynamicQuantizeMatMul", "Add"], "{scale:?}");
+            assert_eq!(nodes[0].domain, MICROSOFT);
+            assert_eq!(nodes[0].inputs, ["x", "w_q", "w_scale"]);
+            assert_eq!(nodes[0].outputs, ["y"]);
+            // The operator takes one scale or a vector of them: the stored scale is reshaped,
+            // its data kept.
+            assert_eq!(stored_dims(&rewritten, "w_scale"), flat, "{scale:?}");
+            assert!(rewritten.windows(4).filter(|w| w == b"data").count() == 2);
+            // ONNX Runtime's operators are imported once.
+            let top = fields(&rewritten).unwrap();
+            let imports: Vec<String> = top
+                .iter()
+                .filter(|f| f.number == MODEL_OPSET_IMPORT)
+                .filter_map(|f| value_name(f.payload))
+                .collect();
+            assert_eq!(imports, [MICROSOFT]);
+            assert!(integer_matmuls(&rewritten).unwrap().is_none());
+        }
+    }
+
+    #[test]
+    fn products_the_integer_operator_cannot_compute_are_left_alone() {
+        let fits: &[(&str, &[u64], u64)] = &[("w_q", &[4, 8], INT8), ("w_scale", &[1, 8], FLOAT)];
+        let rewrites = |nodes: &[Node], stored: &[(&str, &[u64], u64)]| {
+            integer_matmuls(&typed_model(nodes, stored, &["out"]))
+                .unwrap()
+                .is_some()
+        };
+        assert!(rewrites(&product(), fits));
+        // A scale per row, codes that are not int8, a 3-D matrix, a float scale of another type.
+        for stored in [
+            &[("w_q", &[4, 8][..], INT8), ("w_scale", &[4, 1][..], FLOAT)][..],
+            &[("w_q", &[4, 8], 2), ("w_scale", &[1, 8], FLOAT)],
+            &[("w_q", &[2, 4, 8], INT8), ("w_scale", &[1, 1, 8], FLOAT)],
+            &[("w_q", &[4, 8], INT8), ("w_scale", &[1, 8], 10)],
+        ] {
+            assert!(!rewrites(&product(), stored), "{stored:?}");
+        }
+        // The cast makes something other than f32, or says nothing.
+        let mut to_half = product();
+        to_half[0] = with_int(node("Cast", &["w_q"], &["w_f"]), "to", 10);
+        assert!(!rewrites(&to_half, fits));
+        let mut bare = product();
+        bare[0] = node("Cast", &["w_q"], &["w_f"]);
+        assert!(!rewrites(&bare, fits));
+        // The dequantized matrix or the scale is read elsewhere.
+        let mut shared = product();
+        shared.push(node("MatMul", &["x2", "w"], &["y2"]));
+        assert!(!rewrites(&shared, fits));
+        let mut scale_shared = product();
+        scale_shared.push(node("Mul", &["z", "w_scale"], &["z2"]));
+        assert!(!rewrites(&scale_shared, fits));
+        // The matrix is the left operand.
+        let mut left = product();
+        left[2] = node("MatMul", &["w", "x"], &["y"]);
+        assert!(!rewrites(&left, fits));
     }
 }
