@@ -127,11 +127,8 @@ impl Default for EmbedOptions {
 pub struct Embedder {
     config: ModelConfig,
     tokenizer: Tokenizer,
-    /// Large batches for indexing: made when a job first needs it and dropped after
-    /// [`Embedder::release_idle`] finds it unused, because a session holds the model's weights
-    /// unpacked (~130 MB for MiniLM int8) and an arena sized by its largest batch.
-    index_session: Mutex<Option<IndexSession>>,
-    threads: usize,
+    /// Large batches for indexing, at background priority.
+    index_session: LazySession,
     onnx: PathBuf,
     /// The session for queries (up to two threads), so a search never waits behind an indexing
     /// batch. Its products with weight matrices are in 8-bit integers (`onnx_rewrite`): a third
@@ -140,7 +137,7 @@ pub struct Embedder {
     query_session: Mutex<Session>,
     /// A search's few edited files (one thread, normal priority), embedded exactly as indexing
     /// would: their rows are stored and reused when the file is committed.
-    search_session: Mutex<Session>,
+    search_session: LazySession,
     has_token_type_ids: bool,
     /// On accelerators every distinct input shape is compiled once; pad to a few fixed lengths.
     fixed_shapes: bool,
@@ -154,9 +151,58 @@ pub struct Embedder {
 /// session: a few edited files' worth.
 const SEARCH_EMBED_ON_SEARCH_SESSION: usize = 64;
 
-struct IndexSession {
-    session: Session,
-    used: Instant,
+/// A session made when first needed and dropped by [`Embedder::release_idle`] after it went
+/// unused for a while, because each holds the model's weights unpacked to `f32` (~55 MB for
+/// MiniLM int8) and an arena sized by its largest batch.
+struct LazySession {
+    slot: Mutex<Option<(Session, Instant)>>,
+    threads: usize,
+    purpose: Purpose,
+}
+
+impl LazySession {
+    fn new(threads: usize, purpose: Purpose) -> LazySession {
+        LazySession {
+            slot: Mutex::new(None),
+            threads,
+            purpose,
+        }
+    }
+
+    /// Runs `work` on the session, making it first if needed.
+    fn run<T>(
+        &self,
+        environment: &ort::environment::Environment,
+        onnx: &Path,
+        work: impl FnOnce(&mut Session) -> Result<T, EmbedError>,
+    ) -> Result<T, EmbedError> {
+        let mut slot = self.slot.lock().unwrap_or_else(|p| p.into_inner());
+        if slot.is_none() {
+            let (session, _) = build_session(environment, onnx, self.threads, self.purpose)?;
+            *slot = Some((session, Instant::now()));
+        }
+        let (session, used) = slot.as_mut().expect("made above");
+        *used = Instant::now();
+        work(session)
+    }
+
+    /// Drops the session when nothing ran on it for `idle`; true when it did.
+    fn release_idle(&self, idle: Duration) -> bool {
+        // Work holding the lock is running: not idle, and no reason to wait for it.
+        let mut slot = match self.slot.try_lock() {
+            Ok(slot) => slot,
+            Err(std::sync::TryLockError::Poisoned(p)) => p.into_inner(),
+            Err(std::sync::TryLockError::WouldBlock) => return false,
+        };
+        if slot
+            .as_ref()
+            .is_some_and(|(_, used)| used.elapsed() >= idle)
+        {
+            *slot = None;
+            return true;
+        }
+        false
+    }
 }
 
 /// One tokenised text, before padding.
@@ -211,7 +257,6 @@ impl Embedder {
             .build_global();
         let (query_session, fixed_shapes) =
             build_session(&environment, &onnx, query_threads, Purpose::Query)?;
-        let (search_session, _) = build_session(&environment, &onnx, 1, Purpose::SearchDocuments)?;
         let has_token_type_ids = query_session
             .inputs()
             .iter()
@@ -220,11 +265,10 @@ impl Embedder {
         Ok(Embedder {
             config,
             tokenizer,
-            index_session: Mutex::new(None),
-            threads: options.threads.max(1),
+            index_session: LazySession::new(options.threads.max(1), Purpose::Index),
             onnx,
             query_session: Mutex::new(query_session),
-            search_session: Mutex::new(search_session),
+            search_session: LazySession::new(1, Purpose::SearchDocuments),
             has_token_type_ids,
             fixed_shapes,
             batch_size: options.batch_size.max(1),
@@ -263,18 +307,10 @@ impl Embedder {
             return Ok(Vec::new());
         }
         let encoded = self.encode(texts, &self.config.doc_prefix)?;
-        let mut slot = self.index_session.lock().unwrap_or_else(|p| p.into_inner());
-        if slot.is_none() {
-            let (session, _) =
-                build_session(&self.environment, &self.onnx, self.threads, Purpose::Index)?;
-            *slot = Some(IndexSession {
-                session,
-                used: Instant::now(),
-            });
-        }
-        let index = slot.as_mut().expect("made above");
-        index.used = Instant::now();
-        self.embed_encoded(&mut index.session, encoded)
+        self.index_session
+            .run(&self.environment, &self.onnx, |session| {
+                self.embed_encoded(session, encoded)
+            })
     }
 
     /// Embeds documents a search is waiting for (edited files): on the search session when they
@@ -294,29 +330,22 @@ impl Embedder {
             return self.embed_documents(texts);
         }
         let encoded = self.encode(texts, &self.config.doc_prefix)?;
-        let mut session = self
-            .search_session
-            .lock()
-            .unwrap_or_else(|p| p.into_inner());
-        self.embed_encoded(&mut session, encoded)
+        self.search_session
+            .run(&self.environment, &self.onnx, |session| {
+                self.embed_encoded(session, encoded)
+            })
     }
 
-    /// Drops the indexing session when no batch ran on it for `idle`, so a daemon between jobs
-    /// holds one copy of the model, not two. True when it dropped one.
+    /// Drops the indexing session and the session for a search's edited files when nothing ran
+    /// on them for `idle`, so an idle daemon holds only the small query session. True when it
+    /// dropped one.
     pub fn release_idle(&self, idle: Duration) -> bool {
-        // A batch holding the lock is running: not idle, and no reason to wait for it.
-        let mut slot = match self.index_session.try_lock() {
-            Ok(slot) => slot,
-            Err(std::sync::TryLockError::Poisoned(p)) => p.into_inner(),
-            Err(std::sync::TryLockError::WouldBlock) => return false,
-        };
-        if slot.as_ref().is_some_and(|s| s.used.elapsed() >= idle) {
-            *slot = None;
-            drop(slot);
+        let index = self.index_session.release_idle(idle);
+        let search = self.search_session.release_idle(idle);
+        if index || search {
             crate::memory::return_free_memory();
-            return true;
         }
-        false
+        index || search
     }
 
     /// Embeds a search query (with the query prefix), from the LRU cache when it was asked before.
