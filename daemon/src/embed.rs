@@ -131,9 +131,9 @@ pub struct Embedder {
     index_session: LazySession,
     onnx: PathBuf,
     /// The session for queries (up to two threads), so a search never waits behind an indexing
-    /// batch. Its products with weight matrices are in 8-bit integers (`onnx_rewrite`): a third
-    /// of the time for a query, and vectors that differ slightly from the other sessions' and
-    /// depend on the batch, so it embeds single queries and nothing that is stored.
+    /// batch. On CPU its products with weight matrices are in 8-bit integers (`onnx_rewrite`):
+    /// about 2 ms for a query instead of 5, and vectors that differ slightly from the other
+    /// sessions' and depend on the batch, so it embeds single queries and nothing that is stored.
     query_session: Mutex<Session>,
     /// A search's few edited files (one thread, normal priority), embedded exactly as indexing
     /// would: their rows are stored and reused when the file is committed.
@@ -244,14 +244,15 @@ impl Embedder {
                 error,
             })?;
 
-        // Two threads cut a short query's time (MiniLM, 8-16 tokens: 5.1-6.5 ms on one thread,
-        // 3.2-3.9 ms on two), but only with cores to spare: on two cores the query's second
-        // thread competes with the rest of the search and with indexing (measured: no gain).
+        // Two threads cut a short query's time (MiniLM in f32 products, 8-16 tokens: 5.1-6.5 ms
+        // on one thread, 3.2-3.9 ms on two), but only with cores to spare: on two cores the
+        // query's second thread competes with the rest of the search and with indexing
+        // (measured: no gain; with integer products, slower).
         let query_threads = if options.threads >= 4 { 2 } else { 1 };
         // The tokenizer's parallel batches run on rayon's global pool, whose threads keep the
         // priority of the thread that makes it (at first use): make it now, at normal priority,
-        // not later from an indexing thread, since queries are tokenised there too. (Already
-        // made: another embedder in this process made it the same way.)
+        // not later from an indexing thread, since a search's edited files are tokenised there
+        // too. (Already made: another embedder in this process made it the same way.)
         let _ = rayon::ThreadPoolBuilder::new()
             .thread_name(|i| format!("hgd-tokenize-{i}"))
             .build_global();
@@ -314,9 +315,9 @@ impl Embedder {
     }
 
     /// Embeds documents a search is waiting for (edited files): on the search session when they
-    /// are few, so that the search neither waits for an indexing session to be made (about a
-    /// second on CPU) nor runs at its background priority behind a job's batch; many go to the
-    /// indexing session.
+    /// are few, so that the search neither waits behind a job's batch nor runs at the indexing
+    /// session's background priority; many go to the indexing session. The search session is
+    /// made when first needed after 2 idle minutes (about 0.1 s on CPU, one thread).
     pub fn embed_documents_for_search<S: AsRef<str>>(
         &self,
         texts: &[S],
@@ -549,35 +550,41 @@ fn build_session(
     // HGD_MODEL_AS_IS=1 loads the file unchanged: a diagnostic, and how the tests show that the
     // table-lookup rewrite changes no vector.
     let as_is = std::env::var("HGD_MODEL_AS_IS").is_ok_and(|v| v == "1");
-    let rewritten = if as_is {
+    // Integer products for queries on CPUs whose 8-bit kernels do not saturate; accelerators
+    // (CoreML) have no such operator and would split the graph around each one.
+    let integer = purpose == Purpose::Query && !accelerated && integer_products_are_exact_enough();
+    let bytes = if as_is {
         None
     } else {
-        match std::fs::read(onnx) {
-            Ok(bytes) => rewrite_model(&bytes, purpose).unwrap_or_else(|e| {
-                tracing::warn!("{}: {e}; loading it as it is", onnx.display());
-                None
-            }),
-            // Reported by the load below.
-            Err(_) => None,
+        // A read error is reported by the load below.
+        std::fs::read(onnx).ok()
+    };
+    let rewrite = |integer: bool| match rewrite_model(bytes.as_deref()?, integer) {
+        Ok(rewritten) => rewritten,
+        Err(e) => {
+            tracing::warn!("{}: {e}; loading it as it is", onnx.display());
+            None
         }
     };
-    let session = match rewritten {
-        Some((bytes, what)) => match builder.commit_from_memory(&bytes) {
+    let mut candidates = vec![rewrite(integer)];
+    if integer {
+        // Should ONNX Runtime refuse the integer operator, the exact rewrite still saves memory.
+        candidates.push(rewrite(false));
+    }
+    for (bytes, what) in candidates.into_iter().flatten() {
+        match builder.commit_from_memory(&bytes) {
             Ok(session) => {
                 tracing::info!("model for {}: {what}", purpose.name());
-                session
+                return Ok((session, accelerated));
             }
-            Err(e) => {
-                tracing::warn!(
-                    "{}: the rewritten model did not load ({e}); loading it as it is",
-                    onnx.display()
-                );
-                builder.commit_from_file(onnx).map_err(ort_err)?
-            }
-        },
-        // From the file, so that a model with external data files finds them beside it.
-        None => builder.commit_from_file(onnx).map_err(ort_err)?,
-    };
+            Err(e) => tracing::warn!(
+                "{}: the model rewritten ({what}) did not load ({e})",
+                onnx.display()
+            ),
+        }
+    }
+    // From the file, so that a model with external data files finds them beside it.
+    let session = builder.commit_from_file(onnx).map_err(ort_err)?;
     Ok((session, accelerated))
 }
 
@@ -591,13 +598,31 @@ impl Purpose {
     }
 }
 
-/// The model as a session for `purpose` loads it, and what changed (see `onnx_rewrite`), or
-/// `None` to load the file as it is. Every session: a lookup in an 8-bit table scales only the
-/// rows it fetches (same vectors, the table not unpacked to `f32`). Queries: products with
+/// Whether ONNX Runtime's 8-bit products keep queries' vectors close (cosine ≈ 0.99) on this
+/// CPU: on x86-64 only with VNNI instructions, since the AVX2 kernels add pairs of products in
+/// 16 bits, which can saturate with full-range weights (ONNX Runtime's quantization guide);
+/// on ARM64 the dot-product kernels add in 32 bits.
+fn integer_products_are_exact_enough() -> bool {
+    #[cfg(target_arch = "x86_64")]
+    let vnni = std::arch::is_x86_feature_detected!("avx512vnni")
+        || std::arch::is_x86_feature_detected!("avxvnni");
+    #[cfg(target_arch = "aarch64")]
+    let vnni = true;
+    #[cfg(not(any(target_arch = "x86_64", target_arch = "aarch64")))]
+    let vnni = false;
+    if !vnni {
+        tracing::info!("queries use f32 products: this CPU has no 8-bit dot-product instructions");
+    }
+    vnni
+}
+
+/// The model as a session loads it, and what changed (see `onnx_rewrite`), or `None` to load
+/// the file as it is. Every session: a lookup in an 8-bit table scales only the rows it fetches
+/// (same vectors, the table not unpacked to `f32`). With `integer` (queries): products with
 /// 8-bit weight matrices in integers.
 fn rewrite_model(
     model: &[u8],
-    purpose: Purpose,
+    integer: bool,
 ) -> Result<Option<(Vec<u8>, String)>, crate::onnx_rewrite::RewriteError> {
     let mut what = Vec::new();
     let mut current = None;
@@ -605,7 +630,7 @@ fn rewrite_model(
         what.push("table lookups fetch 8-bit codes before scaling them");
         current = Some(rewritten);
     }
-    if purpose == Purpose::Query {
+    if integer {
         let from = current.as_deref().unwrap_or(model);
         if let Some(rewritten) = crate::onnx_rewrite::integer_matmuls(from)? {
             what.push("products with weight matrices in 8-bit integers");

@@ -48,16 +48,29 @@ pub fn locate_with_head(path: &Path) -> Result<(Located, Option<String>), GitErr
     Ok((located, head))
 }
 
-/// The git directory of the repository containing `path`, and `path` made canonical, found
-/// by looking for `.git` upwards without opening the repository (no configuration read).
-pub fn git_dir_of(path: &Path) -> Result<(PathBuf, PathBuf), GitError> {
+/// Where a path's repository is, found by looking for `.git` upwards without opening the
+/// repository (no configuration read).
+pub struct Found {
+    /// The path, canonical.
+    pub canonical: PathBuf,
+    pub git_dir: PathBuf,
+    /// The folder holding `.git` (`None`: a bare repository). Opening the repository may put
+    /// the work tree elsewhere (`core.worktree`).
+    pub work_dir: Option<PathBuf>,
+}
+
+pub fn find_upwards(path: &Path) -> Result<Found, GitError> {
     let canonical = path
         .canonicalize()
         .map_err(|_| GitError::NotARepository(path.to_path_buf()))?;
     let (found, _trust) = gix::discover::upwards(&canonical)
         .map_err(|_| GitError::NotARepository(path.to_path_buf()))?;
-    let (git_dir, _work_dir) = found.into_repository_and_work_tree_directories();
-    Ok((git_dir, canonical))
+    let (git_dir, work_dir) = found.into_repository_and_work_tree_directories();
+    Ok(Found {
+        canonical,
+        git_dir,
+        work_dir,
+    })
 }
 
 /// A repository opened once and shared between threads, so that finding HEAD again costs a few
@@ -78,15 +91,23 @@ impl SharedRepo {
         })
     }
 
+    /// Whether this repository is the one `found` found, with its work tree where `.git` is
+    /// and `found`'s path inside it: then [`SharedRepo::locate_with_head`] answers for it as an
+    /// open would. (A work tree moved, or a repository whose work tree is configured elsewhere,
+    /// is opened again.)
+    pub fn serves(&self, found: &Found) -> bool {
+        found.work_dir.as_deref() == Some(self.root.as_path())
+            && found.canonical.starts_with(&self.root)
+    }
+
     /// Where the canonical path `canonical` is in this repository's work tree, and HEAD now
     /// (references are read from disk on every call).
     pub fn locate_with_head(
         &self,
         canonical: &Path,
     ) -> Result<(Located, Option<String>), GitError> {
-        let relative = canonical
-            .strip_prefix(&self.root)
-            .map_err(|_| GitError::NotARepository(canonical.to_path_buf()))?;
+        // As `discover`: a path outside the configured work tree searches all of it.
+        let relative = canonical.strip_prefix(&self.root).unwrap_or(Path::new(""));
         let located = Located {
             root: self.root.clone(),
             subtree: subtree_of(relative),
@@ -122,6 +143,17 @@ fn discover(path: &Path) -> Result<(Located, gix::Repository), GitError> {
 
 /// HEAD's commit, `None` when the branch has no commits yet.
 fn head_commit_of(repo: &gix::Repository, root: &Path) -> Result<Option<String>, GitError> {
+    // The id HEAD's branch (or a detached HEAD) holds, read from the references alone: a
+    // repository kept open then reads no object, so it keeps no pack file mapped that
+    // `git gc` has since deleted. Peeled through the object database only when needed.
+    if let Ok(head) = repo.head() {
+        if head.is_unborn() {
+            return Ok(None);
+        }
+        if let Some(id) = head.id() {
+            return Ok(Some(id.to_string()));
+        }
+    }
     match repo.head_id() {
         Ok(id) => Ok(Some(id.to_string())),
         Err(_) if repo.head().map(|h| h.is_unborn()).unwrap_or(false) => Ok(None),

@@ -75,12 +75,48 @@ fn the_rewritten_word_lookup_changes_no_vector() {
     let texts = [SHA, HTTP, CSS, LONG];
     let (rewritten, log) = embed_with_log(&Hgd::new(), &texts, &[]);
     assert!(
-        log.contains("table lookups fetch 8-bit codes"),
+        log.contains("model for indexing: table lookups fetch 8-bit codes"),
         "not rewritten:\n{log}"
     );
     let (as_is, log) = embed_with_log(&Hgd::new().with_env("HGD_MODEL_AS_IS", "1"), &texts, &[]);
     assert!(!log.contains("table lookups fetch 8-bit codes"), "{log}");
     assert_eq!(rewritten, as_is);
+}
+
+/// Queries are embedded with products of 8-bit integers where the CPU has instructions for
+/// them: vectors close to the exact ones, not the same.
+#[test]
+fn queries_use_integer_products_close_to_the_exact_vectors() {
+    let queries = [
+        "compute the checksum of a file",
+        "where are users fetched from the API",
+        "render rows as a table",
+    ];
+    let (integer, log) = embed_with_log(&Hgd::new(), &queries, &["--query"]);
+    let (exact, _) = embed_with_log(
+        &Hgd::new().with_env("HGD_MODEL_AS_IS", "1"),
+        &queries,
+        &["--query"],
+    );
+    if log.contains("this CPU has no 8-bit dot-product instructions") {
+        assert!(!log.contains("in 8-bit integers"), "{log}");
+        assert_eq!(integer, exact);
+        return;
+    }
+    assert!(
+        log.contains("model for queries: table lookups fetch 8-bit codes before scaling them; products with weight matrices in 8-bit integers"),
+        "{log}"
+    );
+    for (i, (a, b)) in integer.iter().zip(&exact).enumerate() {
+        let similarity = cosine(a, b);
+        assert!(
+            (0.97..0.99999).contains(&similarity),
+            "query {i}: cosine {similarity} to the exact vector"
+        );
+    }
+    // Each query alone: the same vector whatever else is embedded in the same process.
+    let (one, _) = embed_with_log(&Hgd::new(), &queries[1..2], &["--query"]);
+    assert_eq!(one[0], integer[1]);
 }
 
 #[test]

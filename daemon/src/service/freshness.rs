@@ -23,7 +23,8 @@ use crate::store::{BlobKey, Layer, RepoRecord};
 
 /// Repositories searches opened, by git directory, so that a search finds its repository and
 /// HEAD without reading git's configuration again (about a millisecond per search). One is
-/// opened again when its `config` file changes; HEAD and references are read on every search.
+/// opened again when its `config` file changes or its work tree is no longer where `.git` is
+/// found; HEAD and references are read on every search.
 pub struct OpenRepos {
     by_git_dir: Mutex<lru::LruCache<PathBuf, (Option<FileStamp>, git::SharedRepo)>>,
 }
@@ -45,26 +46,29 @@ impl OpenRepos {
     /// The work tree containing `path` and its HEAD commit (`None`: no commits yet), as
     /// [`git::locate_with_head`] finds them.
     pub fn locate_with_head(&self, path: &Path) -> Result<(Located, Option<String>), GitError> {
-        let (git_dir, canonical) = git::git_dir_of(path)?;
-        let config = FileStamp::of(&git_dir.join("config"));
+        let found = git::find_upwards(path)?;
+        let config = FileStamp::of(&found.git_dir.join("config"));
         let cached = {
             let mut open = self.by_git_dir.lock().unwrap_or_else(|p| p.into_inner());
-            open.get(&git_dir)
-                .filter(|(stamp, _)| *stamp == config)
+            open.get(&found.git_dir)
+                .filter(|(stamp, repo)| *stamp == config && repo.serves(&found))
                 .map(|(_, repo)| repo.clone())
         };
         let repo = match cached {
             Some(repo) => repo,
             None => {
-                let repo = git::SharedRepo::open(&canonical)?;
-                self.by_git_dir
-                    .lock()
-                    .unwrap_or_else(|p| p.into_inner())
-                    .put(git_dir, (config, repo.clone()));
+                let repo = git::SharedRepo::open(&found.canonical)?;
+                let mut open = self.by_git_dir.lock().unwrap_or_else(|p| p.into_inner());
+                if repo.serves(&found) {
+                    open.put(found.git_dir, (config, repo.clone()));
+                } else {
+                    // A work tree configured away from its `.git`: opened on every search.
+                    open.pop(&found.git_dir);
+                }
                 repo
             }
         };
-        repo.locate_with_head(&canonical)
+        repo.locate_with_head(&found.canonical)
     }
 }
 

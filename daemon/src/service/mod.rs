@@ -200,7 +200,9 @@ impl Service {
                 tokio::task::spawn_blocking(move || embedder.release_idle(INDEX_SESSION_IDLE))
                     .await;
             if let Ok(true) = released {
-                tracing::debug!("indexing session released (idle)");
+                tracing::debug!(
+                    "idle embedding sessions released (indexing, a search's edited files)"
+                );
             }
         }
     }
