@@ -4,6 +4,14 @@
 cd "$(dirname "$0")/.."
 source scripts/env.sh
 
+# The service tests check the systemd unit with `systemd-analyze verify` (Debian's systemd
+# package; it runs without systemd as PID 1).
+if [ "$(uname -s)" = Linux ] && ! command -v systemd-analyze >/dev/null 2>&1 && command -v apt-get >/dev/null 2>&1; then
+  sudo=""; [ "$(id -u)" = 0 ] || sudo=sudo
+  echo "hgd: installing systemd (for systemd-analyze)" >&2
+  $sudo apt-get update -qq >&2
+  DEBIAN_FRONTEND=noninteractive $sudo apt-get install -y -qq systemd >&2
+fi
 cargo build --workspace --bins
 "$HGD_BIN/hgd" setup
 cargo fmt --all -- --check

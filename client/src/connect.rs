@@ -50,6 +50,9 @@ impl Connection {
         if let Some(conn) = Connection::try_connect(home) {
             return Ok(conn);
         }
+        if crate::service::is_managed(home) {
+            return Connection::start_managed(home);
+        }
         let mut child = start_daemon(home)?;
         let deadline = Instant::now() + START_TIMEOUT;
         loop {
@@ -69,6 +72,29 @@ impl Connection {
             if Instant::now() > deadline {
                 bail!(
                     "the hgd daemon did not answer within {}s; see {}",
+                    START_TIMEOUT.as_secs(),
+                    home.daemon_log().display()
+                );
+            }
+            std::thread::sleep(Duration::from_millis(25));
+        }
+    }
+
+    /// Has the service manager start the daemon (the client must not start a second one) and
+    /// connects once it answers.
+    fn start_managed(home: &Home) -> Result<Connection> {
+        crate::service::start_managed(home).context(
+            "the hgd service is installed but did not start; see `hgd service status`, or run \
+             `hgd service uninstall` to let hgd start the daemon itself",
+        )?;
+        let deadline = Instant::now() + START_TIMEOUT;
+        loop {
+            if let Some(conn) = Connection::try_connect(home) {
+                return Ok(conn);
+            }
+            if Instant::now() > deadline {
+                bail!(
+                    "the hgd service did not answer within {}s; see `hgd service status` and {}",
                     START_TIMEOUT.as_secs(),
                     home.daemon_log().display()
                 );

@@ -4,6 +4,7 @@
 mod connect;
 mod hooks;
 mod printer;
+mod service;
 
 use std::io::{IsTerminal, Write};
 use std::path::{Path, PathBuf};
@@ -81,6 +82,39 @@ enum Cmd {
     Stop,
     /// Install the ONNX Runtime library and the default model (idempotent).
     Setup,
+    /// Run the daemon as a service: a launchd agent on macOS, a systemd user unit on Linux.
+    /// Installed, it starts at login and again after a crash, and hgd no longer starts a
+    /// daemon itself.
+    Service {
+        #[command(subcommand)]
+        action: ServiceAction,
+    },
+}
+
+#[derive(Subcommand)]
+enum ServiceAction {
+    /// Write the service definition and start it (idempotent).
+    Install {
+        /// Print the definition instead of installing it.
+        #[arg(long)]
+        dry_run: bool,
+        /// The service manager (default: this platform's).
+        #[arg(long, value_enum)]
+        manager: Option<service::Manager>,
+    },
+    /// Stop the service and remove its definition (idempotent).
+    Uninstall {
+        /// Print what would be removed.
+        #[arg(long)]
+        dry_run: bool,
+        #[arg(long, value_enum)]
+        manager: Option<service::Manager>,
+    },
+    /// Whether the service is installed and running.
+    Status {
+        #[arg(long, value_enum)]
+        manager: Option<service::Manager>,
+    },
 }
 
 #[derive(Subcommand)]
@@ -170,6 +204,35 @@ fn run(cli: Cli) -> Result<ExitCode> {
         Cmd::Daemon => exec_daemon("daemon"),
         Cmd::Setup => exec_daemon("setup"),
         Cmd::Stop => stop(&home),
+        Cmd::Service { action } => {
+            let lines = match action {
+                ServiceAction::Install { dry_run, manager } => {
+                    let manager = manager.unwrap_or_else(service::Manager::native);
+                    if dry_run {
+                        let text = service::Definition::for_home(&home)?.render(manager);
+                        vec![text.trim_end().to_owned()]
+                    } else {
+                        service::install(&home, manager)?
+                    }
+                }
+                ServiceAction::Uninstall { dry_run, manager } => {
+                    let manager = manager.unwrap_or_else(service::Manager::native);
+                    if dry_run {
+                        vec![format!(
+                            "would stop the service and remove {}",
+                            manager.definition_path()?.display()
+                        )]
+                    } else {
+                        service::uninstall(&home, manager)?
+                    }
+                }
+                ServiceAction::Status { manager } => {
+                    service::status(&home, manager.unwrap_or_else(service::Manager::native))?
+                }
+            };
+            print_lines(lines)?;
+            Ok(ExitCode::SUCCESS)
+        }
     }
 }
 

@@ -311,12 +311,14 @@ fn run_daemon(home: Home) -> Result<()> {
     result
 }
 
-/// SIGTERM or SIGINT: stop accepting, finish what is open, remove the socket.
+/// SIGTERM (a service manager's stop, logout), SIGINT (Ctrl-C in `hgd daemon`) or SIGHUP (the
+/// terminal that ran `hgd daemon` closed): stop accepting, finish what is open, remove the socket.
 async fn shutdown_on_signal(shutdown: CancellationToken) {
     use tokio::signal::unix::{signal, SignalKind};
-    let (Ok(mut term), Ok(mut int)) = (
+    let (Ok(mut term), Ok(mut int), Ok(mut hup)) = (
         signal(SignalKind::terminate()),
         signal(SignalKind::interrupt()),
+        signal(SignalKind::hangup()),
     ) else {
         tracing::warn!("cannot install signal handlers");
         return;
@@ -324,6 +326,7 @@ async fn shutdown_on_signal(shutdown: CancellationToken) {
     tokio::select! {
         _ = term.recv() => tracing::info!("SIGTERM: shutting down"),
         _ = int.recv() => tracing::info!("SIGINT: shutting down"),
+        _ = hup.recv() => tracing::info!("SIGHUP: shutting down"),
         _ = shutdown.cancelled() => return,
     }
     shutdown.cancel();
