@@ -3,6 +3,7 @@
 
 mod connect;
 mod hooks;
+mod mcp;
 mod printer;
 mod service;
 
@@ -15,7 +16,7 @@ use anyhow::{bail, Context, Result};
 use clap::{Parser, Subcommand};
 use connect::Connection;
 use hgd_protocol::home::Home;
-use hgd_protocol::{ErrorCode, Request, Response, SearchMode};
+use hgd_protocol::{ErrorCode, Request, Response, SearchFilter, SearchMode};
 use printer::{relative_path, ColorChoice, Printer};
 
 #[derive(Parser)]
@@ -34,7 +35,8 @@ struct Cli {
 enum Cmd {
     /// Search the repository containing PATH, restricted to PATH's subtree.
     Search {
-        /// What you are looking for, in words or code.
+        /// What you are looking for, in words or code; or a block of a file, for code like it:
+        /// FILE#NAME, FILE:LINE or FILE.
         query: String,
         /// Folder to search (default: the current directory).
         path: Option<PathBuf>,
@@ -42,8 +44,30 @@ enum Cmd {
         #[arg(short = 'n', long = "num", default_value_t = 10)]
         num: usize,
         /// Print a JSON array of results (hygrep's fields: file, line, end_line, type, name, score, content).
-        #[arg(long)]
+        #[arg(short = 'j', long)]
         json: bool,
+        /// JSON without each result's content (implies --json).
+        #[arg(short = 'c', long)]
+        compact: bool,
+        /// Print only the files with results, each once, best first.
+        #[arg(short = 'l', long = "files-only")]
+        files_only: bool,
+        /// Print nothing: the exit status says whether anything was found.
+        #[arg(short = 'q', long)]
+        quiet: bool,
+        /// Leave out results scoring below this (scores run from 1 for the best result down).
+        #[arg(long = "threshold", visible_alias = "min-score", value_name = "SCORE")]
+        threshold: Option<f32>,
+        /// Only files of this language (python, rust, …) or extension (py, rs, …); repeatable.
+        #[arg(short = 't', long = "type", value_name = "TYPE")]
+        types: Vec<String>,
+        /// Leave out files matching this gitignore-style glob, relative to the searched folder;
+        /// repeatable.
+        #[arg(long, value_name = "GLOB")]
+        exclude: Vec<String>,
+        /// Only source code: no Markdown or other plain-text files.
+        #[arg(long)]
+        code_only: bool,
         /// Content lines shown per result in text output.
         #[arg(short = 'C', long = "lines", default_value_t = 4)]
         lines: usize,
@@ -82,6 +106,9 @@ enum Cmd {
     Stop,
     /// Install the ONNX Runtime library and the default model (idempotent).
     Setup,
+    /// Serve the Model Context Protocol on stdin/stdout (tools: search, similar, status), for
+    /// coding agents.
+    Mcp,
     /// Run the daemon as a service: a launchd agent on macOS, a systemd user unit on Linux.
     /// Installed, it starts at login and again after a crash, and hgd no longer starts a
     /// daemon itself.
@@ -168,6 +195,13 @@ fn run(cli: Cli) -> Result<ExitCode> {
             path,
             num,
             json,
+            compact,
+            files_only,
+            quiet,
+            threshold,
+            types,
+            exclude,
+            code_only,
             lines,
             color,
             mode,
@@ -177,7 +211,23 @@ fn run(cli: Cli) -> Result<ExitCode> {
             path,
             SearchOptions {
                 num,
-                json,
+                output: if quiet {
+                    Output::Quiet
+                } else if files_only {
+                    Output::Files {
+                        json: json || compact,
+                    }
+                } else if json || compact {
+                    Output::Json { compact }
+                } else {
+                    Output::Text
+                },
+                threshold,
+                filter: SearchFilter {
+                    types,
+                    exclude,
+                    code_only,
+                },
                 lines,
                 color,
                 mode: mode.into(),
@@ -204,6 +254,10 @@ fn run(cli: Cli) -> Result<ExitCode> {
         Cmd::Daemon => exec_daemon("daemon"),
         Cmd::Setup => exec_daemon("setup"),
         Cmd::Stop => stop(&home),
+        Cmd::Mcp => {
+            mcp::serve(&home)?;
+            Ok(ExitCode::SUCCESS)
+        }
         Cmd::Service { action } => {
             let lines = match action {
                 ServiceAction::Install { dry_run, manager } => {
@@ -287,9 +341,20 @@ impl From<Mode> for SearchMode {
     }
 }
 
+/// What `hgd search` prints.
+#[derive(Clone, Copy)]
+enum Output {
+    Text,
+    Json { compact: bool },
+    Files { json: bool },
+    Quiet,
+}
+
 struct SearchOptions {
     num: usize,
-    json: bool,
+    output: Output,
+    threshold: Option<f32>,
+    filter: SearchFilter,
     lines: usize,
     color: ColorChoice,
     mode: SearchMode,
@@ -303,38 +368,27 @@ fn search(
 ) -> Result<ExitCode> {
     let SearchOptions {
         num,
-        json,
+        output,
+        threshold,
+        filter,
         lines,
         color,
         mode,
     } = opts;
-    let dir = target_dir(path)?;
-    let mut conn = Connection::connect_or_start(home)?;
-    let mut bar = ProgressDisplay::new();
-    let response = conn.request(
-        Request::Search {
-            path: dir.to_string_lossy().into_owned(),
-            query: query.to_owned(),
-            limit: num,
-            mode,
-        },
-        |p| bar.update(p),
-    )?;
-    bar.finish();
-    let (repo_root, hits, answered) = match response {
-        Response::Search {
-            repo_root,
-            hits,
-            mode,
-            warnings,
-        } => {
-            for warning in warnings {
-                eprintln!("hgd: warning: {warning}");
-            }
-            (repo_root, hits, mode)
-        }
-        Response::Error { code, message } => return Err(daemon_error(code, message)),
-        other => bail!("unexpected reply: {other:?}"),
+    let dir = path.unwrap_or_else(|| PathBuf::from("."));
+    let like = block_ref(query);
+    let Found {
+        repo_root,
+        hits,
+        mode: answered,
+        warnings,
+    } = ask_search(home, &dir, query, num, mode, filter, like)?;
+    for warning in warnings {
+        eprintln!("hgd: warning: {warning}");
+    }
+    let hits: Vec<_> = match threshold {
+        Some(min) => hits.into_iter().filter(|h| h.score >= min).collect(),
+        None => hits,
     };
     let cwd = std::env::current_dir()?
         .canonicalize()
@@ -346,10 +400,11 @@ fn search(
     let printer = Printer::new(color.enabled(), lines);
     let stdout = std::io::stdout();
     let mut out = std::io::BufWriter::new(stdout.lock());
-    let written = if json {
-        printer.json(&mut out, &hits, &display, answered)
-    } else {
-        printer.text(&mut out, &hits, &display)
+    let written = match output {
+        Output::Text => printer.text(&mut out, &hits, &display),
+        Output::Json { compact } => printer.json(&mut out, &hits, &display, answered, compact),
+        Output::Files { json } => printer.files(&mut out, &display, json),
+        Output::Quiet => Ok(()),
     };
     match written.and_then(|_| out.flush()) {
         Ok(()) => {}
@@ -361,6 +416,93 @@ fn search(
         ExitCode::from(1)
     } else {
         ExitCode::SUCCESS
+    })
+}
+
+/// What the daemon answered to a search.
+struct Found {
+    repo_root: String,
+    hits: Vec<hgd_protocol::Hit>,
+    mode: SearchMode,
+    warnings: Vec<String>,
+}
+
+/// One search of the folder `dir` through the daemon (started if needed), with a progress bar
+/// on a terminal while it indexes first.
+fn ask_search(
+    home: &Home,
+    dir: &Path,
+    query: &str,
+    limit: usize,
+    mode: SearchMode,
+    filter: SearchFilter,
+    like: Option<hgd_protocol::BlockRef>,
+) -> Result<Found> {
+    let dir = target_dir(Some(dir.to_path_buf()))?;
+    let mut conn = Connection::connect_or_start(home)?;
+    let mut bar = ProgressDisplay::new();
+    let response = conn.request(
+        Request::Search {
+            path: dir.to_string_lossy().into_owned(),
+            query: query.to_owned(),
+            limit,
+            mode,
+            filter,
+            like,
+        },
+        |p| bar.update(p),
+    )?;
+    bar.finish();
+    match response {
+        Response::Search {
+            repo_root,
+            hits,
+            mode,
+            warnings,
+        } => Ok(Found {
+            repo_root,
+            hits,
+            mode,
+            warnings,
+        }),
+        Response::Error { code, message } => Err(daemon_error(code, message)),
+        other => bail!("unexpected reply: {other:?}"),
+    }
+}
+
+/// A query naming a block of an existing file asks for similar code: `FILE#NAME` (the block
+/// named NAME), `FILE:LINE` (the block holding that line) or `FILE` (the whole file), with FILE
+/// relative to the current directory.
+fn block_ref(query: &str) -> Option<hgd_protocol::BlockRef> {
+    let file = |path: &str| {
+        let path = Path::new(path);
+        path.is_file()
+            .then(|| std::path::absolute(path).ok())
+            .flatten()
+            .map(|p| p.to_string_lossy().into_owned())
+    };
+    if let Some((path, name)) = query.rsplit_once('#') {
+        if let (Some(file), false) = (file(path), name.is_empty()) {
+            return Some(hgd_protocol::BlockRef {
+                file,
+                line: None,
+                name: Some(name.to_owned()),
+            });
+        }
+    }
+    if let Some((path, line)) = query.rsplit_once(':') {
+        if let (Some(file), Ok(line)) = (file(path), line.parse::<u32>()) {
+            return Some(hgd_protocol::BlockRef {
+                file,
+                line: Some(line),
+                name: None,
+            });
+        }
+    }
+    file(query).map(|file| hgd_protocol::BlockRef {
+        file,
+        line: None,
+        name: None,
     })
 }
 
@@ -395,19 +537,26 @@ fn index(home: &Home, path: Option<PathBuf>, no_wait: bool) -> Result<ExitCode> 
     }
 }
 
-fn status(home: &Home, json: bool) -> Result<ExitCode> {
+/// The running daemon's status, `None` when no daemon runs.
+fn daemon_status(home: &Home) -> Result<Option<hgd_protocol::Status>> {
     let Some(mut conn) = Connection::try_connect(home) else {
+        return Ok(None);
+    };
+    match conn.request(Request::Status, |_| {})? {
+        Response::Status(status) => Ok(Some(status)),
+        Response::Error { code, message } => Err(daemon_error(code, message)),
+        other => bail!("unexpected reply: {other:?}"),
+    }
+}
+
+fn status(home: &Home, json: bool) -> Result<ExitCode> {
+    let Some(status) = daemon_status(home)? else {
         print_lines([if json {
             "{\"running\":false}".to_owned()
         } else {
             format!("hgd daemon: not running ({})", home.socket().display())
         }])?;
         return Ok(ExitCode::SUCCESS);
-    };
-    let status = match conn.request(Request::Status, |_| {})? {
-        Response::Status(status) => status,
-        Response::Error { code, message } => return Err(daemon_error(code, message)),
-        other => bail!("unexpected reply: {other:?}"),
     };
     if json {
         let mut value = serde_json::to_value(&status)?;

@@ -39,7 +39,9 @@ pub struct JsonHit<'a> {
     pub name: &'a str,
     pub language: &'a str,
     pub score: f32,
-    pub content: &'a str,
+    /// Left out by `--compact`.
+    #[serde(skip_serializing_if = "Option::is_none")]
+    pub content: Option<&'a str>,
     /// From an uncommitted work-tree file.
     pub dirty: bool,
     /// The channels that answered: `hybrid`, `semantic` or `lexical`.
@@ -125,6 +127,7 @@ impl Printer {
         hits: &[Hit],
         display_paths: &[String],
         mode: hgd_protocol::SearchMode,
+        compact: bool,
     ) -> io::Result<()> {
         let rows: Vec<JsonHit> = hits
             .iter()
@@ -137,13 +140,33 @@ impl Printer {
                 name: &h.name,
                 language: &h.language,
                 score: h.score,
-                content: &h.content,
+                content: (!compact).then_some(h.content.as_str()),
                 dirty: h.dirty,
                 mode: mode.as_str(),
             })
             .collect();
         serde_json::to_writer_pretty(&mut *out, &rows)?;
         writeln!(out)
+    }
+
+    /// `--files-only`: each file once, in the order of its best result (`--json`: an array of
+    /// paths).
+    pub fn files(
+        &self,
+        out: &mut impl Write,
+        display_paths: &[String],
+        json: bool,
+    ) -> io::Result<()> {
+        let mut seen = std::collections::HashSet::new();
+        let files: Vec<&String> = display_paths.iter().filter(|p| seen.insert(*p)).collect();
+        if json {
+            serde_json::to_writer_pretty(&mut *out, &files)?;
+            return writeln!(out);
+        }
+        for file in files {
+            writeln!(out, "{}", self.paint(MAGENTA, file))?;
+        }
+        Ok(())
     }
 }
 

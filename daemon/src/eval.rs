@@ -215,6 +215,7 @@ pub async fn run(store: &Store, embedder: &Embedder, options: &Options) -> Resul
                 overlay: None,
                 dirty: &dirty,
                 subtree: &subtree,
+                filter: &crate::rank::filter::Filter::everything(),
                 query: &query,
                 vector: vector.as_deref(),
                 mode,

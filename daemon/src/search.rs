@@ -21,16 +21,80 @@ pub enum SearchError {
     Embed(#[from] crate::embed::EmbedError),
     #[error("a search task stopped: {0}")]
     Task(#[from] tokio::task::JoinError),
+    #[error("{0}")]
+    NoSuchBlock(String),
+}
+
+/// The block a similar-code search starts from: in the file at `path` (repository-relative),
+/// the one named `name`, else the one holding `line`, else the whole file.
+pub struct Like {
+    pub path: String,
+    pub line: Option<u32>,
+    pub name: Option<String>,
 }
 
 /// How stale the results of a search during a long job may be: searches this close share one
 /// index of the stored and parsed blocks.
 pub const PROGRESSIVE_MAX_AGE: std::time::Duration = std::time::Duration::from_secs(5);
 
+/// The stored vector of the block `like` names in `index`.
+fn like_vector(index: &RepoIndex, like: &Like) -> Result<Vec<f32>, SearchError> {
+    let entries = index.file_entries(&like.path);
+    if entries.is_empty() {
+        return Err(SearchError::NoSuchBlock(format!(
+            "{} has no indexed blocks (not tracked, ignored, binary or too large?)",
+            like.path
+        )));
+    }
+    let missing =
+        || SearchError::NoSuchBlock(format!("{}: its vectors are not stored yet", like.path));
+    if let Some(name) = &like.name {
+        let named = |exact: bool| {
+            entries.clone().find(|&i| {
+                let e = index.entry(i);
+                let last = e.name.rsplit(['.', ':']).next().unwrap_or(&e.name);
+                if exact {
+                    e.name == *name || last == name
+                } else {
+                    e.name.eq_ignore_ascii_case(name) || last.eq_ignore_ascii_case(name)
+                }
+            })
+        };
+        let Some(entry) = named(true).or_else(|| named(false)) else {
+            let names: Vec<&str> = entries
+                .clone()
+                .map(|i| index.entry(i).name.as_str())
+                .filter(|n| !n.is_empty())
+                .collect();
+            return Err(SearchError::NoSuchBlock(format!(
+                "{} has no block named {name:?}; its blocks: {}",
+                like.path,
+                names.join(", ")
+            )));
+        };
+        return index.entry_vector(entry).ok_or_else(missing);
+    }
+    if let Some(line) = like.line {
+        // The smallest block holding the line.
+        let entry = entries
+            .clone()
+            .filter(|&i| (index.entry(i).start_line..=index.entry(i).end_line).contains(&line))
+            .min_by_key(|&i| index.entry(i).end_line - index.entry(i).start_line)
+            .ok_or_else(|| {
+                SearchError::NoSuchBlock(format!("{}: no block holds line {line}", like.path))
+            })?;
+        return index.entry_vector(entry).ok_or_else(missing);
+    }
+    index.file_vector(&like.path).ok_or_else(missing)
+}
+
 /// What to search and how.
 pub struct Request<'a> {
     pub repo: &'a str,
     pub subtree: &'a str,
+    pub filter: &'a crate::rank::filter::Filter,
+    /// Similar-code search from this block: its stored vector is the query.
+    pub like: Option<&'a Like>,
     /// Paths whose work-tree state differs from HEAD (their overlay blocks replace HEAD's).
     pub dirty: &'a [String],
     pub query: &'a str,
@@ -70,7 +134,8 @@ pub async fn search(
     }
     let early = request.embedding.take();
     let embedding = async {
-        if request.mode == Mode::Lexical {
+        // Similar-code search takes its block's stored vector instead.
+        if request.mode == Mode::Lexical || request.like.is_some() {
             return Ok(None);
         }
         let running = early.unwrap_or_else(|| embed_early(embedder, request.query));
@@ -116,7 +181,24 @@ pub async fn search(
     let (vector, head, overlay) = tokio::join!(embedding, head, overlay);
     let (vector, head, overlay) = (vector?, head?, overlay?);
     let dirty: HashSet<String> = request.dirty.iter().cloned().collect();
-    let query = Query::parse(request.query);
+    let skipping;
+    let (vector, query, filter) = match request.like {
+        None => (vector, Query::parse(request.query), request.filter),
+        Some(like) => {
+            // The layer holding the file's current blocks.
+            let index = if dirty.contains(&like.path) {
+                overlay.as_deref().unwrap_or(&head.base)
+            } else {
+                match &head.changed {
+                    Some((paths, index)) if paths.contains(&like.path) => index.as_ref(),
+                    _ => &head.base,
+                }
+            };
+            skipping = request.filter.skipping(&like.path);
+            // No words: only the block's vector ranks.
+            (Some(like_vector(index, like)?), Query::parse(""), &skipping)
+        }
+    };
     let search = Search {
         head: &head.base,
         changed: head
@@ -126,6 +208,7 @@ pub async fn search(
         overlay: overlay.as_deref(),
         dirty: &dirty,
         subtree: request.subtree,
+        filter,
         query: &query,
         vector: vector.as_deref(),
         mode: request.mode,

@@ -33,6 +33,38 @@ impl Envelope {
     }
 }
 
+/// A block of a file, for similar-code search: the block named `name`, the one holding `line`,
+/// or with neither the whole file.
+#[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
+pub struct BlockRef {
+    /// Absolute path of the file.
+    pub file: String,
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub line: Option<u32>,
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub name: Option<String>,
+}
+
+/// Which files a search may return.
+#[derive(Debug, Clone, Default, PartialEq, Eq, Serialize, Deserialize)]
+pub struct SearchFilter {
+    /// Languages (`python`) or file extensions (`py`); empty: any.
+    #[serde(default, skip_serializing_if = "Vec::is_empty")]
+    pub types: Vec<String>,
+    /// Gitignore-style globs, relative to the searched folder, of files to leave out.
+    #[serde(default, skip_serializing_if = "Vec::is_empty")]
+    pub exclude: Vec<String>,
+    /// Source code only: no Markdown or other plain-text files.
+    #[serde(default, skip_serializing_if = "std::ops::Not::not")]
+    pub code_only: bool,
+}
+
+impl SearchFilter {
+    pub fn is_empty(&self) -> bool {
+        self == &SearchFilter::default()
+    }
+}
+
 #[derive(Debug, Clone, Serialize, Deserialize)]
 #[serde(tag = "type", rename_all = "snake_case")]
 pub enum Request {
@@ -49,6 +81,13 @@ pub enum Request {
         /// Which channels to use (older clients send none: hybrid).
         #[serde(default)]
         mode: SearchMode,
+        /// Which files may answer, besides being under `path`.
+        #[serde(default, skip_serializing_if = "SearchFilter::is_empty")]
+        filter: SearchFilter,
+        /// Similar-code search: the blocks most like this one, from other files, by its stored
+        /// vector (`query` is then only a label).
+        #[serde(default, skip_serializing_if = "Option::is_none")]
+        like: Option<BlockRef>,
     },
     /// A git hook saw HEAD move: bring the repository containing `path` up to date if it is tracked.
     /// Answered at once; the job runs in the background and bursts coalesce.
@@ -228,6 +267,8 @@ mod tests {
             query: "hash a file".into(),
             limit: 5,
             mode: SearchMode::Lexical,
+            filter: SearchFilter::default(),
+            like: None,
         }))
         .unwrap();
         assert_eq!(

@@ -511,3 +511,153 @@ fn a_file_first_seen_uncommitted_scores_as_in_a_fresh_index_of_its_commit() {
         );
     }
 }
+
+/// hygrep's flags: `-t`, `--exclude` and `--code-only` choose the files (before `-n` counts);
+/// `-j`, `-c`, `-l` and `-q` shape the output; `--threshold` drops weak results.
+#[test]
+fn hygrep_flags_choose_files_and_shape_the_output() {
+    let hgd = Hgd::new();
+    let repo = sample_repo();
+    hgd.index(&repo.path());
+    let run = |args: &[&str]| -> std::process::Output {
+        let mut all = vec!["search"];
+        all.extend_from_slice(args);
+        hgd.hgd(&repo.path(), &all)
+    };
+    let json = |args: &[&str]| -> Vec<serde_json::Value> {
+        let out = run(args);
+        assert!(
+            out.status.code() == Some(0),
+            "{args:?}: {}",
+            String::from_utf8_lossy(&out.stderr)
+        );
+        serde_json::from_slice(&out.stdout).unwrap()
+    };
+    // Types: a language or an extension, repeatable; -n counts only what passes.
+    let python = json(&["-j", "-n", "5", "-t", "python", "open a file and read it"]);
+    assert!(!python.is_empty(), "{python:#?}");
+    assert!(
+        files(&python).iter().all(|f| f == "src/fingerprint.py"),
+        "{python:#?}"
+    );
+    let two = json(&["-j", "-n", "10", "-t", "go", "-t", "rb", "text"]);
+    let mut found = files(&two);
+    found.sort();
+    found.dedup();
+    assert_eq!(found, ["lib/strings.rb", "src/dates.go"], "{two:#?}");
+    // Gitignore-style excludes, relative to the searched folder.
+    let excluded = json(&[
+        "-j",
+        "-n",
+        "10",
+        "--exclude",
+        "src/",
+        "--exclude",
+        "*.md",
+        "text",
+    ]);
+    assert_eq!(files(&excluded), ["lib/strings.rb"], "{excluded:#?}");
+    // Code only: the guide answers a question about installing, unless documents are left out.
+    let install = "how do I install the tool";
+    assert_eq!(
+        files(&json(&["-j", "-n", "1", install]))[0],
+        "docs/guide.md"
+    );
+    let code = json(&["-j", "-n", "10", "--code-only", install]);
+    assert!(
+        !code.is_empty() && !files(&code).iter().any(|f| f.ends_with(".md")),
+        "{code:#?}"
+    );
+    // Compact JSON: hygrep's fields without content.
+    let compact = json(&["-c", "-n", "3", "sha256"]);
+    assert!(!compact.is_empty());
+    for hit in &compact {
+        for field in ["file", "type", "name", "line", "end_line", "score"] {
+            assert!(hit.get(field).is_some(), "{field}: {hit}");
+        }
+        assert!(hit.get("content").is_none(), "{hit}");
+    }
+    // Files only: each file once, best first.
+    let listed = run(&["-l", "-n", "10", "function"]);
+    let text = String::from_utf8(listed.stdout).unwrap();
+    let lines: Vec<&str> = text.lines().collect();
+    let mut unique = lines.clone();
+    unique.sort();
+    unique.dedup();
+    assert!(!lines.is_empty() && unique.len() == lines.len(), "{text}");
+    assert!(lines.iter().all(|l| !l.contains(':')), "{text}");
+    // Quiet: no output; the status says whether anything was found.
+    let quiet = run(&["-q", "sha256"]);
+    assert_eq!(quiet.status.code(), Some(0));
+    assert!(quiet.stdout.is_empty());
+    let none = run(&["-q", "-t", "zig", "sha256"]);
+    assert_eq!(none.status.code(), Some(1));
+    assert!(none.stdout.is_empty());
+    // A threshold keeps only results scoring at least that (the best scores 1).
+    let best = json(&["-j", "-n", "5", "--min-score", "0.999", "sha256"]);
+    assert_eq!(best.len(), 1, "{best:#?}");
+    // A bad glob is the caller's error, named.
+    let bad = run(&["--exclude", "src/[z-a]", "text"]);
+    assert_eq!(bad.status.code(), Some(2));
+    assert!(
+        String::from_utf8_lossy(&bad.stderr).contains("--exclude"),
+        "{}",
+        String::from_utf8_lossy(&bad.stderr)
+    );
+}
+
+/// `FILE#NAME`, `FILE:LINE` or `FILE` as the query finds code like that block (or file) in other
+/// files, ranked by its stored vector.
+#[test]
+fn a_block_of_a_file_finds_similar_code_in_other_files() {
+    let hgd = Hgd::new();
+    let repo = sample_repo();
+    repo.write(
+        "src/digest.py",
+        "import hashlib\n\n\ndef file_digest(name):\n    d = hashlib.md5()\n    with open(name, 'rb') as f:\n        d.update(f.read())\n    return d.hexdigest()\n",
+    );
+    repo.commit_all("digest");
+    hgd.index(&repo.path());
+    let similar = |query: &str| -> Vec<serde_json::Value> {
+        let out = hgd.hgd(&repo.path(), &["search", "--json", "-n", "3", query]);
+        assert_eq!(
+            out.status.code(),
+            Some(0),
+            "{query}: {}",
+            String::from_utf8_lossy(&out.stderr)
+        );
+        serde_json::from_slice(&out.stdout).unwrap()
+    };
+    for query in [
+        "src/fingerprint.py#fingerprint",
+        "src/fingerprint.py:6",
+        "src/fingerprint.py",
+    ] {
+        let hits = similar(query);
+        assert_eq!(files(&hits)[0], "src/digest.py", "{query}: {hits:#?}");
+        // A block: the function like it (a whole file may match its imports first).
+        if query.contains(['#', ':']) {
+            assert_eq!(hits[0]["name"], "file_digest", "{query}: {hits:#?}");
+        }
+        assert_eq!(hits[0]["mode"], "semantic");
+        assert!(
+            !files(&hits).contains(&"src/fingerprint.py".to_owned()),
+            "{query}: the block's own file answered: {hits:#?}"
+        );
+    }
+    // From a subfolder, paths are relative to it.
+    let out = hgd.hgd(
+        &repo.path().join("src"),
+        &["search", "--json", "-n", "1", "fingerprint.py#fingerprint"],
+    );
+    let hits: Vec<serde_json::Value> = serde_json::from_slice(&out.stdout).unwrap();
+    assert_eq!(files(&hits), ["digest.py"]);
+    // A name the file does not define: an error that lists what it does define.
+    let out = hgd.hgd(&repo.path(), &["search", "src/digest.py#nothing_here"]);
+    assert_eq!(out.status.code(), Some(2));
+    let stderr = String::from_utf8_lossy(&out.stderr);
+    assert!(
+        stderr.contains("no block named") && stderr.contains("file_digest"),
+        "{stderr}"
+    );
+}

@@ -5,7 +5,7 @@
 //! headers, top-level statements, class fields) forms blocks of its own, labelled with the container
 //! it sits in. Blocks longer than [`Limits`] allow are cut into overlapping windows.
 
-mod languages;
+pub mod languages;
 
 pub use languages::Language;
 

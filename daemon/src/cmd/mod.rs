@@ -28,7 +28,19 @@ pub async fn dispatch(service: &Arc<Service>, request: Request, replies: &mut Re
             query,
             limit,
             mode,
-        } => search::run(service, &path, &query, limit, mode, replies).await,
+            filter,
+            like,
+        } => {
+            let request = search::Asked {
+                path: &path,
+                query: &query,
+                limit,
+                mode,
+                filter: &filter,
+                like: like.as_ref(),
+            };
+            search::run(service, request, replies).await
+        }
         Request::Notify { path } => {
             let reply = match service.notify(std::path::Path::new(&path)).await {
                 Ok(tracked) => Response::Notified { tracked },

@@ -6,20 +6,39 @@
 use std::path::Path;
 use std::sync::Arc;
 
-use hgd_protocol::{ErrorCode, Progress, Response, SearchMode};
+use hgd_protocol::{BlockRef, ErrorCode, Progress, Response, SearchFilter, SearchMode};
 
 use super::{error_reply, wait_until, Waited};
+use crate::rank::filter::Filter;
 use crate::server::Replies;
 use crate::service::{Freshness, Service, ServiceError};
 
-pub async fn run(
-    service: &Arc<Service>,
-    path: &str,
-    query: &str,
-    limit: usize,
-    mode: SearchMode,
-    replies: &mut Replies<'_>,
-) -> bool {
+/// A search request as the client asked it.
+pub struct Asked<'a> {
+    pub path: &'a str,
+    pub query: &'a str,
+    pub limit: usize,
+    pub mode: SearchMode,
+    pub filter: &'a SearchFilter,
+    /// Similar-code search from this block.
+    pub like: Option<&'a BlockRef>,
+}
+
+pub async fn run(service: &Arc<Service>, asked: Asked<'_>, replies: &mut Replies<'_>) -> bool {
+    let Asked {
+        path,
+        query,
+        limit,
+        mode,
+        filter,
+        like,
+    } = asked;
+    // Similar-code search ranks by the block's stored vector alone.
+    let mode = if like.is_some() {
+        SearchMode::Semantic
+    } else {
+        mode
+    };
     if query.trim().is_empty() {
         return replies
             .send(&Response::error(
@@ -28,12 +47,18 @@ pub async fn run(
             ))
             .await;
     }
+    // A bad glob is the caller's mistake: say so before any work.
+    if let Err(e) = Filter::new(filter, "") {
+        return replies
+            .send(&Response::error(ErrorCode::BadRequest, e.to_string()))
+            .await;
+    }
     let started = std::time::Instant::now();
     // Embedding the query is the largest step: start it first, so that it runs while the
     // repository is located, the work tree checked and the index fetched (a lexical search
     // does not need it; one that turns lexical or fails lets it finish into the cache).
-    let embedding =
-        (mode != SearchMode::Lexical).then(|| crate::search::embed_early(&service.embedder, query));
+    let embedding = (mode != SearchMode::Lexical && like.is_none())
+        .then(|| crate::search::embed_early(&service.embedder, query));
     let crate::service::Ensured {
         located,
         head,
@@ -100,6 +125,16 @@ pub async fn run(
         }
     }
     let limit = limit.clamp(1, 1000);
+    let filter = Filter::new(filter, &located.subtree).expect("checked above");
+    // The block's file, relative to the repository (its blocks are left out of the results).
+    let like = match like.map(|b| like_in(b, &located.root)).transpose() {
+        Ok(like) => like,
+        Err(message) => {
+            return replies
+                .send(&Response::error(ErrorCode::BadRequest, message))
+                .await
+        }
+    };
     let indexed = started.elapsed();
     let work = async {
         let dirty = match service.refresh_overlay(&root, head.as_deref()).await {
@@ -120,6 +155,8 @@ pub async fn run(
             crate::search::Request {
                 repo: &root,
                 subtree: &located.subtree,
+                filter: &filter,
+                like: like.as_ref(),
                 dirty: &dirty,
                 query,
                 limit,
@@ -160,11 +197,37 @@ pub async fn run(
                 .await
         }
         Err(e) => {
-            replies
-                .send(&Response::error(ErrorCode::Internal, e.to_string()))
-                .await
+            let code = match e {
+                crate::search::SearchError::NoSuchBlock(_) => ErrorCode::BadRequest,
+                _ => ErrorCode::Internal,
+            };
+            replies.send(&Response::error(code, e.to_string())).await
         }
     }
+}
+
+/// The block `b` names, with its file relative to the repository at `root`.
+fn like_in(b: &BlockRef, root: &Path) -> Result<crate::search::Like, String> {
+    let file = Path::new(&b.file);
+    let canonical = file
+        .canonicalize()
+        .map_err(|e| format!("{}: {e}", file.display()))?;
+    let relative = canonical.strip_prefix(root).map_err(|_| {
+        format!(
+            "{} is not in the searched repository ({})",
+            file.display(),
+            root.display()
+        )
+    })?;
+    Ok(crate::search::Like {
+        path: relative
+            .components()
+            .map(|c| c.as_os_str().to_string_lossy())
+            .collect::<Vec<_>>()
+            .join("/"),
+        line: b.line,
+        name: b.name.clone(),
+    })
 }
 
 /// Runs `work`, sending a progress line every second while it runs, so that a client can tell a

@@ -8,6 +8,7 @@
 //! whole definition, the vector channel scores it by its best window, and a result is always the
 //! whole definition with its line range.
 
+pub mod filter;
 pub mod lexical;
 pub mod paths;
 pub mod query;
@@ -159,6 +160,16 @@ struct FileInfo {
     /// Words of the file name and of its folder, for matching query keywords.
     name_words: Vec<String>,
     path: Arc<str>,
+}
+
+/// `v` scaled to length 1, or `None` for a zero vector.
+fn normalised(mut v: Vec<f32>) -> Option<Vec<f32>> {
+    let norm = v.iter().map(|x| x * x).sum::<f32>().sqrt();
+    if norm <= f32::EPSILON {
+        return None;
+    }
+    v.iter_mut().for_each(|x| *x /= norm);
+    Some(v)
 }
 
 /// Block kinds that are not definitions.
@@ -412,6 +423,48 @@ impl RepoIndex {
     }
 
     /// Rows of entry `entry`'s window vectors.
+    /// The entries of the file at `path`, in line order (empty: no such file here).
+    pub fn file_entries(&self, path: &str) -> std::ops::Range<u32> {
+        match self.files.binary_search_by(|f| f.path.as_ref().cmp(path)) {
+            Ok(i) => self.files[i].entries.clone(),
+            Err(_) => 0..0,
+        }
+    }
+
+    pub fn entry(&self, entry: u32) -> &Entry {
+        &self.entries[entry as usize]
+    }
+
+    /// An entry's vector: the normalised sum of its windows' stored vectors (`None`: it has
+    /// none yet).
+    pub fn entry_vector(&self, entry: u32) -> Option<Vec<f32>> {
+        let dims = self.vectors.dims();
+        let windows = self.windows(entry);
+        if dims == 0 || windows.is_empty() {
+            return None;
+        }
+        let mut sum = vec![0.0f32; dims];
+        for &row in windows {
+            self.vectors.add_to(row as usize, &mut sum);
+        }
+        normalised(sum)
+    }
+
+    /// A file's vector: the normalised mean of its blocks' (`None`: no such file, or no vectors).
+    pub fn file_vector(&self, path: &str) -> Option<Vec<f32>> {
+        let i = self
+            .files
+            .binary_search_by(|f| f.path.as_ref().cmp(path))
+            .ok()?;
+        let dims = self.file_vectors.dims();
+        if dims == 0 {
+            return None;
+        }
+        let mut sum = vec![0.0f32; dims];
+        self.file_vectors.add_to(i, &mut sum);
+        normalised(sum)
+    }
+
     fn windows(&self, entry: u32) -> &[u32] {
         let i = entry as usize;
         &self.window_rows[self.window_start[i] as usize..self.window_start[i + 1] as usize]
@@ -563,6 +616,8 @@ pub struct Search<'a> {
     /// changed layer's.
     pub dirty: &'a HashSet<String>,
     pub subtree: &'a str,
+    /// Types, excluded globs, code only (`filter::Filter::everything()`: no restriction).
+    pub filter: &'a filter::Filter,
     pub query: &'a Query,
     pub vector: Option<&'a [f32]>,
     pub mode: Mode,
@@ -591,6 +646,7 @@ impl<'a> Search<'a> {
     fn allowed_path(&self, source: Source, path: &str) -> bool {
         let outside = |paths: &HashSet<String>| paths.is_empty() || !paths.contains(path);
         in_subtree(path, self.subtree)
+            && self.filter.allows(path)
             && match source {
                 Source::Head => {
                     outside(self.dirty) && self.changed.is_none_or(|(_, paths)| outside(paths))
@@ -1109,6 +1165,7 @@ mod tests {
             overlay: None,
             dirty: &dirty,
             subtree: "",
+            filter: &filter::Filter::everything(),
             query: &query,
             vector,
             mode: if vector.is_some() {
