@@ -678,8 +678,9 @@ const FIRST: &[(&str, &str, &str, &str)] = &[
         "JobQueue",
         "file_meaning",
     ),
-    // A path, beside lib/permalink.rb, which says "slug" more often.
-    ("lib/slug.rb", "lib/slug.rb", "Text", "path_query"),
+    // A path, beside lib/permalink.rb, which says "slug" more often. (Not `lib/slug.rb`: from
+    // the repository's root that names an existing file, which asks for code like it.)
+    ("slug.rb", "lib/slug.rb", "Text", "path_query"),
     // Tests, asked for, beside the implementation they test.
     (
         "tests for evicting cache entries",
