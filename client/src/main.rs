@@ -34,6 +34,15 @@ struct Cli {
 #[derive(Subcommand)]
 enum Cmd {
     /// Search the repository containing PATH, restricted to PATH's subtree.
+    #[command(after_help = "Examples:
+  hgd search \"where are the git hooks installed\"
+  hgd search -t py --exclude tests/ \"retry with exponential backoff\"
+  hgd search -l -n 20 \"database migrations\"      (files only)
+  hgd search --json -c \"parse the config file\"   (JSON without content)
+  hgd search src/auth.py#check_token               (code like that function)
+  hgd search src/auth.py:120                       (code like the block at line 120)
+
+Exit status: 0 results found, 1 no results, 2 error.")]
     Search {
         /// What you are looking for, in words or code; or a block of a file, for code like it:
         /// FILE#NAME, FILE:LINE or FILE.
@@ -106,6 +115,26 @@ enum Cmd {
     Stop,
     /// Install the ONNX Runtime library and the default model (idempotent).
     Setup,
+    /// List the tracked repositories: state, blocks, indexed commit.
+    List {
+        #[arg(short = 'j', long)]
+        json: bool,
+    },
+    /// Stop tracking a repository and delete its index, reclaiming the space.
+    Forget {
+        /// The repository (default: the one containing the current directory); it may no
+        /// longer exist on disk.
+        path: Option<PathBuf>,
+    },
+    /// Show the embedding model: its name, where it is, what it computes.
+    Model,
+    /// Print a shell completion script: `hgd completions bash > ~/.local/share/bash-completion/completions/hgd`.
+    Completions {
+        #[arg(value_enum)]
+        shell: clap_complete::Shell,
+    },
+    /// Print the man page (roff): `hgd man > ~/.local/share/man/man1/hgd.1`.
+    Man,
     /// Serve the Model Context Protocol on stdin/stdout (tools: search, similar, status), for
     /// coding agents.
     Mcp,
@@ -254,6 +283,23 @@ fn run(cli: Cli) -> Result<ExitCode> {
         Cmd::Daemon => exec_daemon("daemon"),
         Cmd::Setup => exec_daemon("setup"),
         Cmd::Stop => stop(&home),
+        Cmd::List { json } => list(&home, json),
+        Cmd::Forget { path } => forget(&home, path),
+        Cmd::Model => model(&home),
+        Cmd::Completions { shell } => {
+            use clap::CommandFactory;
+            let mut text = Vec::new();
+            clap_complete::generate(shell, &mut Cli::command(), "hgd", &mut text);
+            print_lines([String::from_utf8_lossy(&text).trim_end().to_owned()])?;
+            Ok(ExitCode::SUCCESS)
+        }
+        Cmd::Man => {
+            use clap::CommandFactory;
+            let mut text = Vec::new();
+            clap_mangen::Man::new(Cli::command()).render(&mut text)?;
+            print_lines([String::from_utf8_lossy(&text).trim_end().to_owned()])?;
+            Ok(ExitCode::SUCCESS)
+        }
         Cmd::Mcp => {
             mcp::serve(&home)?;
             Ok(ExitCode::SUCCESS)
@@ -602,6 +648,87 @@ fn status(home: &Home, json: bool) -> Result<ExitCode> {
             lines.push(format!("  error: {error}"));
         }
     }
+    print_lines(lines)?;
+    Ok(ExitCode::SUCCESS)
+}
+
+fn list(home: &Home, json: bool) -> Result<ExitCode> {
+    let repos = daemon_status(home)?.map(|s| s.repos).unwrap_or_default();
+    if json {
+        print_lines([serde_json::to_string_pretty(&repos)?])?;
+        return Ok(ExitCode::SUCCESS);
+    }
+    if repos.is_empty() {
+        eprintln!("hgd: no repository is tracked (a search or `hgd index` in one tracks it)");
+        return Ok(ExitCode::SUCCESS);
+    }
+    print_lines(repos.iter().map(|r| {
+        let commit = r
+            .indexed_commit
+            .as_deref()
+            .map_or("-", |c| c.get(..10).unwrap_or(c));
+        format!("{}\t{}\t{} blocks\t{}", r.root, r.state, r.blocks, commit)
+    }))?;
+    Ok(ExitCode::SUCCESS)
+}
+
+fn forget(home: &Home, path: Option<PathBuf>) -> Result<ExitCode> {
+    let path = path.unwrap_or_else(|| PathBuf::from("."));
+    let path = std::path::absolute(&path).with_context(|| format!("{}", path.display()))?;
+    let mut conn = Connection::connect_or_start(home)?;
+    match conn.request(
+        Request::Forget {
+            path: path.to_string_lossy().into_owned(),
+        },
+        |_| {},
+    )? {
+        Response::Forgotten {
+            repo,
+            blocks,
+            freed_bytes,
+        } => {
+            let freed = if freed_bytes >= 1 << 20 {
+                format!("{:.1} MiB", freed_bytes as f64 / (1 << 20) as f64)
+            } else {
+                format!("{} KiB", freed_bytes >> 10)
+            };
+            print_lines([format!(
+                "forgot {repo}: {blocks} blocks deleted, {freed} freed"
+            )])?;
+            Ok(ExitCode::SUCCESS)
+        }
+        Response::Error { code, message } => Err(daemon_error(code, message)),
+        other => bail!("unexpected reply: {other:?}"),
+    }
+}
+
+/// The model: its folder and `model.toml` from the home (no daemon needed), and the id the
+/// running daemon uses.
+fn model(home: &Home) -> Result<ExitCode> {
+    let dir = home.model_dir();
+    let mut lines = vec![format!("folder: {}", dir.display())];
+    match std::fs::read_to_string(dir.join("model.toml")) {
+        Ok(toml) => lines.extend(
+            toml.lines()
+                .filter(|l| !l.trim().is_empty() && !l.starts_with('#'))
+                .map(|l| format!("  {}", l.trim())),
+        ),
+        Err(_) => lines.push("  not installed: run `hgd setup`".into()),
+    }
+    for file in ["model.onnx", "tokenizer.json"] {
+        let path = dir.join(file);
+        lines.push(match std::fs::metadata(&path) {
+            Ok(m) => format!("{file}: {:.1} MB", m.len() as f64 / 1e6),
+            Err(_) => format!("{file}: missing"),
+        });
+    }
+    lines.push(match daemon_status(home)? {
+        Some(status) => format!(
+            "in use by the daemon (pid {}): {}",
+            status.pid, status.model
+        ),
+        None => "daemon: not running".into(),
+    });
     print_lines(lines)?;
     Ok(ExitCode::SUCCESS)
 }

@@ -606,6 +606,24 @@ impl Store {
         Ok(())
     }
 
+    /// Deletes everything stored for `repo` (its blocks, its uncommitted files' blocks and its
+    /// record); returns how many blocks it had. Space is reclaimed by the next [`Store::optimize`].
+    pub async fn forget_repo(&self, repo: &str) -> Result<u64> {
+        let _guard = self.write_lock.lock().await;
+        let filter = format!("repo = {}", quote(repo));
+        let blocks = self.blocks.count_rows(Some(filter.clone())).await? as u64;
+        self.blocks.delete(&filter).await?;
+        self.overlay.delete(&filter).await?;
+        self.repos
+            .delete(&format!(
+                "root = {} AND model = {}",
+                quote(repo),
+                quote(&self.model_id)
+            ))
+            .await?;
+        Ok(blocks)
+    }
+
     pub async fn count_blocks(&self, repo: Option<&str>) -> Result<u64> {
         let filter = repo.map(|r| format!("repo = {}", quote(r)));
         Ok(self.blocks.count_rows(filter).await? as u64)
@@ -631,6 +649,24 @@ impl Store {
                 .optimize(OptimizeAction::Prune {
                     older_than: lancedb::table::Duration::try_minutes(5),
                     delete_unverified: Some(true),
+                    error_if_tagged_old_versions: None,
+                })
+                .await?;
+        }
+        Ok(())
+    }
+
+    /// Gives the space of deleted rows back at once (`hgd forget`): compacts the tables and
+    /// removes every older version's files. Files no version references yet (another job's
+    /// write in progress) are kept.
+    pub async fn reclaim(&self) -> Result<()> {
+        let _guard = self.write_lock.lock().await;
+        for table in [&self.blocks, &self.overlay, &self.repos] {
+            table.optimize(OptimizeAction::All).await?;
+            table
+                .optimize(OptimizeAction::Prune {
+                    older_than: lancedb::table::Duration::try_seconds(0),
+                    delete_unverified: Some(false),
                     error_if_tagged_old_versions: None,
                 })
                 .await?;

@@ -94,6 +94,8 @@ pub enum Request {
     Notify { path: String },
     /// Per-repository and daemon status.
     Status,
+    /// Stop tracking the repository at or containing `path` and delete its index.
+    Forget { path: String },
     /// Ask the daemon to exit cleanly.
     Shutdown,
 }
@@ -115,6 +117,13 @@ pub enum Response {
     /// Reply to `Notify`: whether the repository is tracked (and so a job was queued).
     Notified {
         tracked: bool,
+    },
+    /// Reply to `Forget`: the repository's blocks are deleted and the store compacted.
+    Forgotten {
+        repo: String,
+        blocks: u64,
+        /// How much smaller the database is on disk afterwards.
+        freed_bytes: u64,
     },
     Search {
         /// The repository root the result paths are relative to.

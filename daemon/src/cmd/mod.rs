@@ -49,6 +49,17 @@ pub async fn dispatch(service: &Arc<Service>, request: Request, replies: &mut Re
             replies.send(&reply).await
         }
         Request::Status => status::run(service, replies).await,
+        Request::Forget { path } => {
+            let reply = match service.forget(std::path::Path::new(&path)).await {
+                Ok((repo, blocks, freed_bytes)) => Response::Forgotten {
+                    repo,
+                    blocks,
+                    freed_bytes,
+                },
+                Err(e) => error_reply(&e),
+            };
+            replies.send(&reply).await
+        }
         Request::Shutdown => {
             let sent = replies.send(&Response::ShuttingDown).await;
             tracing::info!("shutdown requested by a client");
@@ -62,6 +73,7 @@ pub async fn dispatch(service: &Arc<Service>, request: Request, replies: &mut Re
 fn error_reply(e: &ServiceError) -> Response {
     let code = match e {
         ServiceError::Git(crate::git::GitError::NotARepository(_)) => ErrorCode::NotARepository,
+        ServiceError::NotTracked(_) | ServiceError::Busy(_) => ErrorCode::BadRequest,
         _ => ErrorCode::Internal,
     };
     Response::error(code, e.to_string())

@@ -250,6 +250,11 @@ impl WorkTrees {
         })
     }
 
+    /// Stops watching the work tree at `root`.
+    pub fn forget(&self, root: &str) {
+        self.lock().remove(root);
+    }
+
     /// The overlay now matches a walk: later searches may reuse it until something changes.
     fn remember(&self, root: &str, stamp: Stamp, dirty: Vec<String>) {
         if let Some(tree) = self.lock().get(root) {

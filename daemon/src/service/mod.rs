@@ -45,8 +45,10 @@ pub enum ServiceError {
     ShuttingDown,
     #[error("embedding failed: {0}")]
     Embed(#[from] crate::embed::EmbedError),
-    #[error("{0} is not tracked")]
+    #[error("{0} is not tracked (`hgd list` shows what is)")]
     NotTracked(String),
+    #[error("{0} is being indexed; forget it once `hgd status` shows it idle")]
+    Busy(String),
     #[error("a service task stopped: {0}")]
     Task(#[from] tokio::task::JoinError),
 }
@@ -283,6 +285,55 @@ impl Service {
         }
         out.sort_by(|a, b| a.root.cmp(&b.root));
         out
+    }
+}
+
+impl Service {
+    /// Stops tracking the repository at or containing `path` (which may no longer exist),
+    /// deletes what is stored for it and compacts the store. Refused while it has a job running
+    /// or queued. Returns its root, its block count and the bytes freed on disk.
+    pub async fn forget(&self, path: &Path) -> Result<(String, u64, u64), ServiceError> {
+        let db_dir = self.home.db_dir();
+        let given = std::path::absolute(path).unwrap_or_else(|_| path.to_path_buf());
+        let canonical = given.canonicalize().ok();
+        // A tracked root named as it is, or the repository containing an existing path.
+        let exact = self
+            .lock_repos()
+            .keys()
+            .find(|r| {
+                Path::new(r.as_str()) == given
+                    || canonical.as_deref() == Some(Path::new(r.as_str()))
+            })
+            .cloned();
+        let root = match exact {
+            Some(root) => root,
+            None => locate(&given)
+                .await
+                .map(|l| l.root.to_string_lossy().into_owned())
+                .map_err(|_| ServiceError::NotTracked(given.display().to_string()))?,
+        };
+        {
+            let mut repos = self.lock_repos();
+            let Some(entry) = repos.get(&root) else {
+                return Err(ServiceError::NotTracked(root));
+            };
+            if entry.running.is_some() || entry.requested != entry.completed {
+                return Err(ServiceError::Busy(root));
+            }
+            repos.remove(&root);
+        }
+        self.queue
+            .lock()
+            .unwrap_or_else(|p| p.into_inner())
+            .retain(|r| r != &root);
+        self.indexes.invalidate(&root);
+        self.work_trees.forget(&root);
+        let before = Store::disk_bytes(&db_dir);
+        let blocks = self.store.forget_repo(&root).await?;
+        self.store.reclaim().await?;
+        let freed = before.saturating_sub(Store::disk_bytes(&db_dir));
+        tracing::info!("forgot {root}: {blocks} blocks, {freed} bytes freed");
+        Ok((root, blocks, freed))
     }
 }
 
