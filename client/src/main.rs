@@ -49,9 +49,9 @@ Exit status: 0 results found, 1 no results, 2 error.")]
         query: String,
         /// Folder to search (default: the current directory).
         path: Option<PathBuf>,
-        /// Number of results.
-        #[arg(short = 'n', long = "num", default_value_t = 10)]
-        num: usize,
+        /// Number of results (default 10, or `results` in the config file).
+        #[arg(short = 'n', long = "num")]
+        num: Option<usize>,
         /// Print a JSON array of results (hygrep's fields: file, line, end_line, type, name, score, content).
         #[arg(short = 'j', long)]
         json: bool,
@@ -128,6 +128,9 @@ Exit status: 0 results found, 1 no results, 2 error.")]
     },
     /// Show the embedding model: its name, where it is, what it computes.
     Model,
+    /// Print the effective configuration and where each value comes from (the config file,
+    /// an environment variable, or the default).
+    Config,
     /// Print a shell completion script: `hgd completions bash > ~/.local/share/bash-completion/completions/hgd`.
     Completions {
         #[arg(value_enum)]
@@ -239,7 +242,10 @@ fn run(cli: Cli) -> Result<ExitCode> {
             &query,
             path,
             SearchOptions {
-                num,
+                num: match num {
+                    Some(n) => n,
+                    None => hgd_protocol::config::Config::load()?.results.value,
+                },
                 output: if quiet {
                     Output::Quiet
                 } else if files_only {
@@ -286,6 +292,7 @@ fn run(cli: Cli) -> Result<ExitCode> {
         Cmd::List { json } => list(&home, json),
         Cmd::Forget { path } => forget(&home, path),
         Cmd::Model => model(&home),
+        Cmd::Config => config(&home),
         Cmd::Completions { shell } => {
             use clap::CommandFactory;
             let mut text = Vec::new();
@@ -729,6 +736,51 @@ fn model(home: &Home) -> Result<ExitCode> {
         ),
         None => "daemon: not running".into(),
     });
+    print_lines(lines)?;
+    Ok(ExitCode::SUCCESS)
+}
+
+fn config(home: &Home) -> Result<ExitCode> {
+    let config = hgd_protocol::config::Config::load()?;
+    let mut lines = vec![format!(
+        "# {} ({}; HGD_CONFIG names another)",
+        config.path.display(),
+        if config.file_exists {
+            "read"
+        } else {
+            "not found: every value is a default or from the environment"
+        }
+    )];
+    let model = config
+        .model
+        .value
+        .clone()
+        .unwrap_or_else(|| home.model_dir());
+    lines.push(format!(
+        "model = {:?}    # {}",
+        model.display().to_string(),
+        config.model.source
+    ));
+    lines.push(match config.threads.value {
+        Some(n) => format!("threads = {n}    # {}", config.threads.source),
+        None => format!(
+            "threads = {}    # default: all cores",
+            std::thread::available_parallelism().map_or(1, |n| n.get())
+        ),
+    });
+    lines.push(format!(
+        "results = {}    # {}",
+        config.results.value, config.results.source
+    ));
+    lines.push(format!(
+        "# home: {} ({})",
+        home.root().display(),
+        if std::env::var_os("HGD_HOME").is_some_and(|v| !v.is_empty()) {
+            "HGD_HOME"
+        } else {
+            "default"
+        }
+    ));
     print_lines(lines)?;
     Ok(ExitCode::SUCCESS)
 }

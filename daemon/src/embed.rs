@@ -107,10 +107,10 @@ pub struct EmbedOptions {
 impl Default for EmbedOptions {
     fn default() -> Self {
         let cores = std::thread::available_parallelism().map_or(1, NonZeroUsize::get);
-        let threads = std::env::var("HGD_THREADS")
+        // HGD_THREADS, else the config file's `threads`, else all cores.
+        let threads = hgd_protocol::config::Config::load()
             .ok()
-            .and_then(|v| v.parse().ok())
-            .filter(|&n| n > 0)
+            .and_then(|c| c.threads.value)
             .unwrap_or(cores);
         EmbedOptions {
             threads,

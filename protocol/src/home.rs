@@ -65,12 +65,14 @@ impl Home {
         self.root.join("models")
     }
 
-    /// The model the daemon uses: `HGD_MODEL_DIR`, else the default model under `models/`.
+    /// The model the daemon uses: `HGD_MODEL_DIR`, else the config file's `model`, else the
+    /// default model under `models/`. (A config file that does not parse is reported where it
+    /// is loaded; here it counts as absent.)
     pub fn model_dir(&self) -> PathBuf {
-        match std::env::var_os("HGD_MODEL_DIR").filter(|v| !v.is_empty()) {
-            Some(dir) => PathBuf::from(dir),
-            None => self.models_dir().join(DEFAULT_MODEL),
-        }
+        crate::config::Config::load()
+            .ok()
+            .and_then(|c| c.model.value)
+            .unwrap_or_else(|| self.models_dir().join(DEFAULT_MODEL))
     }
 
     /// The LanceDB database.

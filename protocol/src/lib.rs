@@ -7,6 +7,7 @@
 //! This crate must stay light (serde + directories): the client links it and has to start in
 //! milliseconds.
 
+pub mod config;
 pub mod home;
 
 use serde::{Deserialize, Serialize};

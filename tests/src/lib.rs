@@ -87,6 +87,11 @@ impl Hgd {
         self.dir.path().join("home")
     }
 
+    /// The config file this installation's commands read (`HGD_CONFIG`).
+    pub fn config_file(&self) -> PathBuf {
+        self.dir.path().join("config.toml")
+    }
+
     pub fn socket(&self) -> PathBuf {
         self.home().join("hgd.sock")
     }
@@ -98,6 +103,8 @@ impl Hgd {
             .env("HGD_MODEL_DIR", &self.model)
             .env("HGD_ORT_DYLIB", &self.runtime)
             .env("HGD_DAEMON_BIN", bin("hgd-daemon"))
+            // Its own config file (absent unless a test writes it), not the developer's.
+            .env("HGD_CONFIG", self.config_file())
             .env("HGD_THREADS", "1")
             .env("NO_COLOR", "1")
             .env_remove("HGD_LOG")

@@ -116,3 +116,77 @@ fn completions_and_the_man_page_cover_every_command() {
         assert!(man.contains(word), "man: no {word}");
     }
 }
+
+#[test]
+fn the_config_file_sets_defaults_and_hgd_config_says_where_each_comes_from() {
+    let hgd = Hgd::new();
+    let repo = GitRepo::new();
+    repo.write(
+        "ops.py",
+        "def add(a, b):\n    return a + b\n\n\ndef sub(a, b):\n    return a - b\n\n\ndef mul(a, b):\n    return a * b\n",
+    );
+    repo.commit_all("one");
+    let model = hgd_tests::provisioned().1;
+    std::fs::write(
+        hgd.config_file(),
+        format!(
+            "results = 2\nthreads = 1\nmodel = {:?}\n",
+            model.display().to_string()
+        ),
+    )
+    .unwrap();
+    // The model comes from the file, not HGD_MODEL_DIR, for the client and the daemon it starts.
+    let run = |args: &[&str]| {
+        hgd.command("hgd")
+            .env_remove("HGD_MODEL_DIR")
+            .current_dir(repo.path())
+            .args(args)
+            .output()
+            .unwrap()
+    };
+    let shown = ok(&run(&["config"]));
+    assert!(
+        shown.contains(&hgd.config_file().display().to_string()),
+        "{shown}"
+    );
+    assert!(shown.contains("results = 2    # config file"), "{shown}");
+    assert!(
+        shown.contains("# config file") && shown.contains("model = "),
+        "{shown}"
+    );
+    // The test environment sets HGD_THREADS, which overrides the file.
+    assert!(shown.contains("threads = 1    # HGD_THREADS"), "{shown}");
+    let hits: Vec<serde_json::Value> =
+        serde_json::from_str(&ok(&run(&["search", "--json", "arithmetic"]))).unwrap();
+    assert_eq!(hits.len(), 2, "the file's `results` is the default -n");
+    let hits: Vec<serde_json::Value> =
+        serde_json::from_str(&ok(&run(&["search", "--json", "-n", "3", "arithmetic"]))).unwrap();
+    assert_eq!(hits.len(), 3, "-n overrides it");
+    let model_out = ok(&run(&["model"]));
+    assert!(
+        model_out.contains(&model.display().to_string()),
+        "{model_out}"
+    );
+    ok(&run(&["stop"]));
+
+    // A mistake in the file is an error that names it, for the client and the daemon alike.
+    std::fs::write(hgd.config_file(), "resutls = 3\n").unwrap();
+    let out = run(&["search", "arithmetic"]);
+    assert_eq!(out.status.code(), Some(2));
+    let stderr = String::from_utf8_lossy(&out.stderr);
+    assert!(
+        stderr.contains("not a valid hgd config file") && stderr.contains("config.toml"),
+        "{stderr}"
+    );
+    let daemon = hgd.command("hgd-daemon").arg("daemon").output().unwrap();
+    assert!(!daemon.status.success());
+    assert!(
+        String::from_utf8_lossy(&daemon.stderr).contains("not a valid hgd config file"),
+        "{}",
+        String::from_utf8_lossy(&daemon.stderr)
+    );
+    std::fs::write(hgd.config_file(), "results = 0\n").unwrap();
+    let out = run(&["config"]);
+    assert_eq!(out.status.code(), Some(2));
+    assert!(String::from_utf8_lossy(&out.stderr).contains("results"));
+}
