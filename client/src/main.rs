@@ -773,6 +773,10 @@ fn config(home: &Home) -> Result<ExitCode> {
         config.results.value, config.results.source
     ));
     lines.push(format!(
+        "exclude = {:?}    # {} (each repository's .hgdignore adds its own)",
+        config.exclude.value, config.exclude.source
+    ));
+    lines.push(format!(
         "# home: {} ({})",
         home.root().display(),
         if std::env::var_os("HGD_HOME").is_some_and(|v| !v.is_empty()) {

@@ -10,6 +10,65 @@ use gix::bstr::ByteSlice;
 /// Files above this size are skipped: they are almost always data or generated.
 pub const MAX_FILE_BYTES: u64 = 1 << 20;
 
+/// A repository's own list of paths never to index: gitignore syntax, at its work tree's root.
+pub const HGDIGNORE: &str = ".hgdignore";
+
+/// The config file's `exclude` lines (every repository), set once at start.
+static CONFIG_EXCLUDE: std::sync::OnceLock<Vec<String>> = std::sync::OnceLock::new();
+
+/// Sets the config file's `exclude` lines; an invalid line is an error naming it.
+pub fn set_config_exclude(lines: Vec<String>) -> Result<(), String> {
+    let mut builder = ignore::gitignore::GitignoreBuilder::new("");
+    for line in &lines {
+        builder
+            .add_line(None, line)
+            .map_err(|e| format!("exclude line {line:?} in the config file: {e}"))?;
+    }
+    let _ = CONFIG_EXCLUDE.set(lines);
+    Ok(())
+}
+
+/// What decides which paths of the repository at `root` are never indexed: the config file's
+/// `exclude` lines and the work tree's `.hgdignore`. Recorded with the index, so that a change
+/// makes the next job compare all of HEAD with the store.
+pub fn exclusion_rules(root: &Path) -> String {
+    rules_text(
+        &CONFIG_EXCLUDE
+            .get()
+            .map(|lines| lines.join("\n"))
+            .unwrap_or_default(),
+        &std::fs::read_to_string(root.join(HGDIGNORE)).unwrap_or_default(),
+    )
+}
+
+/// The rules when nothing is excluded: those of every index made before rules were recorded.
+pub fn no_exclusion_rules() -> String {
+    rules_text("", "")
+}
+
+fn rules_text(config: &str, hgdignore: &str) -> String {
+    format!("{config}\n--- {HGDIGNORE}\n{hgdignore}")
+}
+
+/// The matcher for [`exclusion_rules`] (lines of `.hgdignore` that are not valid globs are
+/// skipped with a warning).
+fn exclusions(root: &Path) -> ignore::gitignore::Gitignore {
+    let mut builder = ignore::gitignore::GitignoreBuilder::new(root);
+    for line in CONFIG_EXCLUDE.get().into_iter().flatten() {
+        let _ = builder.add_line(None, line);
+    }
+    let file = root.join(HGDIGNORE);
+    if file.is_file() {
+        if let Some(e) = builder.add(&file) {
+            tracing::warn!("{}: {e}", file.display());
+        }
+    }
+    builder.build().unwrap_or_else(|e| {
+        tracing::warn!("{}: {e}; nothing is excluded", file.display());
+        ignore::gitignore::Gitignore::empty()
+    })
+}
+
 #[derive(Debug, thiserror::Error)]
 pub enum GitError {
     #[error("{0} is not in a git repository")]
@@ -202,15 +261,20 @@ pub fn in_subtree(path: &str, subtree: &str) -> bool {
         || (path.starts_with(subtree) && path.as_bytes().get(subtree.len()) == Some(&b'/'))
 }
 
-/// Answers "is this file marked `linguist-generated` or `linguist-vendored`?" from .gitattributes
-/// as recorded in an index.
+/// Answers "is this file excluded (the config file, `.hgdignore`) or marked `linguist-generated`
+/// or `linguist-vendored`?", the attributes from .gitattributes as recorded in an index.
 struct GeneratedFilter<'r> {
     attributes: gix::AttributeStack<'r>,
     outcome: gix::attrs::search::Outcome,
+    excluded: ignore::gitignore::Gitignore,
 }
 
 impl<'r> GeneratedFilter<'r> {
-    fn new(repo: &'r gix::Repository, index: &gix::index::State) -> Result<Self, gix::Error> {
+    fn new(
+        repo: &'r gix::Repository,
+        index: &gix::index::State,
+        root: &Path,
+    ) -> Result<Self, gix::Error> {
         let attributes = repo.attributes_only(
             index,
             gix::worktree::stack::state::attributes::Source::IdMapping,
@@ -220,6 +284,7 @@ impl<'r> GeneratedFilter<'r> {
         Ok(GeneratedFilter {
             attributes,
             outcome,
+            excluded: exclusions(root),
         })
     }
 
@@ -228,6 +293,13 @@ impl<'r> GeneratedFilter<'r> {
         path: &str,
         mode: Option<gix::index::entry::Mode>,
     ) -> Result<bool, gix::Error> {
+        if self
+            .excluded
+            .matched_path_or_any_parents(path, false)
+            .is_ignore()
+        {
+            return Ok(true);
+        }
         let platform = self.attributes.at_entry(path, mode)?;
         self.outcome.reset();
         Ok(platform.matching_attributes(&mut self.outcome)
@@ -278,7 +350,7 @@ impl Repo {
         let err = gix_err(&self.root);
         let tree = self.inner.head_tree_id().map_err(&err)?;
         let index = self.inner.index_from_tree(&tree).map_err(&err)?;
-        let mut generated = GeneratedFilter::new(&self.inner, &index).map_err(&err)?;
+        let mut generated = GeneratedFilter::new(&self.inner, &index, &self.root).map_err(&err)?;
         let mut files = Vec::new();
         for entry in index.entries() {
             if !matches!(
@@ -348,7 +420,7 @@ impl Repo {
             .inner
             .index_or_load_from_head_or_empty()
             .map_err(&err)?;
-        let mut generated = GeneratedFilter::new(&self.inner, &index).map_err(&err)?;
+        let mut generated = GeneratedFilter::new(&self.inner, &index, &self.root).map_err(&err)?;
         let mut indexable =
             |path: &str, mode: gix::object::tree::EntryMode| -> Result<bool, GitError> {
                 if !mode.is_blob() || !in_scopes(path, scopes) {
@@ -427,6 +499,7 @@ impl Repo {
             .index_worktree_submodules(None)
             .into_iter(None)
             .map_err(&err)?;
+        let excluded = exclusions(&self.root);
         let mut paths = Vec::new();
         for item in iter {
             let item = item.map_err(|e| GitError::Gix {
@@ -434,7 +507,11 @@ impl Repo {
                 error: Box::new(e),
             })?;
             if let Ok(path) = item.location().to_str() {
-                if in_scopes(path, scopes) {
+                if in_scopes(path, scopes)
+                    && !excluded
+                        .matched_path_or_any_parents(path, false)
+                        .is_ignore()
+                {
                     paths.push(path.to_owned());
                 }
             }

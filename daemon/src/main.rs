@@ -271,7 +271,8 @@ fn chunk_files(files: &[std::path::PathBuf], texts_only: bool) -> Result<()> {
 
 fn run_daemon(home: Home) -> Result<()> {
     // A config file with a mistake stops the daemon with the reason, rather than being ignored.
-    hgd_protocol::config::Config::load()?;
+    let config = hgd_protocol::config::Config::load()?;
+    hgd_daemon::git::set_config_exclude(config.exclude.value).map_err(anyhow::Error::msg)?;
     hgd_daemon::memory::limit_arenas();
     let rules = hgd_daemon::rank::Rules::from_env().map_err(anyhow::Error::msg)?;
     if let Some(rules) = rules {

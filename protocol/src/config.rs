@@ -7,6 +7,7 @@
 //! model = "/path/to/a/model/folder"   # model.onnx, tokenizer.json, model.toml
 //! threads = 4                          # intra-op threads for indexing
 //! results = 20                         # hgd search's default -n
+//! exclude = ["*.min.js", "fixtures/"]  # never index these (gitignore lines, every repository)
 //! ```
 
 use std::path::{Path, PathBuf};
@@ -20,7 +21,7 @@ pub enum ConfigError {
         path: PathBuf,
         error: std::io::Error,
     },
-    #[error("{path} is not a valid hgd config file: {error}\nthe keys are model, threads and results; see `hgd config`")]
+    #[error("{path} is not a valid hgd config file: {error}\nthe keys are model, threads, results and exclude; see `hgd config`")]
     Parse {
         path: PathBuf,
         error: Box<toml::de::Error>,
@@ -36,6 +37,7 @@ struct File {
     model: Option<PathBuf>,
     threads: Option<usize>,
     results: Option<usize>,
+    exclude: Option<Vec<String>>,
 }
 
 /// Where a value came from.
@@ -76,6 +78,9 @@ pub struct Config {
     pub threads: Setting<Option<usize>>,
     /// `hgd search`'s default number of results.
     pub results: Setting<usize>,
+    /// Gitignore lines of files never indexed, in every repository (each repository's
+    /// `.hgdignore` adds its own).
+    pub exclude: Setting<Vec<String>>,
 }
 
 pub const DEFAULT_RESULTS: usize = 10;
@@ -137,12 +142,23 @@ impl Config {
                 source: Source::Default,
             },
         };
+        let exclude = match file.exclude {
+            Some(lines) => Setting {
+                value: lines,
+                source: Source::File,
+            },
+            None => Setting {
+                value: Vec::new(),
+                source: Source::Default,
+            },
+        };
         Ok(Config {
             path,
             file_exists,
             model,
             threads,
             results,
+            exclude,
         })
     }
 }

@@ -190,3 +190,66 @@ fn the_config_file_sets_defaults_and_hgd_config_says_where_each_comes_from() {
     assert_eq!(out.status.code(), Some(2));
     assert!(String::from_utf8_lossy(&out.stderr).contains("results"));
 }
+
+/// `.hgdignore` (work tree, uncommitted) and the config file's `exclude` keep files out of the
+/// index; editing `.hgdignore` at the same HEAD takes effect at the next search, both ways, and
+/// survives a restart without re-embedding.
+#[test]
+fn hgdignore_and_config_excludes_keep_files_out_of_the_index() {
+    let hgd = Hgd::new();
+    std::fs::write(hgd.config_file(), "exclude = [\"*.gen.py\"]\n").unwrap();
+    let repo = GitRepo::new();
+    repo.write("a.py", "def alpha_checksum():\n    return 1\n");
+    repo.write("b.gen.py", "def beta_generated():\n    return 2\n");
+    repo.write("vendor/c.py", "def gamma_vendored():\n    return 3\n");
+    repo.commit_all("three files");
+    // Whether the file defining `word` answers a search for it.
+    let found = |word: &str| -> bool {
+        let file = match word {
+            "alpha_checksum" => "a.py",
+            "beta_generated" => "b.gen.py",
+            _ => "vendor/c.py",
+        };
+        let out = hgd.hgd(&repo.path(), &["search", "-l", "--mode", "lexical", word]);
+        assert!(
+            matches!(out.status.code(), Some(0 | 1)),
+            "{}",
+            String::from_utf8_lossy(&out.stderr)
+        );
+        String::from_utf8_lossy(&out.stdout)
+            .lines()
+            .any(|l| l == file)
+    };
+    assert!(found("alpha_checksum"));
+    assert!(!found("beta_generated"), "excluded by the config file");
+    assert!(found("gamma_vendored"));
+    let blocks = |hgd: &Hgd| {
+        hgd.status(&repo.path())["repos"][0]["blocks"]
+            .as_u64()
+            .unwrap()
+    };
+    let before = blocks(&hgd);
+
+    repo.write(".hgdignore", "# not ours\nvendor/\n");
+    assert!(
+        !found("gamma_vendored"),
+        "excluded by .hgdignore at the same HEAD"
+    );
+    assert!(found("alpha_checksum"));
+    assert!(blocks(&hgd) < before, "its blocks left the index");
+    // An uncommitted edit of an excluded file stays out too.
+    repo.write("vendor/c.py", "def gamma_vendored():\n    return 4\n");
+    assert!(!found("gamma_vendored"));
+
+    // After a restart the rules are remembered: nothing is compared or embedded again.
+    ok(&hgd.hgd(&repo.path(), &["stop"]));
+    assert!(!found("gamma_vendored"));
+    let status = hgd.status(&repo.path());
+    assert_eq!(status["blocks_embedded"], 0, "{status}");
+
+    std::fs::remove_file(repo.path().join(".hgdignore")).unwrap();
+    assert!(
+        found("gamma_vendored"),
+        "indexed again once no longer excluded"
+    );
+}

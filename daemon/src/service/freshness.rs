@@ -585,12 +585,21 @@ impl Service {
         path: &Path,
         retry_failed: bool,
     ) -> Result<Ensured, ServiceError> {
-        let (located, head) = {
+        let (located, head, rules) = {
             let path = path.to_path_buf();
             let open = self.open_repos.clone();
-            tokio::task::spawn_blocking(move || open.locate_with_head(&path)).await??
+            tokio::task::spawn_blocking(move || {
+                open.locate_with_head(&path).map(|(located, head)| {
+                    let rules = git::exclusion_rules(&located.root);
+                    (located, head, rules)
+                })
+            })
+            .await??
         };
         let root = located.root.to_string_lossy().into_owned();
+        // Changed exclusions (.hgdignore, the config file) need a job even at the same HEAD: it
+        // compares all of HEAD with the store (see the worker).
+        let rules_current = self.recorded_rules(&root) == rules;
         let (scope_added, freshness) = {
             let mut repos = self.lock_repos();
             let entry = repos.entry(root.clone()).or_insert_with(|| {
@@ -623,7 +632,11 @@ impl Service {
                         None
                     }
                 }
-                None if idle && !scope_added && entry.record.indexed_commit == head => {
+                None if idle
+                    && !scope_added
+                    && rules_current
+                    && entry.record.indexed_commit == head =>
+                {
                     Some(Freshness::Current)
                 }
                 _ => None,

@@ -126,6 +126,9 @@ pub struct Service {
     pub(crate) overlay_locks: Mutex<HashMap<String, Arc<tokio::sync::Mutex<()>>>>,
     /// Serialises writes of repository records (see [`Service::persist`]).
     persist_lock: tokio::sync::Mutex<()>,
+    /// Per repository, the exclusion rules (`git::exclusion_rules`) its index was last
+    /// completed under; kept in [`INDEX_RULES_FILE`] in the home.
+    index_rules: Mutex<HashMap<String, String>>,
     pub shutdown: CancellationToken,
 }
 
@@ -153,6 +156,7 @@ impl Service {
             blocks_embedded: blocks_embedded.clone(),
         };
         let work_trees = Arc::new(WorkTrees::new(home.root()));
+        let home_root = home.root().to_path_buf();
         let mut repos = HashMap::new();
         for record in store.repos().await? {
             repos.insert(record.root.clone(), RepoEntry::new(record));
@@ -176,6 +180,12 @@ impl Service {
             job_slice: schedule::job_slice(),
             overlay_locks: Mutex::new(HashMap::new()),
             persist_lock: tokio::sync::Mutex::new(()),
+            index_rules: Mutex::new(
+                std::fs::read(home_rules_file(&home_root))
+                    .ok()
+                    .and_then(|bytes| serde_json::from_slice(&bytes).ok())
+                    .unwrap_or_default(),
+            ),
             shutdown,
         });
         // Catch up with commits made while the daemon was down.
@@ -328,12 +338,51 @@ impl Service {
             .retain(|r| r != &root);
         self.indexes.invalidate(&root);
         self.work_trees.forget(&root);
+        self.record_rules(&root, None);
         let before = Store::disk_bytes(&db_dir);
         let blocks = self.store.forget_repo(&root).await?;
         self.store.reclaim().await?;
         let freed = before.saturating_sub(Store::disk_bytes(&db_dir));
         tracing::info!("forgot {root}: {blocks} blocks, {freed} bytes freed");
         Ok((root, blocks, freed))
+    }
+}
+
+/// In the home: the exclusion rules each repository's index was completed under.
+const INDEX_RULES_FILE: &str = "index-rules.json";
+
+fn home_rules_file(home: &Path) -> std::path::PathBuf {
+    home.join(INDEX_RULES_FILE)
+}
+
+impl Service {
+    /// The exclusion rules `root`'s index was last completed under (for an index made before
+    /// they were recorded: none, the rules of a repository without any).
+    pub(crate) fn recorded_rules(&self, root: &str) -> String {
+        self.index_rules
+            .lock()
+            .unwrap_or_else(|p| p.into_inner())
+            .get(root)
+            .cloned()
+            .unwrap_or_else(git::no_exclusion_rules)
+    }
+
+    /// Records the rules a job of `root` completed under (`None`: forget them), in memory and
+    /// in the home. A failed write costs one more full comparison later, nothing else.
+    pub(crate) fn record_rules(&self, root: &str, rules: Option<String>) {
+        let text = {
+            let mut map = self.index_rules.lock().unwrap_or_else(|p| p.into_inner());
+            match rules {
+                Some(rules) => map.insert(root.to_owned(), rules),
+                None => map.remove(root),
+            };
+            serde_json::to_vec_pretty(&*map).unwrap_or_default()
+        };
+        let path = home_rules_file(self.home.root());
+        let temp = path.with_extension("json.tmp");
+        if let Err(e) = std::fs::write(&temp, text).and_then(|_| std::fs::rename(&temp, &path)) {
+            tracing::warn!("cannot write {}: {e}", path.display());
+        }
     }
 }
 

@@ -13,6 +13,7 @@ use hgd_protocol::Progress;
 use tokio::sync::watch;
 
 use super::{head_of, locate, progress_of, Failure, Service, ServiceError};
+use crate::git;
 use crate::indexer::{IndexError, JobProgress};
 use crate::store::{RepoRecord, StoreError};
 
@@ -97,6 +98,10 @@ impl Service {
                 }
             };
             self.settle(&root).await;
+            // Exclusions that changed since the index was completed (a `.hgdignore` edited,
+            // the config file's `exclude`) change which files belong at any commit: compare all.
+            let rules = git::exclusion_rules(Path::new(&root));
+            let rules_changed = rules != self.recorded_rules(&root);
             let (record, full, ticket, progress) = {
                 let mut repos = self.lock_repos();
                 let Some(entry) = repos.get_mut(&root) else {
@@ -104,7 +109,7 @@ impl Service {
                 };
                 let progress = Arc::new(JobProgress::default());
                 entry.running = Some(progress.clone());
-                let full = std::mem::take(&mut entry.full_scan);
+                let full = std::mem::take(&mut entry.full_scan) || rules_changed;
                 (entry.record.clone(), full, entry.requested, progress)
             };
             let started = Instant::now();
@@ -136,8 +141,9 @@ impl Service {
             if let Ok(report) = &result {
                 // Every block of the job is durable: now the pointer may advance.
                 self.advance_pointer(&root, &record, &report.commit);
-                if let Err(e) = self.persist(&root).await {
-                    result = Err(e.into());
+                match self.persist(&root).await {
+                    Ok(()) => self.record_rules(&root, Some(rules)),
+                    Err(e) => result = Err(e.into()),
                 }
             }
             let failed_head = match &result {
