@@ -50,7 +50,7 @@ impl Connection {
         if let Some(conn) = Connection::try_connect(home) {
             return Ok(conn);
         }
-        if crate::service::is_managed(home) {
+        if crate::service::is_managed_now(home) {
             return Connection::start_managed(home);
         }
         let mut child = start_daemon(home)?;

@@ -430,6 +430,18 @@ fn search(
     } = opts;
     let dir = path.unwrap_or_else(|| PathBuf::from("."));
     let like = block_ref(query);
+    if let (Some(like), false) = (&like, matches!(output, Output::Quiet)) {
+        // Say so: a query that happens to name an existing file changes meaning.
+        eprintln!(
+            "hgd: searching for code like {}{} (the query names a file here)",
+            like.file,
+            match (&like.name, like.line) {
+                (Some(name), _) => format!("#{name}"),
+                (None, Some(line)) => format!(":{line}"),
+                (None, None) => String::new(),
+            }
+        );
+    }
     let Found {
         repo_root,
         hits,
@@ -660,7 +672,15 @@ fn status(home: &Home, json: bool) -> Result<ExitCode> {
 }
 
 fn list(home: &Home, json: bool) -> Result<ExitCode> {
-    let repos = daemon_status(home)?.map(|s| s.repos).unwrap_or_default();
+    // The daemon knows what it tracks (its records are in its store): start it if needed.
+    let repos = {
+        let mut conn = Connection::connect_or_start(home)?;
+        match conn.request(Request::Status, |_| {})? {
+            Response::Status(status) => status.repos,
+            Response::Error { code, message } => return Err(daemon_error(code, message)),
+            other => bail!("unexpected reply: {other:?}"),
+        }
+    };
     if json {
         print_lines([serde_json::to_string_pretty(&repos)?])?;
         return Ok(ExitCode::SUCCESS);

@@ -7,7 +7,7 @@
 //! other use for one. Requests are answered one at a time, in order; a malformed line gets a
 //! JSON-RPC error and the server reads on.
 
-use std::io::{BufRead, Write};
+use std::io::{BufRead, Read, Write};
 use std::path::{Path, PathBuf};
 
 use anyhow::Result;
@@ -15,8 +15,12 @@ use hgd_protocol::home::Home;
 use hgd_protocol::{BlockRef, SearchFilter, SearchMode};
 use serde_json::{json, Value};
 
-/// The protocol revision this server implements; a client asking for another gets this one.
-const PROTOCOL_VERSION: &str = "2025-06-18";
+/// Protocol revisions this server speaks, newest first: a client asking for one of them gets it,
+/// any other client the newest.
+const PROTOCOL_VERSIONS: [&str; 3] = ["2025-06-18", "2025-03-26", "2024-11-05"];
+
+/// Longest message read; a longer line is answered with an error and skipped.
+const MAX_LINE_BYTES: usize = 1 << 20;
 
 const PARSE_ERROR: i64 = -32700;
 const INVALID_REQUEST: i64 = -32600;
@@ -28,19 +32,40 @@ pub fn serve(home: &Home) -> Result<()> {
     let stdin = std::io::stdin();
     let stdout = std::io::stdout();
     let cwd = std::env::current_dir()?;
-    for line in stdin.lock().lines() {
-        let line = line?;
-        if line.trim().is_empty() {
-            continue;
+    let mut input = stdin.lock();
+    let mut bytes = Vec::new();
+    loop {
+        bytes.clear();
+        // Bytes, not `lines()`: a line that is not UTF-8 gets an error, not the end of the server.
+        let read = (&mut input)
+            .take(MAX_LINE_BYTES as u64 + 1)
+            .read_until(b'\n', &mut bytes)?;
+        if read == 0 {
+            return Ok(());
         }
-        if let Some(reply) = handle_line(home, &cwd, &line) {
+        let reply = if bytes.len() > MAX_LINE_BYTES && !bytes.ends_with(b"\n") {
+            // Skip the rest of the line.
+            let mut rest = Vec::new();
+            input.read_until(b'\n', &mut rest)?;
+            Some(error(
+                Value::Null,
+                INVALID_REQUEST,
+                &format!("message longer than {MAX_LINE_BYTES} bytes"),
+            ))
+        } else {
+            match std::str::from_utf8(&bytes) {
+                Ok(line) if line.trim().is_empty() => None,
+                Ok(line) => handle_line(home, &cwd, line),
+                Err(_) => Some(error(Value::Null, PARSE_ERROR, "the message is not UTF-8")),
+            }
+        };
+        if let Some(reply) = reply {
             let mut out = stdout.lock();
             serde_json::to_writer(&mut out, &reply)?;
             out.write_all(b"\n")?;
             out.flush()?;
         }
     }
-    Ok(())
 }
 
 /// The reply to one line, `None` for a notification.
@@ -75,7 +100,10 @@ fn handle_line(home: &Home, cwd: &Path, line: &str) -> Option<Value> {
     let id = id?;
     let result = match method {
         "initialize" => Ok(json!({
-            "protocolVersion": PROTOCOL_VERSION,
+            "protocolVersion": params["protocolVersion"]
+                .as_str()
+                .filter(|v| PROTOCOL_VERSIONS.contains(v))
+                .unwrap_or(PROTOCOL_VERSIONS[0]),
             "capabilities": { "tools": {} },
             "serverInfo": { "name": "hgd", "version": env!("CARGO_PKG_VERSION") },
             "instructions": "Semantic code search over the git repositories on this machine. \

@@ -24,7 +24,7 @@ pub const UNIT: &str = "hgd.service";
 pub const MARKER: &str = "service";
 
 /// Variables passed on to a managed daemon when set: where its home, model and runtime are.
-const PASSED_ON: [&str; 3] = ["HGD_HOME", "HGD_MODEL_DIR", "HGD_ORT_DYLIB"];
+const PASSED_ON: [&str; 4] = ["HGD_HOME", "HGD_MODEL_DIR", "HGD_ORT_DYLIB", "HGD_CONFIG"];
 
 #[derive(Clone, Copy, PartialEq, Eq, Debug, clap::ValueEnum)]
 pub enum Manager {
@@ -223,16 +223,19 @@ pub fn install(home: &Home, manager: Manager) -> Result<Vec<String>> {
         crate::stop(home)?;
         lines.push("stopped the daemon hgd had started".into());
     }
-    fs::write(home.root().join(MARKER), manager.name())
-        .with_context(|| format!("write {}", home.root().join(MARKER).display()))?;
-    match manager {
-        Manager::Systemd => {
-            run(Command::new("systemctl").args(["--user", "daemon-reload"]))?;
-            run(Command::new("systemctl").args(["--user", "enable", "--now", UNIT]))?;
-            lines.push(format!("enabled and started {UNIT} (systemctl --user)"));
-        }
-        Manager::Launchd => {
-            let domain = launchd_domain()?;
+    let started = match manager {
+        Manager::Systemd => run(Command::new("systemctl").args(["--user", "daemon-reload"]))
+            .and_then(|_| run(Command::new("systemctl").args(["--user", "enable", "--now", UNIT])))
+            // A changed unit (a new binary, another home) applies to a running daemon too.
+            .and_then(|_| {
+                if unchanged {
+                    Ok(())
+                } else {
+                    run(Command::new("systemctl").args(["--user", "restart", UNIT]))
+                }
+            })
+            .map(|_| format!("enabled and started {UNIT} (systemctl --user)")),
+        Manager::Launchd => launchd_domain().and_then(|domain| {
             // Loaded already (an earlier install): unload first so the new definition is used.
             let _ = Command::new("launchctl")
                 .args(["bootout", &format!("{domain}/{LABEL}")])
@@ -240,10 +243,25 @@ pub fn install(home: &Home, manager: Manager) -> Result<Vec<String>> {
             run(Command::new("launchctl")
                 .arg("bootstrap")
                 .arg(&domain)
-                .arg(&path))?;
-            lines.push(format!("loaded {LABEL} into {domain}"));
+                .arg(&path))
+            .map(|_| format!("loaded {LABEL} into {domain}"))
+        }),
+    };
+    match started {
+        Ok(line) => lines.push(line),
+        Err(e) => {
+            // Nothing half-installed: no definition the manager cannot run, no mark that would
+            // stop hgd from starting a daemon itself.
+            let _ = fs::remove_file(&path);
+            return Err(e.context(format!(
+                "the {} service could not be started, so nothing was installed; hgd keeps starting the daemon itself",
+                manager.name()
+            )));
         }
     }
+    // Marked last: from now on the client asks the manager for a daemon.
+    fs::write(home.root().join(MARKER), manager.name())
+        .with_context(|| format!("write {}", home.root().join(MARKER).display()))?;
     Ok(lines)
 }
 
@@ -252,24 +270,29 @@ pub fn uninstall(home: &Home, manager: Manager) -> Result<Vec<String>> {
     let path = manager.definition_path()?;
     let mut lines = Vec::new();
     if path.exists() {
-        match manager {
+        // Best effort with the manager (it may not run at all): the files go regardless.
+        let stopped = match manager {
             Manager::Systemd => {
-                run(Command::new("systemctl").args(["--user", "disable", "--now", UNIT]))?;
-                fs::remove_file(&path).with_context(|| format!("remove {}", path.display()))?;
-                run(Command::new("systemctl").args(["--user", "daemon-reload"]))?;
+                run(Command::new("systemctl").args(["--user", "disable", "--now", UNIT]))
             }
-            Manager::Launchd => {
-                let domain = launchd_domain()?;
-                let _ = Command::new("launchctl")
-                    .args(["bootout", &format!("{domain}/{LABEL}")])
-                    .output();
-                fs::remove_file(&path).with_context(|| format!("remove {}", path.display()))?;
-            }
+            Manager::Launchd => launchd_domain().and_then(|domain| {
+                run(Command::new("launchctl").args(["bootout", &format!("{domain}/{LABEL}")]))
+            }),
+        };
+        fs::remove_file(&path).with_context(|| format!("remove {}", path.display()))?;
+        if manager == Manager::Systemd {
+            let _ = run(Command::new("systemctl").args(["--user", "daemon-reload"]));
         }
-        lines.push(format!(
-            "stopped the service and removed {}",
-            path.display()
-        ));
+        match stopped {
+            Ok(()) => lines.push(format!(
+                "stopped the service and removed {}",
+                path.display()
+            )),
+            Err(e) => lines.push(format!(
+                "removed {} (the service manager said: {e:#})",
+                path.display()
+            )),
+        }
     } else {
         lines.push(format!("not installed ({} does not exist)", path.display()));
     }
@@ -333,6 +356,21 @@ pub fn status(home: &Home, manager: Manager) -> Result<Vec<String>> {
 /// Whether a service manager owns this home's daemon.
 pub fn is_managed(home: &Home) -> bool {
     home.root().join(MARKER).exists()
+}
+
+/// Whether a service manager owns this home's daemon: the home is marked and the definition
+/// is still installed (a mark left by a definition removed by hand is dropped).
+pub fn is_managed_now(home: &Home) -> bool {
+    let manager = match fs::read_to_string(home.root().join(MARKER)).as_deref() {
+        Ok("launchd") => Manager::Launchd,
+        Ok(_) => Manager::Systemd,
+        Err(_) => return false,
+    };
+    if manager.definition_path().is_ok_and(|p| p.exists()) {
+        return true;
+    }
+    let _ = fs::remove_file(home.root().join(MARKER));
+    false
 }
 
 /// Asks the manager that owns this home's daemon to start it (a no-op when it runs).

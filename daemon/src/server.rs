@@ -9,7 +9,9 @@ use std::time::{Duration, Instant};
 
 use futures::{SinkExt, StreamExt};
 use hgd_protocol::home::Home;
-use hgd_protocol::{Envelope, ErrorCode, Response, MAX_FRAME_BYTES, PROTOCOL_VERSION};
+use hgd_protocol::{
+    Envelope, ErrorCode, Response, MAX_FRAME_BYTES, OLDEST_PROTOCOL_VERSION, PROTOCOL_VERSION,
+};
 use interprocess::local_socket::tokio::{prelude::*, Stream};
 use interprocess::local_socket::{GenericFilePath, ListenerOptions};
 use interprocess::os::unix::local_socket::ListenerOptionsExt;
@@ -280,7 +282,13 @@ async fn handle_connection(
                     .ok()
                     .and_then(|v| v.get("v").and_then(|v| v.as_u64()));
                 let reply = match version {
-                    Some(v) if v != u64::from(PROTOCOL_VERSION) => version_mismatch(v),
+                    Some(v)
+                        if !u32::try_from(v).is_ok_and(|v| {
+                            (OLDEST_PROTOCOL_VERSION..=PROTOCOL_VERSION).contains(&v)
+                        }) =>
+                    {
+                        version_mismatch(v)
+                    }
                     _ => Response::error(ErrorCode::BadRequest, format!("malformed request: {e}")),
                 };
                 if !replies.send(&reply).await {
@@ -289,7 +297,7 @@ async fn handle_connection(
                 continue;
             }
         };
-        if envelope.v != PROTOCOL_VERSION {
+        if !(OLDEST_PROTOCOL_VERSION..=PROTOCOL_VERSION).contains(&envelope.v) {
             if !replies.send(&version_mismatch(envelope.v.into())).await {
                 return;
             }

@@ -13,12 +13,17 @@ pub mod home;
 use serde::{Deserialize, Serialize};
 
 /// Bumped whenever a request or response changes shape.
-pub const PROTOCOL_VERSION: u32 = 1;
+pub const PROTOCOL_VERSION: u32 = 2;
+
+/// The oldest version a daemon still answers: a version-1 request (no search filter, no
+/// similar-code search, no `Forget`) means the same under version 2. A version-2 client talking
+/// to a version-1 daemon is told to restart it, rather than having its filters ignored.
+pub const OLDEST_PROTOCOL_VERSION: u32 = 1;
 
 /// Longest request line the daemon accepts; longer frames get an error reply.
 pub const MAX_FRAME_BYTES: usize = 1 << 20;
 
-/// One request line: `{"v":1,"request":{"type":"search",...}}`.
+/// One request line: `{"v":2,"request":{"type":"search",...}}`.
 #[derive(Debug, Clone, Serialize, Deserialize)]
 pub struct Envelope {
     pub v: u32,
@@ -283,7 +288,7 @@ mod tests {
         .unwrap();
         assert_eq!(
             line,
-            r#"{"v":1,"request":{"type":"search","path":"/r","query":"hash a file","limit":5,"mode":"lexical"}}"#
+            r#"{"v":2,"request":{"type":"search","path":"/r","query":"hash a file","limit":5,"mode":"lexical"}}"#
         );
         // A request without a mode (an older client) searches hybrid.
         let old = r#"{"v":1,"request":{"type":"search","path":"/r","query":"q","limit":5}}"#;

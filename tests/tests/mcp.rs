@@ -188,6 +188,14 @@ fn malformed_messages_get_json_rpc_errors_and_the_server_keeps_going() {
     server.send_line(r#"[1, 2, 3]"#);
     assert_eq!(server.read()["error"]["code"], -32600);
 
+    server
+        .stdin
+        .write_all(b"{\"jsonrpc\": \"2.0\", \"id\": 3, \xff\xfe}\n")
+        .unwrap();
+    server.stdin.flush().unwrap();
+    let reply = server.read();
+    assert_eq!(reply["error"]["code"], -32700, "not UTF-8: {reply}");
+
     server.send_line(r#"{"jsonrpc":"2.0","id":9,"params":{}}"#);
     let reply = server.read();
     assert_eq!(reply["error"]["code"], -32600, "{reply}");
@@ -204,6 +212,14 @@ fn malformed_messages_get_json_rpc_errors_and_the_server_keeps_going() {
     assert_eq!(no_query["error"]["code"], -32602, "{no_query}");
     let no_tool = server.request(12, "tools/call", json!({ "name": "grep", "arguments": {} }));
     assert_eq!(no_tool["error"]["code"], -32602, "{no_tool}");
+
+    // An older protocol revision the server speaks is the one agreed.
+    let init = server.request(
+        15,
+        "initialize",
+        json!({ "protocolVersion": "2024-11-05", "capabilities": {}, "clientInfo": { "name": "old", "version": "1" } }),
+    );
+    assert_eq!(init["result"]["protocolVersion"], "2024-11-05", "{init}");
 
     // Still serving.
     let pong = server.request(13, "ping", json!({}));

@@ -563,6 +563,10 @@ fn hygrep_flags_choose_files_and_shape_the_output() {
         files(&json(&["-j", "-n", "1", install]))[0],
         "docs/guide.md"
     );
+    // Filtered before -n counts: one result asked, one (code) result given.
+    let first_code = json(&["-j", "-n", "1", "--code-only", install]);
+    assert_eq!(first_code.len(), 1, "{first_code:#?}");
+    assert!(!files(&first_code)[0].ends_with(".md"));
     let code = json(&["-j", "-n", "10", "--code-only", install]);
     assert!(
         !code.is_empty() && !files(&code).iter().any(|f| f.ends_with(".md")),

@@ -116,11 +116,18 @@ fn the_systemd_unit_passes_systemd_analyze_verify() {
 /// the search says what to do.)
 #[test]
 fn a_client_does_not_start_a_daemon_for_a_home_a_service_manager_owns() {
-    let hgd = Hgd::new().with_env("XDG_RUNTIME_DIR", "/nonexistent");
+    let config = tempfile::tempdir().unwrap();
+    let hgd = Hgd::new()
+        .with_env("XDG_RUNTIME_DIR", "/nonexistent")
+        .with_env("XDG_CONFIG_HOME", config.path().to_str().unwrap());
     let repo = GitRepo::new();
     repo.write("a.py", "def f():\n    return 1\n");
     repo.commit_all("one");
     std::fs::create_dir_all(hgd.home()).unwrap();
+    // Installed as `hgd service install` leaves it: the unit, and the home marked.
+    let unit = config.path().join("systemd/user/hgd.service");
+    std::fs::create_dir_all(unit.parent().unwrap()).unwrap();
+    std::fs::write(&unit, dry_run(&hgd, &hgd.home(), "systemd")).unwrap();
     std::fs::write(hgd.home().join("service"), "systemd").unwrap();
     if Command::new("systemctl")
         .args(["--user", "start", "hgd.service"])
@@ -141,6 +148,42 @@ fn a_client_does_not_start_a_daemon_for_a_home_a_service_manager_owns() {
         "a daemon was started: {}",
         hgd.log()
     );
+    // A mark whose unit was removed by hand is stale: the client starts the daemon again.
+    std::fs::remove_file(&unit).unwrap();
+    let out = hgd.hgd(&repo.path(), &["search", "f"]);
+    assert_eq!(out.status.code(), Some(0), "{}", hgd.log());
+    assert!(!hgd.home().join("service").exists());
+}
+
+/// An install the service manager refuses (none runs here) leaves nothing behind: no unit, no
+/// mark, and hgd goes on starting the daemon itself.
+#[test]
+fn a_failed_install_leaves_nothing_installed() {
+    let config = tempfile::tempdir().unwrap();
+    let hgd = Hgd::new()
+        .with_env("XDG_RUNTIME_DIR", "/nonexistent")
+        .with_env("XDG_CONFIG_HOME", config.path().to_str().unwrap());
+    let repo = GitRepo::new();
+    repo.write("a.py", "def f():\n    return 1\n");
+    repo.commit_all("one");
+    let out = hgd.hgd(
+        &repo.path(),
+        &["service", "install", "--manager", "systemd"],
+    );
+    if out.status.success() {
+        eprintln!("skipped: a systemd user manager accepted the unit");
+        let _ = hgd.hgd(
+            &repo.path(),
+            &["service", "uninstall", "--manager", "systemd"],
+        );
+        return;
+    }
+    let stderr = String::from_utf8_lossy(&out.stderr);
+    assert!(stderr.contains("nothing was installed"), "{stderr}");
+    assert!(!config.path().join("systemd/user/hgd.service").exists());
+    assert!(!hgd.home().join("service").exists());
+    let search = hgd.hgd(&repo.path(), &["search", "f"]);
+    assert_eq!(search.status.code(), Some(0), "{}", hgd.log());
 }
 
 #[test]

@@ -50,7 +50,18 @@ pub async fn dispatch(service: &Arc<Service>, request: Request, replies: &mut Re
         }
         Request::Status => status::run(service, replies).await,
         Request::Forget { path } => {
-            let reply = match service.forget(std::path::Path::new(&path)).await {
+            // Its own task, so a client that goes away does not stop it half way; progress
+            // lines keep the client waiting while a large store is compacted.
+            let task = {
+                let service = service.clone();
+                let path = path.clone();
+                tokio::spawn(async move { service.forget(std::path::Path::new(&path)).await })
+            };
+            let Some(forgotten) = search::with_keepalive(task, &path, "forgetting", replies).await
+            else {
+                return false;
+            };
+            let reply = match forgotten.map_err(ServiceError::from).and_then(|r| r) {
                 Ok((repo, blocks, freed_bytes)) => Response::Forgotten {
                     repo,
                     blocks,
@@ -73,7 +84,9 @@ pub async fn dispatch(service: &Arc<Service>, request: Request, replies: &mut Re
 fn error_reply(e: &ServiceError) -> Response {
     let code = match e {
         ServiceError::Git(crate::git::GitError::NotARepository(_)) => ErrorCode::NotARepository,
-        ServiceError::NotTracked(_) | ServiceError::Busy(_) => ErrorCode::BadRequest,
+        ServiceError::NotTracked(_) | ServiceError::Busy(_) | ServiceError::Forgetting(_) => {
+            ErrorCode::BadRequest
+        }
         _ => ErrorCode::Internal,
     };
     Response::error(code, e.to_string())

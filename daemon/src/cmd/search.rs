@@ -178,7 +178,7 @@ pub async fn run(service: &Arc<Service>, asked: Asked<'_>, replies: &mut Replies
         );
         hits
     };
-    let Some(result) = with_keepalive(work, &root, replies).await else {
+    let Some(result) = with_keepalive(work, &root, "searching", replies).await else {
         return false;
     };
     match result {
@@ -233,9 +233,10 @@ fn like_in(b: &BlockRef, root: &Path) -> Result<crate::search::Like, String> {
 /// Runs `work`, sending a progress line every second while it runs, so that a client can tell a
 /// slow answer (many uncommitted files to embed) from a daemon that stopped answering. `None`
 /// when the client went away.
-async fn with_keepalive<T>(
+pub(super) async fn with_keepalive<T>(
     work: impl std::future::Future<Output = T>,
     root: &str,
+    phase: &str,
     replies: &mut Replies<'_>,
 ) -> Option<T> {
     let mut work = std::pin::pin!(work);
@@ -249,7 +250,7 @@ async fn with_keepalive<T>(
             _ = ticks.tick() => {
                 let progress = Progress {
                     repo: root.to_owned(),
-                    phase: "searching".into(),
+                    phase: phase.into(),
                     ..Progress::default()
                 };
                 if !replies.send(&Response::Progress(progress)).await {

@@ -422,7 +422,6 @@ impl RepoIndex {
             + self.bm25.memory_bytes()
     }
 
-    /// Rows of entry `entry`'s window vectors.
     /// The entries of the file at `path`, in line order (empty: no such file here).
     pub fn file_entries(&self, path: &str) -> std::ops::Range<u32> {
         match self.files.binary_search_by(|f| f.path.as_ref().cmp(path)) {
@@ -465,6 +464,7 @@ impl RepoIndex {
         normalised(sum)
     }
 
+    /// Rows of entry `entry`'s window vectors.
     fn windows(&self, entry: u32) -> &[u32] {
         let i = entry as usize;
         &self.window_rows[self.window_start[i] as usize..self.window_start[i + 1] as usize]

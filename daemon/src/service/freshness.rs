@@ -609,6 +609,9 @@ impl Service {
                     indexed_commit: None,
                 })
             });
+            if entry.forgetting {
+                return Err(ServiceError::Forgetting(root));
+            }
             let scopes = &mut entry.record.scopes;
             let scope_added = !git::in_scopes(&located.subtree, scopes);
             if scope_added {

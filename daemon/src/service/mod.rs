@@ -49,6 +49,8 @@ pub enum ServiceError {
     NotTracked(String),
     #[error("{0} is being indexed; forget it once `hgd status` shows it idle")]
     Busy(String),
+    #[error("{0} is being forgotten (`hgd forget`); search it again in a moment to index it anew")]
+    Forgetting(String),
     #[error("a service task stopped: {0}")]
     Task(#[from] tokio::task::JoinError),
 }
@@ -73,6 +75,8 @@ struct RepoEntry {
     /// Its last job gave way to other repositories (see [`Service::yield_when_others_wait`]);
     /// the running job does not give way to it in turn.
     gave_way: bool,
+    /// `hgd forget` is deleting it: no job starts and no search reads or writes it.
+    forgetting: bool,
 }
 
 /// A failed job: what went wrong, at which HEAD, and when (searches retry it after a while or
@@ -96,6 +100,7 @@ impl RepoEntry {
             last_notify: None,
             changed: watch::channel(0).0,
             gave_way: false,
+            forgetting: false,
         }
     }
 }
@@ -324,23 +329,46 @@ impl Service {
         };
         {
             let mut repos = self.lock_repos();
-            let Some(entry) = repos.get(&root) else {
+            let Some(entry) = repos.get_mut(&root) else {
                 return Err(ServiceError::NotTracked(root));
             };
-            if entry.running.is_some() || entry.requested != entry.completed {
+            if entry.running.is_some() || entry.requested != entry.completed || entry.forgetting {
                 return Err(ServiceError::Busy(root));
             }
-            repos.remove(&root);
+            // Kept until its rows are gone, marked: a search or a hook meanwhile neither starts
+            // a job nor re-tracks it over rows about to be deleted.
+            entry.forgetting = true;
         }
         self.queue
             .lock()
             .unwrap_or_else(|p| p.into_inner())
             .retain(|r| r != &root);
+        // A search already refreshing the overlay finishes first; one after sees it untracked.
+        let overlay_lock = self
+            .overlay_locks
+            .lock()
+            .unwrap_or_else(|p| p.into_inner())
+            .entry(root.clone())
+            .or_default()
+            .clone();
+        let overlay_guard = overlay_lock.lock().await;
+        let before = Store::disk_bytes(&db_dir);
+        let blocks = match self.store.forget_repo(&root).await {
+            Ok(blocks) => blocks,
+            Err(e) => {
+                // Still tracked, as it was: its next job brings the store back in line.
+                if let Some(entry) = self.lock_repos().get_mut(&root) {
+                    entry.forgetting = false;
+                    entry.full_scan = true;
+                }
+                return Err(e.into());
+            }
+        };
+        self.lock_repos().remove(&root);
+        drop(overlay_guard);
         self.indexes.invalidate(&root);
         self.work_trees.forget(&root);
         self.record_rules(&root, None);
-        let before = Store::disk_bytes(&db_dir);
-        let blocks = self.store.forget_repo(&root).await?;
         self.store.reclaim().await?;
         let freed = before.saturating_sub(Store::disk_bytes(&db_dir));
         tracing::info!("forgot {root}: {blocks} blocks, {freed} bytes freed");

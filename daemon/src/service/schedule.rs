@@ -53,7 +53,7 @@ impl Service {
     pub(super) fn request_job(&self, root: &str) -> u64 {
         let ticket = {
             let mut repos = self.lock_repos();
-            let Some(entry) = repos.get_mut(root) else {
+            let Some(entry) = repos.get_mut(root).filter(|e| !e.forgetting) else {
                 return 0;
             };
             entry.requested += 1;
