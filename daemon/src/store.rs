@@ -641,19 +641,14 @@ impl Store {
         if self.retired.count_rows(None).await? > RETIRED_MAX_ROWS {
             self.retired.delete("true").await?;
         }
-        for table in [&self.blocks, &self.overlay, &self.retired, &self.repos] {
-            table.optimize(OptimizeAction::All).await?;
-            // Every commit makes a version; only the daemon (which holds the home lock) writes,
-            // so versions older than a few minutes can go without waiting the default week.
-            table
-                .optimize(OptimizeAction::Prune {
-                    older_than: lancedb::table::Duration::try_minutes(5),
-                    delete_unverified: Some(true),
-                    error_if_tagged_old_versions: None,
-                })
-                .await?;
-        }
-        Ok(())
+        // Every commit makes a version; only the daemon (which holds the home lock) writes, so
+        // versions older than a few minutes can go without waiting the default week.
+        compact_and_prune(
+            &[&self.blocks, &self.overlay, &self.retired, &self.repos],
+            lancedb::table::Duration::try_minutes(5),
+            true,
+        )
+        .await
     }
 
     /// Gives the space of deleted rows back at once (`hgd forget`): compacts the tables and
@@ -661,17 +656,12 @@ impl Store {
     /// write in progress) are kept.
     pub async fn reclaim(&self) -> Result<()> {
         let _guard = self.write_lock.lock().await;
-        for table in [&self.blocks, &self.overlay, &self.repos] {
-            table.optimize(OptimizeAction::All).await?;
-            table
-                .optimize(OptimizeAction::Prune {
-                    older_than: lancedb::table::Duration::try_seconds(0),
-                    delete_unverified: Some(false),
-                    error_if_tagged_old_versions: None,
-                })
-                .await?;
-        }
-        Ok(())
+        compact_and_prune(
+            &[&self.blocks, &self.overlay, &self.repos],
+            lancedb::table::Duration::try_seconds(0),
+            false,
+        )
+        .await
     }
 
     /// Bytes the database occupies on disk.
@@ -864,4 +854,24 @@ fn rows_of(batch: &RecordBatch) -> Result<Vec<BlockRow>> {
             })
         })
         .collect()
+}
+/// Merges each table's small fragments (and updates its indexes), then deletes the files of
+/// versions older than `older_than`; `delete_unverified` also deletes files no version
+/// references yet (safe only when no write is in progress).
+async fn compact_and_prune(
+    tables: &[&Table],
+    older_than: Option<lancedb::table::Duration>,
+    delete_unverified: bool,
+) -> Result<()> {
+    for table in tables {
+        table.optimize(OptimizeAction::All).await?;
+        table
+            .optimize(OptimizeAction::Prune {
+                older_than,
+                delete_unverified: Some(delete_unverified),
+                error_if_tagged_old_versions: None,
+            })
+            .await?;
+    }
+    Ok(())
 }

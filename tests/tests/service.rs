@@ -111,11 +111,9 @@ fn the_systemd_unit_passes_systemd_analyze_verify() {
     );
 }
 
-/// With the home marked as owned by a service manager, a search asks the manager to start the
-/// daemon and never starts one itself. (No systemd manager runs here, so the start fails and
-/// the search says what to do.)
-#[test]
-fn a_client_does_not_start_a_daemon_for_a_home_a_service_manager_owns() {
+/// An installation whose service manager cannot be reached (no user bus; its own config folder
+/// for unit files), and a repository with one file.
+fn without_a_service_manager() -> (tempfile::TempDir, Hgd, GitRepo) {
     let config = tempfile::tempdir().unwrap();
     let hgd = Hgd::new()
         .with_env("XDG_RUNTIME_DIR", "/nonexistent")
@@ -123,6 +121,15 @@ fn a_client_does_not_start_a_daemon_for_a_home_a_service_manager_owns() {
     let repo = GitRepo::new();
     repo.write("a.py", "def f():\n    return 1\n");
     repo.commit_all("one");
+    (config, hgd, repo)
+}
+
+/// With the home marked as owned by a service manager, a search asks the manager to start the
+/// daemon and never starts one itself. (No systemd manager runs here, so the start fails and
+/// the search says what to do.)
+#[test]
+fn a_client_does_not_start_a_daemon_for_a_home_a_service_manager_owns() {
+    let (config, hgd, repo) = without_a_service_manager();
     std::fs::create_dir_all(hgd.home()).unwrap();
     // Installed as `hgd service install` leaves it: the unit, and the home marked.
     let unit = config.path().join("systemd/user/hgd.service");
@@ -159,13 +166,7 @@ fn a_client_does_not_start_a_daemon_for_a_home_a_service_manager_owns() {
 /// mark, and hgd goes on starting the daemon itself.
 #[test]
 fn a_failed_install_leaves_nothing_installed() {
-    let config = tempfile::tempdir().unwrap();
-    let hgd = Hgd::new()
-        .with_env("XDG_RUNTIME_DIR", "/nonexistent")
-        .with_env("XDG_CONFIG_HOME", config.path().to_str().unwrap());
-    let repo = GitRepo::new();
-    repo.write("a.py", "def f():\n    return 1\n");
-    repo.commit_all("one");
+    let (config, hgd, repo) = without_a_service_manager();
     let out = hgd.hgd(
         &repo.path(),
         &["service", "install", "--manager", "systemd"],
