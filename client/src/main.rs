@@ -797,6 +797,10 @@ fn config(home: &Home) -> Result<ExitCode> {
         config.exclude.value, config.exclude.source
     ));
     lines.push(format!(
+        "max_file_kib = {}    # {}",
+        config.max_file_kib.value, config.max_file_kib.source
+    ));
+    lines.push(format!(
         "# home: {} ({})",
         home.root().display(),
         if std::env::var_os("HGD_HOME").is_some_and(|v| !v.is_empty()) {

@@ -7,8 +7,18 @@ use std::path::{Path, PathBuf};
 
 use gix::bstr::ByteSlice;
 
-/// Files above this size are skipped: they are almost always data or generated.
-pub const MAX_FILE_BYTES: u64 = 1 << 20;
+/// Files above this size are skipped: they are almost always data or generated (the config
+/// file's `max_file_kib` changes it, see [`set_max_file_bytes`]).
+static MAX_FILE_BYTES: std::sync::atomic::AtomicU64 = std::sync::atomic::AtomicU64::new(1 << 20);
+
+/// Sets the size limit, once at start.
+pub fn set_max_file_bytes(bytes: u64) {
+    MAX_FILE_BYTES.store(bytes, std::sync::atomic::Ordering::Relaxed);
+}
+
+fn max_file_bytes() -> u64 {
+    MAX_FILE_BYTES.load(std::sync::atomic::Ordering::Relaxed)
+}
 
 /// A repository's own list of paths never to index: gitignore syntax, at its work tree's root.
 pub const HGDIGNORE: &str = ".hgdignore";
@@ -38,16 +48,23 @@ pub fn exclusion_rules(root: &Path) -> String {
             .map(|lines| lines.join("\n"))
             .unwrap_or_default(),
         &std::fs::read_to_string(root.join(HGDIGNORE)).unwrap_or_default(),
+        max_file_bytes(),
     )
 }
 
 /// The rules when nothing is excluded: those of every index made before rules were recorded.
 pub fn no_exclusion_rules() -> String {
-    rules_text("", "")
+    rules_text("", "", 1 << 20)
 }
 
-fn rules_text(config: &str, hgdignore: &str) -> String {
-    format!("{config}\n--- {HGDIGNORE}\n{hgdignore}")
+fn rules_text(config: &str, hgdignore: &str, max_file_bytes: u64) -> String {
+    // The default limit is left out, so indexes recorded before the limit was configurable match.
+    let limit = if max_file_bytes == 1 << 20 {
+        String::new()
+    } else {
+        format!("--- max file bytes {max_file_bytes}\n")
+    };
+    format!("{limit}{config}\n--- {HGDIGNORE}\n{hgdignore}")
 }
 
 /// The matcher for [`exclusion_rules`] (lines of `.hgdignore` that are not valid globs are
@@ -339,7 +356,7 @@ impl Repo {
     }
 
     /// Lists HEAD's regular files under `scopes`, skipping symlinks, submodules, files over
-    /// [`MAX_FILE_BYTES`] and files marked `linguist-generated` or `linguist-vendored`.
+    /// the size limit, excluded files and files marked `linguist-generated` or `linguist-vendored`.
     pub fn head_snapshot(&self, scopes: &[String]) -> Result<HeadSnapshot, GitError> {
         let Some(commit) = self.head_commit()? else {
             return Ok(HeadSnapshot {
@@ -367,6 +384,14 @@ impl Repo {
                 continue;
             }
             if generated.is_marked(path, Some(entry.mode)).map_err(&err)? {
+                continue;
+            }
+            // Over the limit: left out here, so that a smaller limit also drops stored rows.
+            if self
+                .inner
+                .find_header(entry.id)
+                .is_ok_and(|h| h.size() > max_file_bytes())
+            {
                 continue;
             }
             files.push(TrackedFile {
@@ -526,7 +551,7 @@ impl Repo {
     pub fn read_worktree_text(&self, path: &str) -> Option<(String, String)> {
         let full = self.root.join(path);
         let meta = std::fs::symlink_metadata(&full).ok()?;
-        if !meta.is_file() || meta.len() > MAX_FILE_BYTES {
+        if !meta.is_file() || meta.len() > max_file_bytes() {
             return None;
         }
         let data = std::fs::read(&full).ok()?;
@@ -550,7 +575,7 @@ impl Repo {
             error: Box::new(e),
         })?;
         let header = self.inner.find_header(id).map_err(&err)?;
-        if header.size() > MAX_FILE_BYTES {
+        if header.size() > max_file_bytes() {
             return Ok(None);
         }
         let blob = self.inner.find_blob(id).map_err(&err)?;

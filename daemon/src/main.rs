@@ -273,6 +273,7 @@ fn run_daemon(home: Home) -> Result<()> {
     // A config file with a mistake stops the daemon with the reason, rather than being ignored.
     let config = hgd_protocol::config::Config::load()?;
     hgd_daemon::git::set_config_exclude(config.exclude.value).map_err(anyhow::Error::msg)?;
+    hgd_daemon::git::set_max_file_bytes(config.max_file_kib.value.saturating_mul(1024));
     hgd_daemon::memory::limit_arenas();
     let rules = hgd_daemon::rank::Rules::from_env().map_err(anyhow::Error::msg)?;
     if let Some(rules) = rules {

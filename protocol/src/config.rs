@@ -8,6 +8,7 @@
 //! threads = 4                          # intra-op threads for indexing
 //! results = 20                         # hgd search's default -n
 //! exclude = ["*.min.js", "fixtures/"]  # never index these (gitignore lines, every repository)
+//! max_file_kib = 1024                  # files larger than this are not indexed
 //! ```
 
 use std::path::{Path, PathBuf};
@@ -21,7 +22,7 @@ pub enum ConfigError {
         path: PathBuf,
         error: std::io::Error,
     },
-    #[error("{path} is not a valid hgd config file: {error}\nthe keys are model, threads, results and exclude; see `hgd config`")]
+    #[error("{path} is not a valid hgd config file: {error}\nthe keys are model, threads, results, exclude and max_file_kib; see `hgd config`")]
     Parse {
         path: PathBuf,
         error: Box<toml::de::Error>,
@@ -38,6 +39,7 @@ struct File {
     threads: Option<usize>,
     results: Option<usize>,
     exclude: Option<Vec<String>>,
+    max_file_kib: Option<u64>,
 }
 
 /// Where a value came from.
@@ -81,7 +83,12 @@ pub struct Config {
     /// Gitignore lines of files never indexed, in every repository (each repository's
     /// `.hgdignore` adds its own).
     pub exclude: Setting<Vec<String>>,
+    /// Files larger than this many KiB are not indexed.
+    pub max_file_kib: Setting<u64>,
 }
+
+/// The default size limit: larger files are almost always data or generated.
+pub const DEFAULT_MAX_FILE_KIB: u64 = 1024;
 
 pub const DEFAULT_RESULTS: usize = 10;
 
@@ -152,6 +159,17 @@ impl Config {
                 source: Source::Default,
             },
         };
+        let max_file_kib = match file.max_file_kib {
+            Some(0) => return Err(ConfigError::NotPositive("max_file_kib")),
+            Some(n) => Setting {
+                value: n,
+                source: Source::File,
+            },
+            None => Setting {
+                value: DEFAULT_MAX_FILE_KIB,
+                source: Source::Default,
+            },
+        };
         Ok(Config {
             path,
             file_exists,
@@ -159,6 +177,7 @@ impl Config {
             threads,
             results,
             exclude,
+            max_file_kib,
         })
     }
 }

@@ -253,3 +253,42 @@ fn hgdignore_and_config_excludes_keep_files_out_of_the_index() {
         "indexed again once no longer excluded"
     );
 }
+
+/// The config file's size limit: a file over it is not indexed; raised (and the daemon
+/// restarted to read it), the file is indexed at the same HEAD; lowered again, it leaves.
+#[test]
+fn the_size_limit_from_the_config_file_applies_to_the_whole_index() {
+    let hgd = Hgd::new();
+    let repo = GitRepo::new();
+    repo.write("small.py", "def small_helper():\n    return 1\n");
+    let big: String = (0..200)
+        .map(|i| format!("def large_function_{i}():\n    return {i}\n"))
+        .collect();
+    assert!(big.len() > 4096 && big.len() < 8192);
+    repo.write("big.py", &big);
+    repo.commit_all("two files");
+    let indexed = |word: &str, file: &str| -> bool {
+        let out = hgd.hgd(&repo.path(), &["search", "-l", "--mode", "lexical", word]);
+        String::from_utf8_lossy(&out.stdout)
+            .lines()
+            .any(|l| l == file)
+    };
+    let limit = |kib: u64| {
+        std::fs::write(hgd.config_file(), format!("max_file_kib = {kib}\n")).unwrap();
+        let _ = hgd.hgd(&repo.path(), &["stop"]);
+    };
+    limit(4);
+    assert!(indexed("small_helper", "small.py"));
+    assert!(!indexed("large_function_7", "big.py"), "over the limit");
+    limit(8);
+    assert!(
+        indexed("large_function_7", "big.py"),
+        "within the raised limit"
+    );
+    limit(4);
+    assert!(
+        !indexed("large_function_7", "big.py"),
+        "over the lowered limit again"
+    );
+    assert!(indexed("small_helper", "small.py"));
+}
