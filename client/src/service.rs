@@ -209,7 +209,8 @@ pub fn install(home: &Home, manager: Manager) -> Result<Vec<String>> {
     let dir = path.parent().expect("a file in a folder");
     fs::create_dir_all(dir).with_context(|| format!("create {}", dir.display()))?;
     fs::create_dir_all(home.logs()).with_context(|| format!("create {}", home.logs().display()))?;
-    let unchanged = fs::read_to_string(&path).is_ok_and(|old| old == text);
+    let previous = fs::read_to_string(&path).ok();
+    let unchanged = previous.as_deref() == Some(text.as_str());
     if !unchanged {
         fs::write(&path, &text).with_context(|| format!("write {}", path.display()))?;
     }
@@ -219,7 +220,7 @@ pub fn install(home: &Home, manager: Manager) -> Result<Vec<String>> {
         path.display()
     )];
     // A daemon this client started holds the home's lock: the manager's would be refused.
-    if crate::connect::Connection::try_connect(home).is_some() && !is_managed(home) {
+    if crate::connect::Connection::try_connect(home).is_some() && !is_managed_now(home) {
         crate::stop(home)?;
         lines.push("stopped the daemon hgd had started".into());
     }
@@ -250,12 +251,24 @@ pub fn install(home: &Home, manager: Manager) -> Result<Vec<String>> {
     match started {
         Ok(line) => lines.push(line),
         Err(e) => {
-            // Nothing half-installed: no definition the manager cannot run, no mark that would
-            // stop hgd from starting a daemon itself.
-            let _ = fs::remove_file(&path);
+            // Nothing half-installed: the definition as it was before (none: no definition the
+            // manager cannot run), and no new mark that would stop hgd starting a daemon itself.
+            let restored = match &previous {
+                Some(old) => fs::write(&path, old).is_ok(),
+                None => fs::remove_file(&path).is_ok(),
+            };
             return Err(e.context(format!(
-                "the {} service could not be started, so nothing was installed; hgd keeps starting the daemon itself",
-                manager.name()
+                "the {} service could not be started, so {}",
+                manager.name(),
+                match (&previous, restored) {
+                    (None, true) =>
+                        "nothing was installed; hgd keeps starting the daemon itself".to_owned(),
+                    (Some(_), true) => format!("{} is as it was", path.display()),
+                    (_, false) => format!(
+                        "{} may be left half written; run `hgd service uninstall`",
+                        path.display()
+                    ),
+                }
             )));
         }
     }
@@ -353,24 +366,18 @@ pub fn status(home: &Home, manager: Manager) -> Result<Vec<String>> {
     Ok(lines)
 }
 
-/// Whether a service manager owns this home's daemon.
-pub fn is_managed(home: &Home) -> bool {
-    home.root().join(MARKER).exists()
-}
-
 /// Whether a service manager owns this home's daemon: the home is marked and the definition
-/// is still installed (a mark left by a definition removed by hand is dropped).
+/// is still installed where this client looks (a definition removed by hand leaves a mark that
+/// no longer counts; `hgd service uninstall` removes it).
 pub fn is_managed_now(home: &Home) -> bool {
     let manager = match fs::read_to_string(home.root().join(MARKER)).as_deref() {
         Ok("launchd") => Manager::Launchd,
         Ok(_) => Manager::Systemd,
         Err(_) => return false,
     };
-    if manager.definition_path().is_ok_and(|p| p.exists()) {
-        return true;
-    }
-    let _ = fs::remove_file(home.root().join(MARKER));
-    false
+    // Not dropped here: another client may see the definition where this one does not (another
+    // HOME); without it in sight, this client simply starts the daemon itself.
+    manager.definition_path().is_ok_and(|p| p.exists())
 }
 
 /// Asks the manager that owns this home's daemon to start it (a no-op when it runs).

@@ -108,10 +108,15 @@ impl Default for EmbedOptions {
     fn default() -> Self {
         let cores = std::thread::available_parallelism().map_or(1, NonZeroUsize::get);
         // HGD_THREADS, else the config file's `threads`, else all cores.
-        let threads = hgd_protocol::config::Config::load()
-            .ok()
-            .and_then(|c| c.threads.value)
-            .unwrap_or(cores);
+        let threads = match hgd_protocol::config::Config::load() {
+            Ok(config) => config.threads.value,
+            // A broken file (reported where the daemon starts) loses to the environment.
+            Err(_) => std::env::var("HGD_THREADS")
+                .ok()
+                .and_then(|v| v.parse().ok())
+                .filter(|&n: &usize| n > 0),
+        }
+        .unwrap_or(cores);
         EmbedOptions {
             threads,
             batch_size: 32,

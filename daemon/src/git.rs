@@ -446,13 +446,24 @@ impl Repo {
             .index_or_load_from_head_or_empty()
             .map_err(&err)?;
         let mut generated = GeneratedFilter::new(&self.inner, &index, &self.root).map_err(&err)?;
-        let mut indexable =
-            |path: &str, mode: gix::object::tree::EntryMode| -> Result<bool, GitError> {
-                if !mode.is_blob() || !in_scopes(path, scopes) {
-                    return Ok(false);
-                }
-                Ok(!generated.is_marked(path, None).map_err(&err)?)
-            };
+        let inner = &self.inner;
+        let mut indexable = |path: &str,
+                             mode: gix::object::tree::EntryMode,
+                             id: &gix::ObjectId|
+         -> Result<bool, GitError> {
+            if !mode.is_blob() || !in_scopes(path, scopes) {
+                return Ok(false);
+            }
+            // Over the size limit, as when HEAD is listed: its rows must not be copied back
+            // from the store (a blob seen before under a larger limit).
+            if inner
+                .find_header(*id)
+                .is_ok_and(|h| h.size() > max_file_bytes())
+            {
+                return Ok(false);
+            }
+            Ok(!generated.is_marked(path, None).map_err(&err)?)
+        };
         let mut out = Vec::new();
         use gix::object::tree::diff::ChangeDetached as Change;
         for change in changes {
@@ -472,7 +483,7 @@ impl Repo {
                     let Ok(path) = location.to_str() else {
                         continue;
                     };
-                    let keep = indexable(path, entry_mode)?;
+                    let keep = indexable(path, entry_mode, &id)?;
                     if in_scopes(path, scopes) {
                         out.push((path.to_owned(), keep.then(|| id.to_string())));
                     }
@@ -502,7 +513,7 @@ impl Repo {
                     let Ok(path) = location.to_str() else {
                         continue;
                     };
-                    let keep = indexable(path, entry_mode)?;
+                    let keep = indexable(path, entry_mode, &id)?;
                     if in_scopes(path, scopes) {
                         out.push((path.to_owned(), keep.then(|| id.to_string())));
                     }

@@ -41,7 +41,7 @@ enum Command {
         /// Most texts x padded tokens per batch (default: HGD_BATCH_TOKENS, else 512).
         #[arg(long)]
         max_batch_tokens: Option<usize>,
-        /// Intra-op threads (default: HGD_THREADS, else all cores).
+        /// Intra-op threads (default: HGD_THREADS, else the config file's `threads`, else all cores).
         #[arg(long)]
         threads: Option<usize>,
         /// Print throughput on stderr instead of vectors on stdout.

@@ -612,8 +612,8 @@ impl Store {
         let _guard = self.write_lock.lock().await;
         let filter = format!("repo = {}", quote(repo));
         let blocks = self.blocks.count_rows(Some(filter.clone())).await? as u64;
-        self.blocks.delete(&filter).await?;
-        self.overlay.delete(&filter).await?;
+        // The record (and its indexed-commit pointer) first: stopped half way, what is left is
+        // untracked rows, never a pointer whose blocks are gone.
         self.repos
             .delete(&format!(
                 "root = {} AND model = {}",
@@ -621,6 +621,8 @@ impl Store {
                 quote(&self.model_id)
             ))
             .await?;
+        self.blocks.delete(&filter).await?;
+        self.overlay.delete(&filter).await?;
         Ok(blocks)
     }
 

@@ -96,7 +96,9 @@ impl Config {
     /// The file `HGD_CONFIG` names, else `config.toml` in the platform config folder.
     pub fn path() -> Option<PathBuf> {
         if let Some(path) = std::env::var_os("HGD_CONFIG").filter(|v| !v.is_empty()) {
-            return Some(PathBuf::from(path));
+            // Absolute, so that every process (the daemon changes directory) reads the same file.
+            let path = PathBuf::from(path);
+            return Some(std::path::absolute(&path).unwrap_or(path));
         }
         directories::ProjectDirs::from("", "", "hgd").map(|d| d.config_dir().join("config.toml"))
     }

@@ -69,10 +69,14 @@ impl Home {
     /// default model under `models/`. (A config file that does not parse is reported where it
     /// is loaded; here it counts as absent.)
     pub fn model_dir(&self) -> PathBuf {
-        crate::config::Config::load()
-            .ok()
-            .and_then(|c| c.model.value)
-            .unwrap_or_else(|| self.models_dir().join(DEFAULT_MODEL))
+        let configured = match crate::config::Config::load() {
+            Ok(config) => config.model.value,
+            // A broken file loses to the environment all the same.
+            Err(_) => std::env::var_os("HGD_MODEL_DIR")
+                .filter(|v| !v.is_empty())
+                .map(PathBuf::from),
+        };
+        configured.unwrap_or_else(|| self.models_dir().join(DEFAULT_MODEL))
     }
 
     /// The LanceDB database.

@@ -151,7 +151,9 @@ fn the_config_file_sets_defaults_and_hgd_config_says_where_each_comes_from() {
     );
     assert!(shown.contains("results = 2    # config file"), "{shown}");
     assert!(
-        shown.contains("# config file") && shown.contains("model = "),
+        shown
+            .lines()
+            .any(|l| l.starts_with("model = ") && l.ends_with("# config file")),
         "{shown}"
     );
     // The test environment sets HGD_THREADS, which overrides the file.
@@ -178,13 +180,29 @@ fn the_config_file_sets_defaults_and_hgd_config_says_where_each_comes_from() {
         stderr.contains("not a valid hgd config file") && stderr.contains("config.toml"),
         "{stderr}"
     );
-    let daemon = hgd.command("hgd-daemon").arg("daemon").output().unwrap();
-    assert!(!daemon.status.success());
-    assert!(
-        String::from_utf8_lossy(&daemon.stderr).contains("not a valid hgd config file"),
-        "{}",
-        String::from_utf8_lossy(&daemon.stderr)
-    );
+    // (Waited for with a deadline: a daemon that ignored the file would run on.)
+    let mut daemon = hgd
+        .command("hgd-daemon")
+        .arg("daemon")
+        .stdout(std::process::Stdio::null())
+        .stderr(std::process::Stdio::piped())
+        .spawn()
+        .unwrap();
+    let deadline = std::time::Instant::now() + std::time::Duration::from_secs(30);
+    let status = loop {
+        if let Some(status) = daemon.try_wait().unwrap() {
+            break status;
+        }
+        if std::time::Instant::now() > deadline {
+            let _ = daemon.kill();
+            panic!("the daemon started with a broken config file");
+        }
+        std::thread::sleep(std::time::Duration::from_millis(50));
+    };
+    let mut stderr = String::new();
+    std::io::Read::read_to_string(&mut daemon.stderr.take().unwrap(), &mut stderr).unwrap();
+    assert!(!status.success());
+    assert!(stderr.contains("not a valid hgd config file"), "{stderr}");
     std::fs::write(hgd.config_file(), "results = 0\n").unwrap();
     let out = run(&["config"]);
     assert_eq!(out.status.code(), Some(2));
@@ -241,16 +259,29 @@ fn hgdignore_and_config_excludes_keep_files_out_of_the_index() {
     repo.write("vendor/c.py", "def gamma_vendored():\n    return 4\n");
     assert!(!found("gamma_vendored"));
 
-    // After a restart the rules are remembered: nothing is compared or embedded again.
+    // The rules the index was completed under are recorded, and survive a restart.
+    let recorded = std::fs::read_to_string(hgd.home().join("index-rules.json")).unwrap();
+    assert!(
+        recorded.contains("vendor/") && recorded.contains("*.gen.py"),
+        "{recorded}"
+    );
     ok(&hgd.hgd(&repo.path(), &["stop"]));
     assert!(!found("gamma_vendored"));
     let status = hgd.status(&repo.path());
     assert_eq!(status["blocks_embedded"], 0, "{status}");
 
+    // Back as committed (not an uncommitted file the overlay would show), then not excluded:
+    // HEAD's blocks of it return.
+    repo.git(&["checkout", "vendor/c.py"]);
     std::fs::remove_file(repo.path().join(".hgdignore")).unwrap();
     assert!(
         found("gamma_vendored"),
         "indexed again once no longer excluded"
+    );
+    assert_eq!(
+        blocks(&hgd),
+        before,
+        "the same blocks as before it was excluded"
     );
 }
 
@@ -291,4 +322,15 @@ fn the_size_limit_from_the_config_file_applies_to_the_whole_index() {
         "over the lowered limit again"
     );
     assert!(indexed("small_helper", "small.py"));
+    // Commits that remove and restore it (a diff, not a listing of HEAD) keep it out too: its
+    // stored rows are not copied back.
+    repo.git(&["rm", "-q", "big.py"]);
+    repo.commit_all("without big.py");
+    assert!(indexed("small_helper", "small.py"));
+    repo.git(&["revert", "--no-edit", "HEAD"]);
+    assert!(indexed("small_helper", "small.py"));
+    assert!(
+        !indexed("large_function_7", "big.py"),
+        "restored by a commit, still over the limit"
+    );
 }

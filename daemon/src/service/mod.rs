@@ -379,6 +379,9 @@ impl Service {
 /// In the home: the exclusion rules each repository's index was completed under.
 const INDEX_RULES_FILE: &str = "index-rules.json";
 
+/// Recorded while a job under changed rules runs: matches no rules (they hold no NUL).
+pub(crate) const RULES_INCOMPLETE: &str = "\0a job under other exclusion rules did not finish";
+
 fn home_rules_file(home: &Path) -> std::path::PathBuf {
     home.join(INDEX_RULES_FILE)
 }
@@ -398,14 +401,13 @@ impl Service {
     /// Records the rules a job of `root` completed under (`None`: forget them), in memory and
     /// in the home. A failed write costs one more full comparison later, nothing else.
     pub(crate) fn record_rules(&self, root: &str, rules: Option<String>) {
-        let text = {
-            let mut map = self.index_rules.lock().unwrap_or_else(|p| p.into_inner());
-            match rules {
-                Some(rules) => map.insert(root.to_owned(), rules),
-                None => map.remove(root),
-            };
-            serde_json::to_vec_pretty(&*map).unwrap_or_default()
+        // Written under the lock, so writes land in the order the map changed.
+        let mut map = self.index_rules.lock().unwrap_or_else(|p| p.into_inner());
+        match rules {
+            Some(rules) => map.insert(root.to_owned(), rules),
+            None => map.remove(root),
         };
+        let text = serde_json::to_vec_pretty(&*map).unwrap_or_default();
         let path = home_rules_file(self.home.root());
         let temp = path.with_extension("json.tmp");
         if let Err(e) = std::fs::write(&temp, text).and_then(|_| std::fs::rename(&temp, &path)) {

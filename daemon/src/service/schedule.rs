@@ -102,6 +102,11 @@ impl Service {
             // the config file's `exclude`) change which files belong at any commit: compare all.
             let rules = git::exclusion_rules(Path::new(&root));
             let rules_changed = rules != self.recorded_rules(&root);
+            if rules_changed {
+                // Durable before the job writes: stopped half way, the next start must still
+                // compare everything, even if the rules are then back as recorded.
+                self.record_rules(&root, Some(super::RULES_INCOMPLETE.to_owned()));
+            }
             let (record, full, ticket, progress) = {
                 let mut repos = self.lock_repos();
                 let Some(entry) = repos.get_mut(&root) else {
