@@ -130,7 +130,10 @@ impl Connection {
                 Err(e) => return Err(e).context("read the daemon's reply"),
             };
             if n == 0 {
-                return Err(anyhow!("the daemon closed the connection"));
+                return Err(anyhow!(
+                    "the daemon closed the connection; see `hgd status` and {}",
+                    home_log_hint()
+                ));
             }
             let response: Response = serde_json::from_str(&reply)
                 .with_context(|| format!("unexpected reply from the daemon: {}", reply.trim()))?;
@@ -140,6 +143,13 @@ impl Connection {
             }
         }
     }
+}
+
+/// Where the daemon's log is, for error messages.
+pub fn home_log_hint() -> String {
+    Home::from_env()
+        .map(|home| format!("its log, {}", home.daemon_log().display()))
+        .unwrap_or_else(|_| "its log".into())
 }
 
 /// The daemon binary: `HGD_DAEMON_BIN`, else `hgd-daemon` beside this executable, else on PATH.

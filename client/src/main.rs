@@ -140,10 +140,20 @@ Exit status: 0 results found, 1 no results, 2 error.")]
     Man,
     /// Serve the Model Context Protocol on stdin/stdout (tools: search, similar, status), for
     /// coding agents.
+    #[command(
+        after_help = "Register it with an agent that starts MCP servers as commands, e.g.:
+  claude mcp add hgd -- hgd mcp
+  {\"mcpServers\": {\"hgd\": {\"command\": \"hgd\", \"args\": [\"mcp\"]}}}"
+    )]
     Mcp,
     /// Run the daemon as a service: a launchd agent on macOS, a systemd user unit on Linux.
     /// Installed, it starts at login and again after a crash, and hgd no longer starts a
     /// daemon itself.
+    #[command(after_help = "Examples:
+  hgd service install             a launchd agent (macOS) or systemd user unit (Linux), started now
+  hgd service install --dry-run   print it instead
+  hgd service status
+  hgd service uninstall")]
     Service {
         #[command(subcommand)]
         action: ServiceAction,
@@ -364,7 +374,10 @@ fn target_dir(path: Option<PathBuf>) -> Result<PathBuf> {
         }
         match dir.parent() {
             Some(parent) => dir = parent,
-            None => bail!("{} is not in a git repository", path.display()),
+            None => bail!(
+                "{} is not in a git repository; run hgd inside a git work tree, or give a folder in one",
+                path.display()
+            ),
         }
     }
 }
@@ -372,7 +385,13 @@ fn target_dir(path: Option<PathBuf>) -> Result<PathBuf> {
 fn daemon_error(code: ErrorCode, message: String) -> anyhow::Error {
     match code {
         ErrorCode::NotSetUp => anyhow::anyhow!("{message}\nrun `hgd setup` first"),
-        _ => anyhow::anyhow!(message),
+        ErrorCode::VersionMismatch | ErrorCode::BadRequest | ErrorCode::NotARepository => {
+            anyhow::anyhow!(message)
+        }
+        _ => anyhow::anyhow!(
+            "{message}\n(the daemon's side: {})",
+            connect::home_log_hint()
+        ),
     }
 }
 
@@ -531,7 +550,7 @@ fn ask_search(
             warnings,
         }),
         Response::Error { code, message } => Err(daemon_error(code, message)),
-        other => bail!("unexpected reply: {other:?}"),
+        other => bail!("unexpected reply: {other:?}; the daemon may be another version of hgd: restart it with `hgd stop`"),
     }
 }
 
@@ -598,7 +617,7 @@ fn index(home: &Home, path: Option<PathBuf>, no_wait: bool) -> Result<ExitCode> 
             Ok(ExitCode::SUCCESS)
         }
         Response::Error { code, message } => Err(daemon_error(code, message)),
-        other => bail!("unexpected reply: {other:?}"),
+        other => bail!("unexpected reply: {other:?}; the daemon may be another version of hgd: restart it with `hgd stop`"),
     }
 }
 
@@ -610,7 +629,7 @@ fn daemon_status(home: &Home) -> Result<Option<hgd_protocol::Status>> {
     match conn.request(Request::Status, |_| {})? {
         Response::Status(status) => Ok(Some(status)),
         Response::Error { code, message } => Err(daemon_error(code, message)),
-        other => bail!("unexpected reply: {other:?}"),
+        other => bail!("unexpected reply: {other:?}; the daemon may be another version of hgd: restart it with `hgd stop`"),
     }
 }
 
@@ -678,7 +697,7 @@ fn list(home: &Home, json: bool) -> Result<ExitCode> {
         match conn.request(Request::Status, |_| {})? {
             Response::Status(status) => status.repos,
             Response::Error { code, message } => return Err(daemon_error(code, message)),
-            other => bail!("unexpected reply: {other:?}"),
+            other => bail!("unexpected reply: {other:?}; the daemon may be another version of hgd: restart it with `hgd stop`"),
         }
     };
     if json {
@@ -725,7 +744,7 @@ fn forget(home: &Home, path: Option<PathBuf>) -> Result<ExitCode> {
             Ok(ExitCode::SUCCESS)
         }
         Response::Error { code, message } => Err(daemon_error(code, message)),
-        other => bail!("unexpected reply: {other:?}"),
+        other => bail!("unexpected reply: {other:?}; the daemon may be another version of hgd: restart it with `hgd stop`"),
     }
 }
 
@@ -836,7 +855,7 @@ fn stop(home: &Home) -> Result<ExitCode> {
     match conn.request(Request::Shutdown, |_| {})? {
         Response::ShuttingDown => {}
         Response::Error { code, message } => return Err(daemon_error(code, message)),
-        other => bail!("unexpected reply: {other:?}"),
+        other => bail!("unexpected reply: {other:?}; the daemon may be another version of hgd: restart it with `hgd stop`"),
     }
     // Return once the daemon has exited (its lock is free), so `hgd stop && hgd daemon` works.
     for _ in 0..400 {
@@ -846,7 +865,7 @@ fn stop(home: &Home) -> Result<ExitCode> {
         }
         std::thread::sleep(Duration::from_millis(25));
     }
-    bail!("the daemon did not stop within 10s")
+    bail!("the daemon did not stop within 10s; `hgd status` shows its pid, to stop it with kill")
 }
 
 /// Indexing progress on a terminal: blocks embedded / total, rate, ETA.

@@ -71,7 +71,9 @@ impl IdleConnections {
 
 #[derive(Debug, thiserror::Error)]
 pub enum ServerError {
-    #[error("another hgd daemon is already running on {0} (lock held on {1})")]
+    #[error(
+        "another hgd daemon is already running on {0} (lock held on {1}); `hgd stop` stops it"
+    )]
     AlreadyRunning(String, String),
     #[error("{context}: {source}")]
     Io {

@@ -22,12 +22,12 @@ pub enum ConfigError {
         path: PathBuf,
         error: std::io::Error,
     },
-    #[error("{path} is not a valid hgd config file: {error}\nthe keys are model, threads, results, exclude and max_file_kib; see `hgd config`")]
+    #[error("{path} is not a valid hgd config file: {error}\nthe keys are model, threads, results, exclude and max_file_kib; fix or remove it (HGD_CONFIG names another file)")]
     Parse {
         path: PathBuf,
         error: Box<toml::de::Error>,
     },
-    #[error("{0}: must be a positive whole number")]
+    #[error("{0} in the config file must be a positive whole number")]
     NotPositive(&'static str),
 }
 

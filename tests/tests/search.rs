@@ -600,6 +600,8 @@ fn hygrep_flags_choose_files_and_shape_the_output() {
     // A threshold keeps only results scoring at least that (the best scores 1).
     let best = json(&["-j", "-n", "5", "--min-score", "0.999", "sha256"]);
     assert_eq!(best.len(), 1, "{best:#?}");
+    let some = json(&["-j", "-n", "5", "--threshold", "0.0", "sha256"]);
+    assert!(some.len() > 1, "{some:#?}");
     // A bad glob is the caller's error, named.
     let bad = run(&["--exclude", "src/[z-a]", "text"]);
     assert_eq!(bad.status.code(), Some(2));

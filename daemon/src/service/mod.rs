@@ -36,7 +36,7 @@ pub enum ServiceError {
     #[error(transparent)]
     Store(#[from] StoreError),
     // The cause is in the message (clients see only that), so it is not also a `source`.
-    #[error("indexing {root} failed: {error}")]
+    #[error("indexing {root} failed: {error} (`hgd status` shows it; the next commit or `hgd index` tries again)")]
     JobFailed {
         root: String,
         error: Arc<IndexError>,
