@@ -209,6 +209,8 @@ pub fn install(home: &Home, manager: Manager) -> Result<Vec<String>> {
     let dir = path.parent().expect("a file in a folder");
     fs::create_dir_all(dir).with_context(|| format!("create {}", dir.display()))?;
     fs::create_dir_all(home.logs()).with_context(|| format!("create {}", home.logs().display()))?;
+    // Whether a manager owned the home before this install (a client-started daemon must stop).
+    let managed_before = is_managed_now(home);
     let previous = fs::read_to_string(&path).ok();
     let unchanged = previous.as_deref() == Some(text.as_str());
     if !unchanged {
@@ -220,7 +222,7 @@ pub fn install(home: &Home, manager: Manager) -> Result<Vec<String>> {
         path.display()
     )];
     // A daemon this client started holds the home's lock: the manager's would be refused.
-    if crate::connect::Connection::try_connect(home).is_some() && !is_managed_now(home) {
+    if crate::connect::Connection::try_connect(home).is_some() && !managed_before {
         crate::stop(home)?;
         lines.push("stopped the daemon hgd had started".into());
     }
@@ -254,7 +256,8 @@ pub fn install(home: &Home, manager: Manager) -> Result<Vec<String>> {
             // Nothing half-installed: the definition as it was before (none: no definition the
             // manager cannot run), and no new mark that would stop hgd starting a daemon itself.
             let restored = match &previous {
-                Some(old) => fs::write(&path, old).is_ok(),
+                // Written back and registered again, so the manager runs what it ran before.
+                Some(old) => fs::write(&path, old).is_ok() && reregister(manager, &path).is_ok(),
                 None => fs::remove_file(&path).is_ok(),
             };
             return Err(e.context(format!(
@@ -263,9 +266,13 @@ pub fn install(home: &Home, manager: Manager) -> Result<Vec<String>> {
                 match (&previous, restored) {
                     (None, true) =>
                         "nothing was installed; hgd keeps starting the daemon itself".to_owned(),
-                    (Some(_), true) => format!("{} is as it was", path.display()),
-                    (_, false) => format!(
-                        "{} may be left half written; run `hgd service uninstall`",
+                    (Some(_), true) => format!("{} is as it was, and registered again", path.display()),
+                    (Some(_), false) => format!(
+                        "{} is back as it was but could not be registered again; see `hgd service status`",
+                        path.display()
+                    ),
+                    (None, false) => format!(
+                        "{} may be left behind; run `hgd service uninstall`",
                         path.display()
                     ),
                 }
@@ -391,6 +398,22 @@ pub fn start_managed(home: &Home) -> Result<()> {
         Manager::Launchd => {
             let target = format!("{}/{LABEL}", launchd_domain()?);
             run(Command::new("launchctl").args(["kickstart", &target]))
+        }
+    }
+}
+
+/// Has the manager load the definition at `path` again and run it (after a failed re-install
+/// restored the previous one).
+fn reregister(manager: Manager, path: &Path) -> Result<()> {
+    match manager {
+        Manager::Systemd => run(Command::new("systemctl").args(["--user", "daemon-reload"]))
+            .and_then(|_| run(Command::new("systemctl").args(["--user", "start", UNIT]))),
+        Manager::Launchd => {
+            let domain = launchd_domain()?;
+            run(Command::new("launchctl")
+                .arg("bootstrap")
+                .arg(&domain)
+                .arg(path))
         }
     }
 }

@@ -102,14 +102,10 @@ impl Service {
             // the config file's `exclude`) change which files belong at any commit: compare all.
             let rules = git::exclusion_rules(Path::new(&root));
             let rules_changed = rules != self.recorded_rules(&root);
-            if rules_changed {
-                // Durable before the job writes: stopped half way, the next start must still
-                // compare everything, even if the rules are then back as recorded.
-                self.record_rules(&root, Some(super::RULES_INCOMPLETE.to_owned()));
-            }
             let (record, full, ticket, progress) = {
                 let mut repos = self.lock_repos();
-                let Some(entry) = repos.get_mut(&root) else {
+                // Untracked, or being forgotten: no job (its rows are going).
+                let Some(entry) = repos.get_mut(&root).filter(|e| !e.forgetting) else {
                     continue;
                 };
                 let progress = Arc::new(JobProgress::default());
@@ -117,6 +113,11 @@ impl Service {
                 let full = std::mem::take(&mut entry.full_scan) || rules_changed;
                 (entry.record.clone(), full, entry.requested, progress)
             };
+            if rules_changed {
+                // Durable before the job writes: stopped half way, the next start must still
+                // compare everything, even if the rules are then back as recorded.
+                self.record_rules(&root, Some(super::RULES_INCOMPLETE.to_owned()));
+            }
             let started = Instant::now();
             // Set by the slice task when the job gives way (shutdown returns below instead).
             let cancel = Arc::new(AtomicBool::new(false));
