@@ -44,9 +44,7 @@ pub fn serve(home: &Home) -> Result<()> {
             return Ok(());
         }
         let reply = if bytes.len() > MAX_LINE_BYTES && !bytes.ends_with(b"\n") {
-            // Skip the rest of the line.
-            let mut rest = Vec::new();
-            input.read_until(b'\n', &mut rest)?;
+            skip_line(&mut input)?;
             Some(error(
                 Value::Null,
                 INVALID_REQUEST,
@@ -64,6 +62,26 @@ pub fn serve(home: &Home) -> Result<()> {
             serde_json::to_writer(&mut out, &reply)?;
             out.write_all(b"\n")?;
             out.flush()?;
+        }
+    }
+}
+
+/// Reads past the end of the current line without keeping it (it may be any length).
+fn skip_line(input: &mut impl BufRead) -> std::io::Result<()> {
+    loop {
+        let buffer = input.fill_buf()?;
+        if buffer.is_empty() {
+            return Ok(());
+        }
+        match buffer.iter().position(|&b| b == b'\n') {
+            Some(at) => {
+                input.consume(at + 1);
+                return Ok(());
+            }
+            None => {
+                let n = buffer.len();
+                input.consume(n);
+            }
         }
     }
 }

@@ -196,6 +196,19 @@ fn malformed_messages_get_json_rpc_errors_and_the_server_keeps_going() {
     let reply = server.read();
     assert_eq!(reply["error"]["code"], -32700, "not UTF-8: {reply}");
 
+    // A message over the 1 MiB limit is refused, and the server reads on after it.
+    let huge = format!(
+        "{{\"jsonrpc\":\"2.0\",\"id\":4,\"method\":\"ping\",\"params\":{{\"pad\":\"{}\"}}}}",
+        "x".repeat(3 << 20)
+    );
+    server.send_line(&huge);
+    let reply = server.read();
+    assert_eq!(reply["error"]["code"], -32600, "too long: {reply}");
+    assert!(reply["error"]["message"]
+        .as_str()
+        .unwrap()
+        .contains("longer"));
+
     server.send_line(r#"{"jsonrpc":"2.0","id":9,"params":{}}"#);
     let reply = server.read();
     assert_eq!(reply["error"]["code"], -32600, "{reply}");
