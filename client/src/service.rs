@@ -377,22 +377,25 @@ pub fn status(home: &Home, manager: Manager) -> Result<Vec<String>> {
 /// is still installed where this client looks (a definition removed by hand leaves a mark that
 /// no longer counts; `hgd service uninstall` removes it).
 pub fn is_managed_now(home: &Home) -> bool {
-    let manager = match fs::read_to_string(home.root().join(MARKER)).as_deref() {
-        Ok("launchd") => Manager::Launchd,
-        Ok(_) => Manager::Systemd,
-        Err(_) => return false,
+    let Some(manager) = marked_manager(home) else {
+        return false;
     };
     // Not dropped here: another client may see the definition where this one does not (another
     // HOME); without it in sight, this client simply starts the daemon itself.
     manager.definition_path().is_ok_and(|p| p.exists())
 }
 
+/// The manager the home's mark names (`None`: not marked).
+fn marked_manager(home: &Home) -> Option<Manager> {
+    match fs::read_to_string(home.root().join(MARKER)).ok()?.as_str() {
+        "launchd" => Some(Manager::Launchd),
+        _ => Some(Manager::Systemd),
+    }
+}
+
 /// Asks the manager that owns this home's daemon to start it (a no-op when it runs).
 pub fn start_managed(home: &Home) -> Result<()> {
-    let manager = match fs::read_to_string(home.root().join(MARKER)).as_deref() {
-        Ok("launchd") => Manager::Launchd,
-        _ => Manager::Systemd,
-    };
+    let manager = marked_manager(home).unwrap_or(Manager::Systemd);
     match manager {
         Manager::Systemd => run(Command::new("systemctl").args(["--user", "start", UNIT])),
         Manager::Launchd => {

@@ -112,18 +112,6 @@ pub fn locate(path: &Path) -> Result<Located, GitError> {
     discover(path).map(|(located, _)| located)
 }
 
-/// Finds the work tree containing `path` and its HEAD commit (`None`: no commits yet), with one
-/// open of the repository: every search starts here.
-pub fn locate_with_head(path: &Path) -> Result<(Located, Option<String>), GitError> {
-    let (located, inner) = discover(path)?;
-    let repo = Repo {
-        inner,
-        root: located.root.clone(),
-    };
-    let head = repo.head_commit()?;
-    Ok((located, head))
-}
-
 /// Where a path's repository is, found by looking for `.git` upwards without opening the
 /// repository (no configuration read).
 pub struct Found {

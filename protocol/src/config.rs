@@ -140,38 +140,15 @@ impl Config {
                 source: Source::Default,
             },
         };
-        let results = match file.results {
-            Some(0) => return Err(ConfigError::NotPositive("results")),
-            Some(n) => Setting {
-                value: n,
-                source: Source::File,
-            },
-            None => Setting {
-                value: DEFAULT_RESULTS,
-                source: Source::Default,
-            },
-        };
-        let exclude = match file.exclude {
-            Some(lines) => Setting {
-                value: lines,
-                source: Source::File,
-            },
-            None => Setting {
-                value: Vec::new(),
-                source: Source::Default,
-            },
-        };
-        let max_file_kib = match file.max_file_kib {
-            Some(0) => return Err(ConfigError::NotPositive("max_file_kib")),
-            Some(n) => Setting {
-                value: n,
-                source: Source::File,
-            },
-            None => Setting {
-                value: DEFAULT_MAX_FILE_KIB,
-                source: Source::Default,
-            },
-        };
+        if file.results == Some(0) {
+            return Err(ConfigError::NotPositive("results"));
+        }
+        if file.max_file_kib == Some(0) {
+            return Err(ConfigError::NotPositive("max_file_kib"));
+        }
+        let results = from_file(file.results, DEFAULT_RESULTS);
+        let exclude = from_file(file.exclude, Vec::new());
+        let max_file_kib = from_file(file.max_file_kib, DEFAULT_MAX_FILE_KIB);
         Ok(Config {
             path,
             file_exists,
@@ -181,6 +158,20 @@ impl Config {
             exclude,
             max_file_kib,
         })
+    }
+}
+
+/// The file's value, else the default.
+fn from_file<T>(value: Option<T>, default: T) -> Setting<T> {
+    match value {
+        Some(value) => Setting {
+            value,
+            source: Source::File,
+        },
+        None => Setting {
+            value: default,
+            source: Source::Default,
+        },
     }
 }
 

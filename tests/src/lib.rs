@@ -366,6 +366,17 @@ impl GitRepo {
 }
 
 /// The `file` fields of search results.
+/// The standard output of a command that must have succeeded (else the test fails with its
+/// standard error).
+pub fn ok(out: &Output) -> String {
+    assert!(
+        out.status.success(),
+        "{}",
+        String::from_utf8_lossy(&out.stderr)
+    );
+    String::from_utf8(out.stdout.clone()).expect("UTF-8 output")
+}
+
 pub fn files(results: &[serde_json::Value]) -> Vec<String> {
     results
         .iter()

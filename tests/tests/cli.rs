@@ -1,16 +1,7 @@
 //! The client's other commands through the real binaries: `list`, `forget`, `model`,
 //! `completions` and `man`.
 
-use hgd_tests::{GitRepo, Hgd};
-
-fn ok(out: &std::process::Output) -> String {
-    assert!(
-        out.status.success(),
-        "{}",
-        String::from_utf8_lossy(&out.stderr)
-    );
-    String::from_utf8(out.stdout.clone()).unwrap()
-}
+use hgd_tests::{ok, GitRepo, Hgd};
 
 fn repo(name: &str) -> GitRepo {
     let repo = GitRepo::new();

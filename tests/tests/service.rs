@@ -6,7 +6,7 @@ use std::path::{Path, PathBuf};
 use std::process::Command;
 use std::time::{Duration, Instant};
 
-use hgd_tests::{bin, GitRepo, Hgd};
+use hgd_tests::{bin, ok, GitRepo, Hgd};
 
 /// A home whose path needs quoting and escaping everywhere: spaces, `&`, `%`, `$` and a quote.
 fn awkward_home(hgd: &Hgd) -> PathBuf {
@@ -17,18 +17,12 @@ fn awkward_home(hgd: &Hgd) -> PathBuf {
 }
 
 fn dry_run(hgd: &Hgd, home: &Path, manager: &str) -> String {
-    let out = hgd
+    ok(&hgd
         .command("hgd")
         .env("HGD_HOME", home)
         .args(["service", "install", "--dry-run", "--manager", manager])
         .output()
-        .unwrap();
-    assert!(
-        out.status.success(),
-        "{}",
-        String::from_utf8_lossy(&out.stderr)
-    );
-    String::from_utf8(out.stdout).unwrap()
+        .unwrap())
 }
 
 #[test]
@@ -192,18 +186,12 @@ fn status_and_uninstall_of_a_service_never_installed() {
     let hgd = Hgd::new();
     let config = tempfile::tempdir().unwrap();
     let run = |args: &[&str]| {
-        let out = hgd
+        ok(&hgd
             .command("hgd")
             .env("XDG_CONFIG_HOME", config.path())
             .args(args)
             .output()
-            .unwrap();
-        assert!(
-            out.status.success(),
-            "{}",
-            String::from_utf8_lossy(&out.stderr)
-        );
-        String::from_utf8(out.stdout).unwrap()
+            .unwrap())
     };
     let status = run(&["service", "status", "--manager", "systemd"]);
     assert!(status.contains("not installed"), "{status}");

@@ -43,8 +43,8 @@ impl Default for OpenRepos {
 }
 
 impl OpenRepos {
-    /// The work tree containing `path` and its HEAD commit (`None`: no commits yet), as
-    /// [`git::locate_with_head`] finds them.
+    /// The work tree containing `path` and its HEAD commit (`None`: no commits yet): every
+    /// search starts here.
     pub fn locate_with_head(&self, path: &Path) -> Result<(Located, Option<String>), GitError> {
         let found = git::find_upwards(path)?;
         let config = FileStamp::of(&found.git_dir.join("config"));
@@ -450,13 +450,7 @@ impl Service {
         root: &str,
         head: Option<&str>,
     ) -> Result<Vec<String>, ServiceError> {
-        let lock = self
-            .overlay_locks
-            .lock()
-            .unwrap_or_else(|p| p.into_inner())
-            .entry(root.to_owned())
-            .or_default()
-            .clone();
+        let lock = self.overlay_lock(root);
         let _guard = lock.lock().await;
         let Some(scopes) = self.scopes(root) else {
             return Ok(Vec::new());

@@ -344,13 +344,7 @@ impl Service {
             .unwrap_or_else(|p| p.into_inner())
             .retain(|r| r != &root);
         // A search already refreshing the overlay finishes first; one after sees it untracked.
-        let overlay_lock = self
-            .overlay_locks
-            .lock()
-            .unwrap_or_else(|p| p.into_inner())
-            .entry(root.clone())
-            .or_default()
-            .clone();
+        let overlay_lock = self.overlay_lock(&root);
         let overlay_guard = overlay_lock.lock().await;
         let before = Store::disk_bytes(&db_dir);
         let blocks = match self.store.forget_repo(&root).await {
@@ -387,6 +381,16 @@ fn home_rules_file(home: &Path) -> std::path::PathBuf {
 }
 
 impl Service {
+    /// The lock one overlay refresh of `root` holds at a time (`forget` takes it too).
+    pub(crate) fn overlay_lock(&self, root: &str) -> Arc<tokio::sync::Mutex<()>> {
+        self.overlay_locks
+            .lock()
+            .unwrap_or_else(|p| p.into_inner())
+            .entry(root.to_owned())
+            .or_default()
+            .clone()
+    }
+
     /// The exclusion rules `root`'s index was last completed under (for an index made before
     /// they were recorded: none, the rules of a repository without any).
     pub(crate) fn recorded_rules(&self, root: &str) -> String {
