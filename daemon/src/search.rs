@@ -118,7 +118,16 @@ pub type Embedding = tokio::task::JoinHandle<Result<Vec<f32>, crate::embed::Embe
 pub fn embed_early(embedder: &Arc<Embedder>, query: &str) -> Embedding {
     let embedder = embedder.clone();
     let query = query.to_owned();
-    tokio::task::spawn_blocking(move || embedder.embed_query(&query))
+    let asked = std::time::Instant::now();
+    tokio::task::spawn_blocking(move || {
+        let queued = asked.elapsed();
+        let vector = embedder.embed_query(&query);
+        tracing::debug!(
+            "query embedding: queued {queued:.1?}, ran {:.1?}",
+            asked.elapsed() - queued
+        );
+        vector
+    })
 }
 
 /// The results and the channels that produced them.
