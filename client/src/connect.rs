@@ -28,6 +28,16 @@ fn reply_timeout() -> Duration {
         .map_or(REPLY_TIMEOUT, Duration::from_secs_f64)
 }
 
+/// How long to wait for a running daemon to bind its deleted socket again (it checks every 2 s).
+const SOCKET_RESTORE_WAIT: Duration = Duration::from_secs(5);
+
+/// Whether a daemon holds the home's lock (is running), whether or not its socket answers.
+fn lock_is_held(home: &Home) -> bool {
+    fs::File::open(home.lock_file())
+        .map(|file| matches!(file.try_lock(), Err(fs::TryLockError::WouldBlock)))
+        .unwrap_or(false)
+}
+
 pub struct Connection {
     reader: BufReader<Stream>,
 }
@@ -60,7 +70,15 @@ impl Connection {
                 return Ok(conn);
             }
             if let Some(status) = child.try_wait()? {
-                // Lost a race with another client that started one: use that daemon.
+                // Lost a race with another client that started one: use that daemon. A daemon
+                // whose socket file was deleted binds it again within seconds: wait for it.
+                let rebinding = Instant::now() + SOCKET_RESTORE_WAIT;
+                while lock_is_held(home) && Instant::now() < rebinding {
+                    if let Some(conn) = Connection::try_connect(home) {
+                        return Ok(conn);
+                    }
+                    std::thread::sleep(Duration::from_millis(25));
+                }
                 if let Some(conn) = Connection::try_connect(home) {
                     return Ok(conn);
                 }

@@ -280,11 +280,13 @@ fn run_daemon(home: Home) -> Result<()> {
         hgd_daemon::rank::Rules::configure(rules);
         tracing::warn!("ranking without some rules (HGD_RANK_WITHOUT): {rules:?}");
     }
-    let _lock = server::lock_home(&home)?;
+    let lock = server::lock_home(&home)?;
     let runtime = tokio::runtime::Builder::new_multi_thread()
         .enable_all()
         .build()
         .context("start the async runtime")?;
+    // Borrowed, not moved: the lock is held until the runtime's blocking threads are done below.
+    let held = &lock;
     let result = runtime.block_on(async move {
         tracing::info!(
             "hgd daemon {} (pid {}) on {}",
@@ -306,7 +308,7 @@ fn run_daemon(home: Home) -> Result<()> {
         let service = Service::start(home.clone(), store, embedder, shutdown.clone()).await?;
         let listener = server::bind(&home)?;
         tokio::spawn(shutdown_on_signal(shutdown));
-        server::serve(&home, listener, service).await;
+        server::serve(&home, held, listener, service).await;
         anyhow::Ok(())
     });
     // A job still on a blocking thread saw the cancel flag; its pointer was not advanced, so it is

@@ -87,9 +87,28 @@ fn io_err(context: impl Into<String>) -> impl FnOnce(std::io::Error) -> ServerEr
     move |source| ServerError::Io { context, source }
 }
 
+/// How often the daemon checks that its socket and lock file are still in the home.
+const OWNERSHIP_CHECK: Duration = Duration::from_secs(2);
+
 /// Held for the daemon's lifetime: the flock that keeps a second daemon off this home.
 pub struct HomeLock {
     _file: fs::File,
+    /// The lock file's identity: when the home's lock file is another one, the home was deleted
+    /// or replaced and another daemon may own it now.
+    identity: FileIdentity,
+}
+
+/// A file by device and inode, which tells a file from another one made at the same path.
+#[derive(Clone, Copy, PartialEq, Eq, Debug)]
+struct FileIdentity(u64, u64);
+
+impl FileIdentity {
+    fn of_path(path: &std::path::Path) -> Option<FileIdentity> {
+        use std::os::unix::fs::MetadataExt;
+        fs::symlink_metadata(path)
+            .ok()
+            .map(|m| FileIdentity(m.dev(), m.ino()))
+    }
 }
 
 /// Prepares the home (mode 0700) and takes the daemon lock, refusing if another daemon holds it.
@@ -114,7 +133,39 @@ pub fn lock_home(home: &Home) -> Result<HomeLock, ServerError> {
     }
     file.set_len(0).ok();
     std::io::Write::write_all(&mut &file, format!("{}\n", std::process::id()).as_bytes()).ok();
-    Ok(HomeLock { _file: file })
+    let identity = {
+        use std::os::unix::fs::MetadataExt;
+        let meta = file
+            .metadata()
+            .map_err(io_err(format!("stat {}", path.display())))?;
+        FileIdentity(meta.dev(), meta.ino())
+    };
+    Ok(HomeLock {
+        _file: file,
+        identity,
+    })
+}
+
+/// What the periodic check found.
+#[derive(Debug, PartialEq, Eq)]
+enum Ownership {
+    /// The socket and lock file are this daemon's.
+    Intact,
+    /// The socket file was deleted or replaced: bind it again, or clients cannot reach us.
+    SocketLost,
+    /// The lock file is gone or another one: the home was deleted or moved, and a new daemon may
+    /// serve it. Stop, rather than run on unreachable or take its socket away.
+    HomeLost,
+}
+
+fn ownership(home: &Home, lock: &HomeLock, socket: Option<FileIdentity>) -> Ownership {
+    if FileIdentity::of_path(&home.lock_file()) != Some(lock.identity) {
+        Ownership::HomeLost
+    } else if socket.is_none() || FileIdentity::of_path(&home.socket()) != socket {
+        Ownership::SocketLost
+    } else {
+        Ownership::Intact
+    }
 }
 
 /// Binds the socket (mode 0600). Call only while holding the home lock: a leftover socket file
@@ -131,6 +182,9 @@ pub fn bind(home: &Home) -> Result<LocalSocketListener, ServerError> {
     ListenerOptions::new()
         .name(name)
         .mode(0o600)
+        // Not unlinked by path when the listener drops: the path may be another listener's by
+        // then (see `serve`, which removes it only if it is still this daemon's).
+        .reclaim_name(false)
         .create_tokio()
         .map_err(io_err(format!("listen on {}", path.display())))
 }
@@ -138,9 +192,21 @@ pub fn bind(home: &Home) -> Result<LocalSocketListener, ServerError> {
 type LocalSocketListener = interprocess::local_socket::tokio::Listener;
 
 /// Accepts connections until `shutdown` fires, then waits briefly for open requests and removes the
-/// socket.
-pub async fn serve(home: &Home, listener: LocalSocketListener, service: Arc<Service>) {
+/// socket (only if it is still this daemon's). Every few seconds it checks that the socket and the
+/// lock file are still its own: a deleted socket is bound again, and a deleted home stops it.
+pub async fn serve(
+    home: &Home,
+    lock: &HomeLock,
+    mut listener: LocalSocketListener,
+    service: Arc<Service>,
+) {
     let shutdown = service.shutdown.clone();
+    let mut socket = FileIdentity::of_path(&home.socket());
+    let mut check = tokio::time::interval_at(
+        tokio::time::Instant::now() + OWNERSHIP_CHECK,
+        OWNERSHIP_CHECK,
+    );
+    check.set_missed_tick_behavior(tokio::time::MissedTickBehavior::Delay);
     let slots = Arc::new(Semaphore::new(MAX_CONNECTIONS));
     let idle = Arc::new(IdleConnections::default());
     let tracker = tokio_util::task::TaskTracker::new();
@@ -156,6 +222,24 @@ pub async fn serve(home: &Home, listener: LocalSocketListener, service: Arc<Serv
                     continue;
                 }
             },
+            _ = check.tick() => {
+                match ownership(home, lock, socket) {
+                    Ownership::Intact => {}
+                    Ownership::SocketLost => match bind(home) {
+                        Ok(rebound) => {
+                            listener = rebound;
+                            socket = FileIdentity::of_path(&home.socket());
+                            tracing::warn!("{} was deleted or replaced: listening on it again", home.socket().display());
+                        }
+                        Err(e) => tracing::warn!("cannot listen again on {}: {e}", home.socket().display()),
+                    },
+                    Ownership::HomeLost => {
+                        tracing::warn!("{} is no longer this daemon's home (its lock file was deleted or replaced): stopping", home.root().display());
+                        shutdown.cancel();
+                    }
+                }
+                continue;
+            }
             _ = shutdown.cancelled() => break,
         };
         // Full: make room by closing the longest-idle connection, and keep trying while every
@@ -192,7 +276,10 @@ pub async fn serve(home: &Home, listener: LocalSocketListener, service: Arc<Serv
         tracing::warn!("some clients were still connected at shutdown");
     }
     drop(listener);
-    let _ = fs::remove_file(home.socket());
+    // Another daemon may have bound the path since (after this home was deleted and made again).
+    if socket.is_some() && FileIdentity::of_path(&home.socket()) == socket {
+        let _ = fs::remove_file(home.socket());
+    }
     tracing::info!("stopped");
 }
 

@@ -252,3 +252,74 @@ fn a_suspended_daemon_times_out_clearly_and_answers_once_resumed() {
     let _ = hgd.hgd(&repo.path(), &["stop"]);
     daemon.wait().unwrap();
 }
+
+fn alive(pid: u32) -> bool {
+    // Not a zombie either: a child reaped by nobody still has a /proc entry.
+    std::fs::read_to_string(format!("/proc/{pid}/stat"))
+        .map(|stat| !stat.contains(") Z "))
+        .unwrap_or(false)
+}
+
+/// A deleted socket file (a cleaner of temporary files, a mistaken `rm`) is bound again by the
+/// running daemon: the next search reaches the same daemon, and no second one is started.
+#[test]
+fn a_deleted_socket_is_bound_again_by_the_running_daemon() {
+    let hgd = Hgd::new();
+    let repo = two_folder_repo(0);
+    let mut daemon = hgd.start_daemon();
+    hgd.index(&repo.path());
+    std::fs::remove_file(hgd.socket()).expect("delete the socket");
+    let found = files(&hgd.search_json(&repo.path(), "sha256 digest of a file", 1));
+    assert_eq!(found, ["a/checksum.py"]);
+    assert!(hgd.socket().exists(), "the socket was not bound again");
+    assert_eq!(
+        daemon.try_wait().expect("wait"),
+        None,
+        "the first daemon stopped\n{}",
+        hgd.log()
+    );
+    let lock = std::fs::read_to_string(hgd.home().join("daemon.lock")).expect("lock file");
+    assert_eq!(
+        lock.trim(),
+        daemon.id().to_string(),
+        "another daemon took over"
+    );
+    assert!(hgd.log().contains("listening on it again"), "{}", hgd.log());
+    let _ = hgd.hgd(&repo.path(), &["stop"]);
+    daemon.wait().unwrap();
+}
+
+/// A daemon whose home is deleted while it runs stops by itself, and on stopping leaves alone
+/// the socket of the daemon that now serves the home made again at the same path.
+#[test]
+fn a_daemon_whose_home_was_deleted_stops_without_taking_the_new_daemons_socket() {
+    let hgd = Hgd::new();
+    let repo = two_folder_repo(0);
+    let mut first = hgd.start_daemon();
+    hgd.index(&repo.path());
+    std::fs::remove_dir_all(hgd.home()).expect("delete the home");
+    // A client now starts a second daemon in a new home at the same path.
+    hgd.index(&repo.path());
+    let second: u32 = std::fs::read_to_string(hgd.home().join("daemon.lock"))
+        .expect("the new lock file")
+        .trim()
+        .parse()
+        .expect("a pid");
+    assert_ne!(second, first.id());
+    let deadline = std::time::Instant::now() + Duration::from_secs(20);
+    while first.try_wait().expect("wait").is_none() {
+        assert!(
+            std::time::Instant::now() < deadline,
+            "the daemon of the deleted home still runs\n{}",
+            hgd.log()
+        );
+        std::thread::sleep(Duration::from_millis(50));
+    }
+    assert!(alive(second), "the new daemon stopped");
+    assert!(
+        hgd.socket().exists(),
+        "the old daemon removed the new daemon's socket"
+    );
+    let found = files(&hgd.search_json(&repo.path(), "sha256 digest of a file", 1));
+    assert_eq!(found, ["a/checksum.py"]);
+}
