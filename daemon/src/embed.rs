@@ -539,7 +539,11 @@ fn build_session(
             Ok(with) => {
                 builder = with;
                 accelerated = true;
-                tracing::info!("execution provider: {name}, {threads} intra-op threads");
+                if purpose == Purpose::Query {
+                    tracing::info!("execution provider: {name}, {threads} intra-op threads");
+                } else {
+                    tracing::debug!("execution provider: {name}, {threads} intra-op threads");
+                }
             }
             Err(e) => {
                 tracing::warn!(
@@ -550,7 +554,11 @@ fn build_session(
         }
     }
     if !accelerated {
-        tracing::info!("execution provider: CPU, {threads} intra-op threads");
+        if purpose == Purpose::Query {
+            tracing::info!("execution provider: CPU, {threads} intra-op threads");
+        } else {
+            tracing::debug!("execution provider: CPU, {threads} intra-op threads");
+        }
     }
     // HGD_MODEL_AS_IS=1 loads the file unchanged: a diagnostic, and how the tests show that the
     // table-lookup rewrite changes no vector.
@@ -579,7 +587,13 @@ fn build_session(
     for (bytes, what) in candidates.into_iter().flatten() {
         match builder.commit_from_memory(&bytes) {
             Ok(session) => {
-                tracing::info!("model for {}: {what}", purpose.name());
+                // Sessions for indexing come and go with jobs; the query session's lines, at the
+                // daemon's start, say which provider and model it runs.
+                if purpose == Purpose::Query {
+                    tracing::info!("model for {}: {what}", purpose.name());
+                } else {
+                    tracing::debug!("model for {}: {what}", purpose.name());
+                }
                 return Ok((session, accelerated));
             }
             Err(e) => tracing::warn!(

@@ -8,6 +8,7 @@ pub mod eval;
 pub mod git;
 pub mod indexer;
 pub mod indexes;
+pub mod logfile;
 pub mod memory;
 pub mod model;
 pub mod onnx_rewrite;

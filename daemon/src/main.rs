@@ -99,7 +99,11 @@ enum Command {
 
 fn main() -> std::process::ExitCode {
     let cli = Cli::parse();
-    init_logging();
+    // Only the daemon keeps (and rotates) the home's log; other commands log to the terminal.
+    let log_file = matches!(cli.command, Command::Daemon)
+        .then(|| Home::from_env().ok().map(|home| home.daemon_log()))
+        .flatten();
+    init_logging(log_file);
     match run(cli) {
         Ok(()) => std::process::ExitCode::SUCCESS,
         Err(e) => {
@@ -338,13 +342,17 @@ async fn shutdown_on_signal(shutdown: CancellationToken) {
     shutdown.cancel();
 }
 
-fn init_logging() {
+fn init_logging(log_file: Option<std::path::PathBuf>) {
     let filter = tracing_subscriber::EnvFilter::try_from_env("HGD_LOG").unwrap_or_else(|_| {
         tracing_subscriber::EnvFilter::new("info,lance=warn,lancedb=warn,ort=warn")
     });
+    let writer = hgd_daemon::logfile::RotatingStderr::new(
+        log_file,
+        hgd_daemon::logfile::max_bytes_from_env(),
+    );
     tracing_subscriber::fmt()
         .with_env_filter(filter)
-        .with_writer(std::io::stderr)
+        .with_writer(writer)
         .with_ansi(std::io::IsTerminal::is_terminal(&std::io::stderr()))
         .init();
 }

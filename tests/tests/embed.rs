@@ -16,6 +16,8 @@ fn embed_with_log(hgd: &Hgd, texts: &[&str], extra: &[&str]) -> (Vec<Vec<f32>>, 
         .command("hgd-daemon")
         .arg("embed")
         .args(extra)
+        // Which model each session loaded is logged at debug level after the first.
+        .env("HGD_LOG", "hgd_daemon=debug")
         .stdin(Stdio::piped())
         .stdout(Stdio::piped())
         .stderr(Stdio::piped())

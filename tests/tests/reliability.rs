@@ -323,3 +323,60 @@ fn a_daemon_whose_home_was_deleted_stops_without_taking_the_new_daemons_socket()
     let found = files(&hgd.search_json(&repo.path(), "sha256 digest of a file", 1));
     assert_eq!(found, ["a/checksum.py"]);
 }
+
+/// `daemon.log` is rotated past its limit (`HGD_LOG_MAX_KIB`): it becomes `daemon.log.1` and the
+/// daemon goes on writing to a new `daemon.log`, so the logs never hold much more than twice the
+/// limit however long the daemon runs.
+#[test]
+fn the_daemon_log_is_rotated_past_its_limit() {
+    let hgd = Hgd::new()
+        .with_env("HGD_LOG_MAX_KIB", "4")
+        .with_env("HGD_LOG", "hgd_daemon=debug");
+    let repo = two_folder_repo(0);
+    // Started by the client, so the daemon's stderr is the home's log.
+    hgd.index(&repo.path());
+    let logs = hgd.home().join("logs");
+    for i in 0..40 {
+        let found = files(&hgd.search_json(&repo.path(), &format!("sha256 digest {i}"), 1));
+        assert_eq!(found, ["a/checksum.py"]);
+    }
+    let current = std::fs::metadata(logs.join("daemon.log"))
+        .expect("daemon.log")
+        .len();
+    let previous = std::fs::metadata(logs.join("daemon.log.1"))
+        .expect("no daemon.log.1: the log was not rotated")
+        .len();
+    // The limit plus at most one event written past it.
+    assert!(current <= 4096 + 1024, "daemon.log is {current} bytes");
+    assert!(previous <= 4096 + 1024, "daemon.log.1 is {previous} bytes");
+    let before = std::fs::read_to_string(logs.join("daemon.log")).unwrap();
+    hgd.search_json(&repo.path(), "sha256 digest once more", 1);
+    let after = std::fs::read_to_string(logs.join("daemon.log")).unwrap();
+    assert!(
+        after.len() > before.len() || !after.starts_with(&before),
+        "the daemon stopped writing to the new daemon.log"
+    );
+}
+
+/// At the default log level, neither queries nor file contents reach the log.
+#[test]
+fn the_default_log_holds_no_queries_or_file_contents() {
+    let hgd = Hgd::new();
+    let repo = two_folder_repo(0);
+    hgd.index(&repo.path());
+    let query = "zebra stripes counted in the picture";
+    hgd.search_json(&repo.path(), query, 3);
+    let log = std::fs::read_to_string(hgd.home().join("logs").join("daemon.log")).unwrap();
+    assert!(
+        log.contains("indexed"),
+        "the log is not the daemon's:\n{log}"
+    );
+    for secret in [
+        query,
+        "count_zebra_stripes",
+        "hashlib.sha256",
+        "How many stripes",
+    ] {
+        assert!(!log.contains(secret), "the log holds {secret:?}:\n{log}");
+    }
+}

@@ -301,7 +301,16 @@ impl Service {
         match result {
             Ok(report) => {
                 changed_rows = report.rows_changed;
-                tracing::info!(
+                // A job that found nothing to change (a daemon's start, a checkout back and
+                // forth) is not worth a line a day for months.
+                let level_info =
+                    report.files_embedded + report.files_reused + report.files_removed > 0;
+                macro_rules! indexed {
+                    ($($arg:tt)*) => {
+                        if level_info { tracing::info!($($arg)*) } else { tracing::debug!($($arg)*) }
+                    };
+                }
+                indexed!(
                     "indexed {root} at {}: {} files embedded ({} blocks), {} re-used, {} removed in {:.1?} ({})",
                     report.commit.as_deref().unwrap_or("(no commits)"),
                     report.files_embedded,
