@@ -302,6 +302,21 @@ impl Replies<'_> {
     }
 }
 
+/// Why the peer may not use this daemon: it runs as another user (or its user cannot be told).
+fn foreign_user(stream: &Stream) -> Option<String> {
+    // SAFETY: geteuid has no failure mode.
+    let ours = unsafe { libc::geteuid() };
+    match stream.peer_creds().map(|creds| creds.euid()) {
+        Ok(Some(uid)) if uid == ours => None,
+        Ok(Some(uid)) => Some(format!(
+            "this hgd daemon serves user {ours} only; the client runs as user {uid}"
+        )),
+        Ok(None) | Err(_) => Some(format!(
+            "this hgd daemon serves user {ours} only, and the client's user cannot be told"
+        )),
+    }
+}
+
 async fn handle_connection(
     stream: Stream,
     service: Arc<Service>,
@@ -309,7 +324,18 @@ async fn handle_connection(
     id: u64,
     first_wait: CancellationToken,
 ) {
+    // The socket is 0600 in a 0700 home; the peer's user is checked as well, should either mode
+    // be loosened (by hand, or by a home on a filesystem without modes).
+    let refusal = foreign_user(&stream);
     let mut framed = Framed::new(stream, LinesCodec::new_with_max_length(MAX_FRAME_BYTES));
+    if let Some(message) = refusal {
+        tracing::warn!("refused a connection: {message}");
+        let reply = Response::error(ErrorCode::PermissionDenied, message);
+        let _ = framed
+            .send(serde_json::to_string(&reply).unwrap_or_default())
+            .await;
+        return;
+    }
     let shutdown: CancellationToken = service.shutdown.clone();
     let mut first_wait = Some(first_wait);
     loop {

@@ -179,6 +179,8 @@ pub enum ErrorCode {
     NotARepository,
     /// The model or runtime is not installed (`hgd setup`).
     NotSetUp,
+    /// The client runs as another user than the daemon.
+    PermissionDenied,
     /// Anything else; the message says what.
     Internal,
 }

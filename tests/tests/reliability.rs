@@ -380,3 +380,49 @@ fn the_default_log_holds_no_queries_or_file_contents() {
         assert!(!log.contains(secret), "the log holds {secret:?}:\n{log}");
     }
 }
+
+/// Another user is refused even when the home's and socket's modes let them connect (modes
+/// loosened by hand, or a home on a filesystem without them): the daemon checks the peer's uid.
+#[test]
+fn another_user_is_refused_even_through_a_loosened_socket() {
+    use std::os::unix::fs::PermissionsExt;
+    use std::os::unix::process::CommandExt;
+    let uid = Command::new("id").arg("-u").output().expect("run id");
+    if String::from_utf8_lossy(&uid.stdout).trim() != "0" {
+        println!("skipped: running a client as another user needs root");
+        return;
+    }
+    let hgd = Hgd::new();
+    let _daemon = hgd.start_daemon();
+    for (path, mode) in [
+        (hgd.dir.path().to_path_buf(), 0o755),
+        (hgd.home(), 0o755),
+        (hgd.socket(), 0o666),
+    ] {
+        std::fs::set_permissions(&path, std::fs::Permissions::from_mode(mode)).unwrap();
+    }
+    let ask = |uid: u32| {
+        let out = Command::new("perl")
+            .args([
+                "-MIO::Socket::UNIX",
+                "-e",
+                r#"my $s = IO::Socket::UNIX->new(Peer => $ARGV[0]) or die "connect: $!\n";
+                   print $s qq({"v":2,"request":{"type":"ping"}}\n);
+                   my $line = <$s>; print $line;"#,
+            ])
+            .arg(hgd.socket())
+            .uid(uid)
+            .gid(uid)
+            .output()
+            .expect("run perl");
+        assert!(out.status.success(), "{}", stderr(&out));
+        String::from_utf8_lossy(&out.stdout).into_owned()
+    };
+    let nobody = ask(65534);
+    assert!(
+        nobody.contains("permission_denied") && nobody.contains("serves user 0 only"),
+        "another user was not refused: {nobody}"
+    );
+    // The owner, through the same client, is answered.
+    assert!(ask(0).contains("pong"), "the owner was refused");
+}
