@@ -553,6 +553,13 @@ impl Repo {
         if !meta.is_file() || meta.len() > max_file_bytes() {
             return None;
         }
+        // A folder on the way may be a symlink (a tracked folder replaced by a link elsewhere):
+        // never read through it, so nothing outside the work tree is indexed.
+        let resolved = full.canonicalize().ok()?;
+        let root = self.root.canonicalize().ok()?;
+        if resolved != root.join(path) {
+            return None;
+        }
         let data = std::fs::read(&full).ok()?;
         if data[..data.len().min(8192)].contains(&0)
             || data.starts_with(b"version https://git-lfs.github.com/spec/")

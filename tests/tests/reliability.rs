@@ -426,3 +426,76 @@ fn another_user_is_refused_even_through_a_loosened_socket() {
     // The owner, through the same client, is answered.
     assert!(ask(0).contains("pong"), "the owner was refused");
 }
+
+/// No request reads or indexes a file outside the repository searched: block references with
+/// `..`, absolute paths or symlinks leading out are refused, `hgd index` of a symlink leading out
+/// is not a repository, and a tracked folder replaced by a symlink to another folder is not
+/// followed by the uncommitted-files overlay.
+#[test]
+fn paths_leading_out_of_the_repository_are_refused() {
+    let hgd = Hgd::new();
+    let repo = two_folder_repo(0);
+    let outside = tempfile::tempdir().unwrap();
+    let secret = "def leaked_payroll_secret():\n    return 'outside the repository'\n";
+    std::fs::write(outside.path().join("secret.py"), secret).unwrap();
+    std::fs::create_dir(outside.path().join("pkg")).unwrap();
+    std::fs::write(outside.path().join("pkg").join("payroll.py"), secret).unwrap();
+    repo.write(
+        "pkg/payroll.py",
+        "def payroll_total(rows):\n    return sum(rows)\n",
+    );
+    repo.commit_all("a package");
+    std::os::unix::fs::symlink(
+        outside.path().join("secret.py"),
+        repo.path().join("link.py"),
+    )
+    .unwrap();
+    std::os::unix::fs::symlink(outside.path(), repo.path().join("linkdir")).unwrap();
+    hgd.index(&repo.path());
+
+    let escape = format!(
+        "../{}/secret.py#leaked_payroll_secret",
+        outside.path().file_name().unwrap().to_string_lossy()
+    );
+    let absolute = format!("{}:1", outside.path().join("secret.py").display());
+    for query in [
+        escape.as_str(),
+        "link.py#leaked_payroll_secret",
+        absolute.as_str(),
+    ] {
+        let out = hgd.hgd(&repo.path(), &["search", "--json", query]);
+        assert_eq!(out.status.code(), Some(2), "{query}: {}", stderr(&out));
+        assert!(
+            stderr(&out).contains("is not in the searched repository"),
+            "{query}: {}",
+            stderr(&out)
+        );
+    }
+    let out = hgd.hgd(&repo.path(), &["index", "linkdir"]);
+    assert_ne!(
+        out.status.code(),
+        Some(0),
+        "indexed a folder outside the repository"
+    );
+    assert!(
+        stderr(&out).contains("not in a git repository"),
+        "{}",
+        stderr(&out)
+    );
+
+    // A tracked folder replaced by a symlink to a folder outside.
+    std::fs::remove_dir_all(repo.path().join("pkg")).unwrap();
+    std::os::unix::fs::symlink(outside.path().join("pkg"), repo.path().join("pkg")).unwrap();
+    let hits = hgd.search_json(
+        &repo.path(),
+        "leaked payroll secret outside the repository",
+        10,
+    );
+    for hit in &hits {
+        let content = hit["content"].as_str().unwrap_or_default();
+        assert!(
+            !content.contains("leaked_payroll_secret"),
+            "read a file outside the repository through a symlink: {hit}"
+        );
+    }
+}
