@@ -95,6 +95,14 @@ Exit status: 0 results found, 1 no results, 2 error.")]
         #[arg(long)]
         no_wait: bool,
     },
+    /// Bring PATH's repository (default: the current one) up to date, then compare its stored
+    /// blocks with HEAD: missing, stale, orphaned or duplicated blocks and broken vectors.
+    /// Exit status 1 when they differ.
+    Check {
+        path: Option<PathBuf>,
+        #[arg(short = 'j', long)]
+        json: bool,
+    },
     /// Show the daemon and every tracked repository.
     Status {
         #[arg(long)]
@@ -280,6 +288,7 @@ fn run(cli: Cli) -> Result<ExitCode> {
         ),
         Cmd::Index { path, no_wait } => index(&home, path, no_wait),
         Cmd::Status { json } => status(&home, json),
+        Cmd::Check { path, json } => check(&home, path, json),
         Cmd::Hooks { action } => {
             let lines = match action {
                 HooksAction::Install { repo } => {
@@ -716,6 +725,62 @@ fn list(home: &Home, json: bool) -> Result<ExitCode> {
         format!("{}\t{}\t{} blocks\t{}", r.root, r.state, r.blocks, commit)
     }))?;
     Ok(ExitCode::SUCCESS)
+}
+
+fn check(home: &Home, path: Option<PathBuf>, json: bool) -> Result<ExitCode> {
+    let dir = target_dir(path)?;
+    let mut conn = Connection::connect_or_start(home)?;
+    let mut bar = ProgressDisplay::new();
+    let response = conn.request(
+        Request::Check {
+            path: dir.to_string_lossy().into_owned(),
+        },
+        |p| bar.update(p),
+    );
+    bar.finish();
+    let report = match response? {
+        Response::Checked(report) => report,
+        Response::Error { code, message } => return Err(daemon_error(code, message)),
+        other => bail!("unexpected reply: {other:?}; the daemon may be another version of hgd: restart it with `hgd stop`"),
+    };
+    if json {
+        print_lines([serde_json::to_string_pretty(&report)?])?;
+    } else {
+        let short = |c: &Option<String>| {
+            c.as_deref()
+                .map_or("-".to_owned(), |c| c.get(..10).unwrap_or(c).to_owned())
+        };
+        let mut lines = vec![format!(
+            "{}: {} files, {} blocks; HEAD {}, indexed {}",
+            report.repo,
+            report.files,
+            report.blocks,
+            short(&report.commit),
+            short(&report.indexed_commit)
+        )];
+        for (what, paths) in [
+            ("missing", &report.missing),
+            ("stale", &report.stale),
+            ("orphaned", &report.orphans),
+            ("duplicated", &report.duplicates),
+        ] {
+            lines.extend(paths.iter().map(|p| format!("{what}: {p}")));
+        }
+        if report.bad_vectors > 0 {
+            lines.push(format!("broken vectors: {}", report.bad_vectors));
+        }
+        lines.push(if report.is_consistent() {
+            "consistent".to_owned()
+        } else {
+            "NOT consistent: `hgd forget` then `hgd index` rebuilds the index".to_owned()
+        });
+        print_lines(lines)?;
+    }
+    Ok(if report.is_consistent() {
+        ExitCode::SUCCESS
+    } else {
+        ExitCode::from(1)
+    })
 }
 
 fn forget(home: &Home, path: Option<PathBuf>) -> Result<ExitCode> {

@@ -1,6 +1,7 @@
 //! hgd's daemon: provisioning, embedding, chunking, git walking, the LanceDB store, indexing jobs,
 //! search, and the socket server. `main.rs` is the only place that uses `anyhow`.
 
+pub mod check;
 pub mod chunk;
 mod cmd;
 pub mod embed;

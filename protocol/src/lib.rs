@@ -76,6 +76,9 @@ impl SearchFilter {
 pub enum Request {
     /// Liveness check; answered with `Response::Pong`.
     Ping,
+    /// Bring `path`'s repository up to date, then compare what is stored with HEAD: answered
+    /// with `Response::Checked`.
+    Check { path: String },
     /// Track `path` (a folder inside a git work tree) and index its repository's HEAD there.
     /// With `wait`, progress events stream until the index is current.
     Index { path: String, wait: bool },
@@ -145,11 +148,48 @@ pub enum Response {
         warnings: Vec<String>,
     },
     Status(Status),
+    Checked(Consistency),
     ShuttingDown,
     Error {
         code: ErrorCode,
         message: String,
     },
+}
+
+/// How a repository's stored blocks compare with HEAD (`hgd check`). Consistent when every list
+/// is empty and `bad_vectors` is 0; `digest` is equal for two stores holding the same blocks.
+#[derive(Debug, Clone, Default, PartialEq, Eq, Serialize, Deserialize)]
+pub struct Consistency {
+    pub repo: String,
+    /// HEAD, and the commit the index says it holds.
+    pub commit: Option<String>,
+    pub indexed_commit: Option<String>,
+    /// Files at HEAD under the tracked scopes that hold blocks, and their blocks.
+    pub files: u64,
+    pub blocks: u64,
+    /// Files whose blocks are absent.
+    pub missing: Vec<String>,
+    /// Files whose stored blocks are not those of HEAD's blob (another version, other cuts).
+    pub stale: Vec<String>,
+    /// Files with stored blocks that HEAD does not hold (deleted, out of scope, excluded).
+    pub orphans: Vec<String>,
+    /// Files with the same block stored more than once.
+    pub duplicates: Vec<String>,
+    /// Blocks whose vector has the wrong length, is not finite or not of unit length.
+    pub bad_vectors: u64,
+    /// SHA-256 over every stored block (path, lines, kind, name, content), in order.
+    pub digest: String,
+}
+
+impl Consistency {
+    pub fn is_consistent(&self) -> bool {
+        self.commit == self.indexed_commit
+            && self.missing.is_empty()
+            && self.stale.is_empty()
+            && self.orphans.is_empty()
+            && self.duplicates.is_empty()
+            && self.bad_vectors == 0
+    }
 }
 
 impl Response {

@@ -365,7 +365,6 @@ impl GitRepo {
     }
 }
 
-/// The `file` fields of search results.
 /// The standard output of a command that must have succeeded (else the test fails with its
 /// standard error).
 pub fn ok(out: &Output) -> String {
@@ -377,6 +376,7 @@ pub fn ok(out: &Output) -> String {
     String::from_utf8(out.stdout.clone()).expect("UTF-8 output")
 }
 
+/// The `file` fields of search results.
 pub fn files(results: &[serde_json::Value]) -> Vec<String> {
     results
         .iter()

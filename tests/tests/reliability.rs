@@ -393,7 +393,7 @@ fn another_user_is_refused_even_through_a_loosened_socket() {
         return;
     }
     let hgd = Hgd::new();
-    let _daemon = hgd.start_daemon();
+    let mut daemon = hgd.start_daemon();
     for (path, mode) in [
         (hgd.dir.path().to_path_buf(), 0o755),
         (hgd.home(), 0o755),
@@ -425,6 +425,8 @@ fn another_user_is_refused_even_through_a_loosened_socket() {
     );
     // The owner, through the same client, is answered.
     assert!(ask(0).contains("pong"), "the owner was refused");
+    let _ = hgd.command("hgd").arg("stop").output();
+    daemon.wait().unwrap();
 }
 
 /// No request reads or indexes a file outside the repository searched: block references with

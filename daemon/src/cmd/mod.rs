@@ -1,5 +1,6 @@
 //! One module per request: each turns a request into response lines.
 
+mod check;
 mod index;
 mod search;
 mod status;
@@ -23,6 +24,7 @@ pub async fn dispatch(service: &Arc<Service>, request: Request, replies: &mut Re
                 .await
         }
         Request::Index { path, wait } => index::run(service, &path, wait, replies).await,
+        Request::Check { path } => check::run(service, &path, replies).await,
         Request::Search {
             path,
             query,

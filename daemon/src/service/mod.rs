@@ -228,6 +228,11 @@ impl Service {
         self.repos.lock().unwrap_or_else(|p| p.into_inner())
     }
 
+    /// The persisted state of the repository at `root`, if tracked.
+    pub fn record_of(&self, root: &str) -> Option<RepoRecord> {
+        self.lock_repos().get(root).map(|e| e.record.clone())
+    }
+
     pub fn blocks_embedded(&self) -> u64 {
         self.blocks_embedded.load(Ordering::Relaxed)
     }

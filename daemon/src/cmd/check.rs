@@ -1,0 +1,68 @@
+//! `check`: bring a repository up to date, then compare its stored blocks with HEAD.
+
+use std::path::Path;
+use std::sync::Arc;
+
+use hgd_protocol::{ErrorCode, Response};
+
+use super::{error_reply, wait_with_progress};
+use crate::server::Replies;
+use crate::service::{Freshness, Service};
+
+pub async fn run(service: &Arc<Service>, path: &str, replies: &mut Replies<'_>) -> bool {
+    let crate::service::Ensured {
+        located, freshness, ..
+    } = match service.ensure_indexed(Path::new(path), true).await {
+        Ok(found) => found,
+        Err(e) => return replies.send(&error_reply(&e)).await,
+    };
+    let root = located.root.to_string_lossy().into_owned();
+    if let Freshness::Wait(ticket) = freshness {
+        let waited = match service.waiter(&root, ticket) {
+            Ok(waiter) => wait_with_progress(service, waiter, replies).await,
+            Err(e) => Err(e),
+        };
+        match waited {
+            Ok(true) => {}
+            Ok(false) => return false,
+            // A failed job is what a check reports, not a reason to skip it.
+            Err(e) => tracing::warn!("checking {root} after a failed job: {e}"),
+        }
+    }
+    let Some(record) = service.record_of(&root) else {
+        return replies
+            .send(&Response::error(
+                ErrorCode::Internal,
+                format!("{root} is not tracked"),
+            ))
+            .await;
+    };
+    let rows = match crate::check::stored_rows(&service.store, &root).await {
+        Ok(rows) => rows,
+        Err(e) => {
+            return replies
+                .send(&Response::error(ErrorCode::Internal, e.to_string()))
+                .await
+        }
+    };
+    let (dims, limits) = (service.store.dims(), service.indexer.limits.clone());
+    let compared = tokio::task::spawn_blocking(move || {
+        let repo = crate::check::open(Path::new(&record.root))?;
+        crate::check::compare(
+            &repo,
+            &record.root,
+            &record.scopes,
+            record.indexed_commit,
+            rows,
+            dims,
+            &limits,
+        )
+    })
+    .await;
+    let reply = match compared {
+        Ok(Ok(report)) => Response::Checked(report),
+        Ok(Err(e)) => Response::error(ErrorCode::Internal, e.to_string()),
+        Err(e) => Response::error(ErrorCode::Internal, format!("the check stopped: {e}")),
+    };
+    replies.send(&reply).await
+}
