@@ -31,6 +31,8 @@ pub enum IndexError {
     Task(#[from] tokio::task::JoinError),
     #[error("the {0} thread of the job panicked")]
     StagePanicked(&'static str),
+    #[error("the job panicked: {0}")]
+    Panicked(String),
 }
 
 /// Live counters of a running job, read by status and progress reporting, and the blocks it
@@ -435,6 +437,7 @@ impl Indexer {
                             continue;
                         }
                     };
+                    crate::fault::panic_if_asked("parsing", &file.path);
                     let parsed = Parsed::new(file.path, file.oid, &text, &limits);
                     progress
                         .to_embed

@@ -6,6 +6,7 @@ pub mod chunk;
 mod cmd;
 pub mod embed;
 pub mod eval;
+pub mod fault;
 pub mod git;
 pub mod indexer;
 pub mod indexes;

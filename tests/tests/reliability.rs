@@ -501,3 +501,46 @@ fn paths_leading_out_of_the_repository_are_refused() {
         );
     }
 }
+
+/// A panic inside one repository's job (here injected into the parser) fails that job only:
+/// `hgd status` reports it for that repository, its searches answer from what was stored, and
+/// another repository indexes and searches as usual, in the same daemon.
+#[test]
+fn a_panicking_job_fails_alone_and_the_daemon_goes_on() {
+    let hgd = Hgd::new().with_env("HGD_FAULT_PANIC_PATH", "boom");
+    let broken = two_folder_repo(0);
+    let mut daemon = hgd.start_daemon();
+    hgd.index(&broken.path());
+    broken.write("a/boom.py", "def explode():\n    return 1\n");
+    broken.commit_all("a file whose parsing panics");
+    let out = hgd.hgd(&broken.path(), &["index"]);
+    assert_ne!(out.status.code(), Some(0), "the panicking job succeeded");
+    let status = hgd.status(&broken.path());
+    let error = status["repos"][0]["error"]
+        .as_str()
+        .unwrap_or_default()
+        .to_owned();
+    assert!(error.contains("panicked"), "status: {status:#}");
+
+    let out = hgd.hgd(
+        &broken.path(),
+        &["search", "--json", "sha256 digest of a file"],
+    );
+    assert_eq!(out.status.code(), Some(0), "{}", stderr(&out));
+    assert!(stderr(&out).contains("behind"), "{}", stderr(&out));
+    let hits: Vec<serde_json::Value> = serde_json::from_slice(&out.stdout).unwrap();
+    assert_eq!(files(&hits)[0], "a/checksum.py");
+
+    let healthy = GitRepo::new();
+    healthy.write(
+        "geo.py",
+        "def haversine_distance(a, b):\n    \"\"\"Great-circle distance between two points.\"\"\"\n    return 0.0\n",
+    );
+    healthy.commit_all("geo");
+    hgd.index(&healthy.path());
+    let found = files(&hgd.search_json(&healthy.path(), "great circle distance", 1));
+    assert_eq!(found, ["geo.py"]);
+    assert_eq!(daemon.try_wait().unwrap(), None, "the daemon stopped");
+    let _ = hgd.hgd(&healthy.path(), &["stop"]);
+    daemon.wait().unwrap();
+}

@@ -4,6 +4,7 @@
 //! started (it reads HEAD after starting), and a waiter returns once a job covering its ticket
 //! has finished. The store is optimised between jobs.
 
+use futures::FutureExt;
 use std::path::Path;
 use std::sync::atomic::{AtomicBool, Ordering};
 use std::sync::Arc;
@@ -128,7 +129,10 @@ impl Service {
                 cancel.clone(),
             ));
             let mut result = tokio::select! {
-                r = self.indexer.run(&record, full, progress, cancel.clone()) => r,
+                // A panic anywhere in the job fails this job only: the worker, and with it
+                // every other repository's indexing, goes on.
+                r = std::panic::AssertUnwindSafe(self.indexer.run(&record, full, progress, cancel.clone()))
+                    .catch_unwind() => r.unwrap_or_else(|panic| Err(IndexError::Panicked(panic_message(&panic)))),
                 _ = self.shutdown.cancelled() => {
                     // The indexed-commit pointer was not advanced; the next start resumes the job.
                     cancel.store(true, Ordering::Relaxed);
@@ -427,4 +431,13 @@ impl Service {
         }
         unreachable!("the second pass always returns")
     }
+}
+
+/// The message of a caught panic.
+fn panic_message(panic: &Box<dyn std::any::Any + Send>) -> String {
+    panic
+        .downcast_ref::<&str>()
+        .map(|s| (*s).to_owned())
+        .or_else(|| panic.downcast_ref::<String>().cloned())
+        .unwrap_or_else(|| "(no message)".to_owned())
 }

@@ -1,0 +1,20 @@
+//! Fault injection for the reliability tests: points where the daemon fails on purpose when an
+//! environment variable asks for it, so tests can show that a real fault of that kind (a parser
+//! or runtime that panics) is contained. Off unless the variable is set.
+
+use std::sync::OnceLock;
+
+/// `HGD_FAULT_PANIC_PATH=TEXT`: parsing a file whose path contains TEXT panics.
+pub fn panic_if_asked(stage: &str, path: &str) {
+    static PANIC_PATH: OnceLock<Option<String>> = OnceLock::new();
+    let asked = PANIC_PATH.get_or_init(|| {
+        std::env::var("HGD_FAULT_PANIC_PATH")
+            .ok()
+            .filter(|v| !v.is_empty())
+    });
+    if let Some(text) = asked {
+        if path.contains(text.as_str()) {
+            panic!("fault injection: {stage} of {path} panics (HGD_FAULT_PANIC_PATH)");
+        }
+    }
+}
