@@ -544,3 +544,187 @@ fn a_panicking_job_fails_alone_and_the_daemon_goes_on() {
     let _ = hgd.hgd(&healthy.path(), &["stop"]);
     daemon.wait().unwrap();
 }
+
+/// A tmpfs mounted on a test's home (root only), unmounted when dropped.
+struct SmallDisk {
+    at: std::path::PathBuf,
+}
+
+impl SmallDisk {
+    /// `None` (the test is skipped) when not root or mounting is not allowed here.
+    fn mount(at: &std::path::Path, size: &str) -> Option<SmallDisk> {
+        std::fs::create_dir_all(at).unwrap();
+        let ok = Command::new("mount")
+            .args([
+                "-t",
+                "tmpfs",
+                "-o",
+                &format!("size={size},mode=0700"),
+                "tmpfs",
+            ])
+            .arg(at)
+            .output()
+            .is_ok_and(|o| o.status.success());
+        if !ok {
+            println!("skipped: cannot mount a tmpfs here (needs root)");
+            return None;
+        }
+        Some(SmallDisk {
+            at: at.to_path_buf(),
+        })
+    }
+
+    /// Fills the disk up with one file; returns it.
+    fn fill(&self) -> std::path::PathBuf {
+        use std::io::Write;
+        let path = self.at.join("filler");
+        let mut file = std::fs::File::create(&path).unwrap();
+        let chunk = vec![0u8; 64 << 10];
+        while file.write_all(&chunk).is_ok() {}
+        let _ = file.sync_all();
+        path
+    }
+}
+
+impl Drop for SmallDisk {
+    fn drop(&mut self) {
+        let _ = Command::new("umount").arg("-l").arg(&self.at).output();
+    }
+}
+
+/// Waits up to 60 s for the repository at `dir` to be indexed at its HEAD with no error, without
+/// asking for a job (the daemon must retry by itself).
+fn wait_until_caught_up(hgd: &Hgd, repo: &GitRepo) {
+    let head = repo.git(&["rev-parse", "HEAD"]).trim().to_owned();
+    let deadline = std::time::Instant::now() + Duration::from_secs(60);
+    loop {
+        let status = hgd.status(&repo.path());
+        let entry = &status["repos"][0];
+        if entry["indexed_commit"] == head.as_str() && entry["error"].is_null() {
+            return;
+        }
+        assert!(
+            std::time::Instant::now() < deadline,
+            "indexing did not resume by itself: {status:#}\n{}",
+            hgd.log()
+        );
+        std::thread::sleep(Duration::from_millis(200));
+    }
+}
+
+fn add_files(repo: &GitRepo, n: usize, topic: &str) {
+    for i in 0..n {
+        repo.write(
+            &format!("c/{topic}_{i}.py"),
+            format!("def {topic}_step_{i}(x):\n    \"\"\"{topic} number {i}.\"\"\"\n    return x + {i}\n"),
+        );
+    }
+    repo.commit_all(topic);
+}
+
+/// A full disk fails the job with a clear status while the previous index keeps answering, and
+/// indexing resumes by itself once space returns.
+#[test]
+fn a_full_disk_fails_the_job_clearly_and_indexing_resumes_when_space_returns() {
+    let hgd = Hgd::new().with_env("HGD_RETRY_SECS", "1");
+    let Some(disk) = SmallDisk::mount(&hgd.home(), "16m") else {
+        return;
+    };
+    let repo = two_folder_repo(0);
+    let mut daemon = hgd.start_daemon();
+    hgd.index(&repo.path());
+    let filler = disk.fill();
+    add_files(&repo, 80, "ledger");
+    let out = hgd.hgd(&repo.path(), &["index"]);
+    assert_ne!(out.status.code(), Some(0), "indexed onto a full disk");
+    let status = hgd.status(&repo.path());
+    let error = status["repos"][0]["error"]
+        .as_str()
+        .unwrap_or_default()
+        .to_owned();
+    assert!(
+        error.contains("No space left") || error.contains("os error 28"),
+        "status does not say the disk is full: {status:#}"
+    );
+    let out = hgd.hgd(
+        &repo.path(),
+        &["search", "--json", "sha256 digest of a file"],
+    );
+    assert_eq!(out.status.code(), Some(0), "{}", stderr(&out));
+    let hits: Vec<serde_json::Value> = serde_json::from_slice(&out.stdout).unwrap();
+    assert_eq!(files(&hits)[0], "a/checksum.py");
+
+    std::fs::remove_file(filler).unwrap();
+    wait_until_caught_up(&hgd, &repo);
+    let found = files(&hgd.search_json(&repo.path(), "ledger number 7", 3));
+    assert!(found.contains(&"c/ledger_7.py".to_owned()), "{found:?}");
+    let out = hgd.hgd(&repo.path(), &["check"]);
+    assert_eq!(
+        out.status.code(),
+        Some(0),
+        "{}",
+        String::from_utf8_lossy(&out.stdout)
+    );
+    assert_eq!(daemon.try_wait().unwrap(), None, "the daemon stopped");
+    let _ = hgd.hgd(&repo.path(), &["stop"]);
+    daemon.wait().unwrap();
+}
+
+/// A home whose store turns read-only under a running daemon (a read-only bind mount over its
+/// `db` folder, root only) fails the job clearly, searches go on from the stored index, and
+/// indexing resumes by itself once it is writable again.
+#[test]
+fn a_read_only_home_fails_the_job_clearly_and_indexing_resumes_when_writable() {
+    let hgd = Hgd::new().with_env("HGD_RETRY_SECS", "1");
+    let repo = two_folder_repo(0);
+    let mut daemon = hgd.start_daemon();
+    hgd.index(&repo.path());
+    let db = hgd.home().join("db");
+    let mount = |args: &[&str]| {
+        Command::new("mount")
+            .args(args)
+            .arg(&db)
+            .arg(&db)
+            .output()
+            .is_ok_and(|o| o.status.success())
+    };
+    if !mount(&["--bind"]) {
+        println!("skipped: cannot bind-mount here (needs root)");
+        let _ = hgd.hgd(&repo.path(), &["stop"]);
+        daemon.wait().unwrap();
+        return;
+    }
+    let remounted = Command::new("mount")
+        .args(["-o", "remount,bind,ro"])
+        .arg(&db)
+        .output()
+        .unwrap();
+    assert!(remounted.status.success(), "{}", stderr(&remounted));
+    add_files(&repo, 20, "voucher");
+    let out = hgd.hgd(&repo.path(), &["index"]);
+    let status = hgd.status(&repo.path());
+    let answered = files(&hgd.search_json(&repo.path(), "sha256 digest of a file", 1));
+    // Writable again before any assertion can fail, so a failure leaves no mount behind.
+    let unmounted = Command::new("umount").arg(&db).output().unwrap();
+    assert!(unmounted.status.success(), "{}", stderr(&unmounted));
+    assert_ne!(out.status.code(), Some(0), "indexed into a read-only home");
+    let error = status["repos"][0]["error"]
+        .as_str()
+        .unwrap_or_default()
+        .to_owned();
+    assert!(
+        error.contains("Read-only file system") || error.contains("os error 30"),
+        "status does not say the home is read-only: {status:#}"
+    );
+    assert_eq!(
+        answered,
+        ["a/checksum.py"],
+        "no answer from the stored index"
+    );
+    wait_until_caught_up(&hgd, &repo);
+    let found = files(&hgd.search_json(&repo.path(), "voucher number 3", 3));
+    assert!(found.contains(&"c/voucher_3.py".to_owned()), "{found:?}");
+    assert_eq!(daemon.try_wait().unwrap(), None, "the daemon stopped");
+    let _ = hgd.hgd(&repo.path(), &["stop"]);
+    daemon.wait().unwrap();
+}

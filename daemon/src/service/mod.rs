@@ -86,6 +86,8 @@ struct Failure {
     error: Arc<IndexError>,
     head: Option<String>,
     at: Instant,
+    /// Failed jobs in a row: the retries of a lasting failure back off.
+    in_a_row: u32,
 }
 
 impl RepoEntry {
@@ -200,6 +202,7 @@ impl Service {
         }
         tokio::spawn(service.clone().worker());
         tokio::spawn(service.clone().release_idle_memory());
+        tokio::spawn(service.clone().retry_failed_jobs());
         Ok(service)
     }
 

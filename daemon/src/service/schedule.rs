@@ -328,16 +328,51 @@ impl Service {
             }
             Err(e) => {
                 tracing::error!("indexing {root} failed: {e}");
+                let in_a_row = entry.error.as_ref().map_or(0, |f| f.in_a_row) + 1;
                 entry.error = Some(Failure {
                     error: Arc::new(e),
                     head: failed_head,
                     at: Instant::now(),
+                    in_a_row,
                 });
                 entry.full_scan = true;
             }
         }
         entry.changed.send_modify(|v| *v += 1);
         Some((entry.requested > entry.completed, changed_rows))
+    }
+
+    /// Retries failed jobs by themselves, so indexing resumes once the cause is gone (disk space
+    /// freed, a home made writable again) without waiting for a search or a commit. A failure
+    /// that lasts is retried less and less often: after 1, 2, 4, ... retry periods, at most an
+    /// hour apart.
+    pub(super) async fn retry_failed_jobs(self: Arc<Self>) {
+        let period = retry_period();
+        let mut tick = tokio::time::interval_at(tokio::time::Instant::now() + period, period);
+        loop {
+            tokio::select! {
+                _ = self.shutdown.cancelled() => return,
+                _ = tick.tick() => {}
+            }
+            let due: Vec<String> = self
+                .lock_repos()
+                .iter()
+                .filter(|(_, e)| {
+                    let idle = e.running.is_none() && e.requested == e.completed;
+                    e.error.as_ref().is_some_and(|f| {
+                        let wait = period
+                            .saturating_mul(1 << f.in_a_row.saturating_sub(1).min(16))
+                            .min(Duration::from_secs(3600));
+                        idle && !e.forgetting && f.at.elapsed() >= wait
+                    })
+                })
+                .map(|(root, _)| root.clone())
+                .collect();
+            for root in due {
+                tracing::debug!("retrying the failed job of {root}");
+                self.request_job(&root);
+            }
+        }
     }
 
     /// A hook says HEAD of the repository containing `path` moved: queue a job if it is tracked.
@@ -431,6 +466,15 @@ impl Service {
         }
         unreachable!("the second pass always returns")
     }
+}
+
+/// How often failed jobs are looked at for a retry (`HGD_RETRY_SECS` changes it, for tests).
+fn retry_period() -> Duration {
+    std::env::var("HGD_RETRY_SECS")
+        .ok()
+        .and_then(|v| v.parse::<f64>().ok())
+        .filter(|s| *s > 0.0)
+        .map_or(Duration::from_secs(60), Duration::from_secs_f64)
 }
 
 /// The message of a caught panic.
