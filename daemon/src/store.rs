@@ -11,7 +11,7 @@ use arrow_array::{
     Array, ArrayRef, FixedSizeListArray, Float32Array, RecordBatch, StringArray, UInt32Array,
 };
 use arrow_schema::{DataType, Field, Schema, SchemaRef};
-use futures::TryStreamExt;
+use futures::{FutureExt, TryStreamExt};
 use lancedb::query::{ExecutableQuery, QueryBase, Select};
 use lancedb::table::OptimizeAction;
 use lancedb::Table;
@@ -27,6 +27,26 @@ pub enum StoreError {
     Query(String),
     #[error("unexpected column {0} in a stored table")]
     Column(&'static str),
+    #[error("{0} panicked in LanceDB: the table is damaged")]
+    Panicked(String),
+}
+
+impl StoreError {
+    /// Whether this failure may come from a damaged table (and so calls for a check), rather
+    /// than from a full disk or a home without write access, which damage nothing.
+    pub fn may_be_damage(&self) -> bool {
+        let text = self.to_string();
+        ![
+            "No space left",
+            "os error 28",
+            "Read-only file system",
+            "os error 30",
+            "Permission denied",
+            "os error 13",
+        ]
+        .iter()
+        .any(|cause| text.contains(cause))
+    }
 }
 
 pub type Result<T> = std::result::Result<T, StoreError>;
@@ -113,16 +133,104 @@ pub enum Layer {
 }
 
 pub struct Store {
+    db: lancedb::Connection,
+    dir: std::path::PathBuf,
+    /// Tables found damaged and made again empty when the store was opened.
+    remade_at_open: Vec<String>,
+    /// Swapped whole when a damaged table is made again (see [`Store::repair`]).
+    tables: std::sync::RwLock<Tables>,
+    dims: usize,
+    /// Serialises writers; readers never wait for it.
+    write_lock: Mutex<()>,
+    model_id: String,
+}
+
+/// Which table [`Store::repair`] made again.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum Layered {
+    Head,
+    Overlay,
+    Retired,
+    Repos,
+}
+
+/// Opens table `name` (making it if it does not exist). A table whose manifest cannot be read is
+/// set aside and made again empty (`true`): the caller rebuilds its rows from git.
+async fn open_or_remake(
+    db: &lancedb::Connection,
+    dir: &std::path::Path,
+    names: &[String],
+    name: String,
+    schema: SchemaRef,
+) -> Result<(Table, bool)> {
+    let mut remade = false;
+    if names.contains(&name) {
+        match open_and_count(db, &name).await {
+            Ok(table) => return Ok((table, false)),
+            Err(e) => {
+                tracing::error!("the {name} table is damaged ({e}): making it again");
+                set_aside(dir, &name);
+                remade = true;
+            }
+        }
+    }
+    let table = db.create_empty_table(&name, schema).execute().await?;
+    Ok((table, remade))
+}
+
+/// Opens a table and reads its row count, which reads its manifest. A manifest of garbage can
+/// make Lance panic (an arithmetic overflow on a bogus offset): that is damage too.
+async fn open_and_count(db: &lancedb::Connection, name: &str) -> Result<Table> {
+    let opened = async {
+        let table = db.open_table(name).execute().await?;
+        table.count_rows(None).await?;
+        Ok(table)
+    };
+    std::panic::AssertUnwindSafe(opened)
+        .catch_unwind()
+        .await
+        .unwrap_or_else(|_| Err(StoreError::Panicked(format!("opening {name}"))))
+}
+
+/// Reads every column of every row, keeping none of it (a panic in Lance counts as a failure).
+async fn read_whole(table: &Table) -> Result<()> {
+    let read = async {
+        table.count_rows(None).await?;
+        let mut batches = table.query().execute().await?;
+        while batches.try_next().await?.is_some() {}
+        Ok(())
+    };
+    std::panic::AssertUnwindSafe(read)
+        .catch_unwind()
+        .await
+        .unwrap_or_else(|_| Err(StoreError::Panicked(format!("reading {}", table.name()))))
+}
+
+/// Moves a damaged table's folder to `damaged/` in the store, for a post-mortem; removes it if
+/// it cannot be moved.
+fn set_aside(dir: &std::path::Path, name: &str) {
+    let from = dir.join(format!("{name}.lance"));
+    let aside = dir.join("damaged");
+    let stamp = std::time::SystemTime::now()
+        .duration_since(std::time::UNIX_EPOCH)
+        .map_or(0, |d| d.as_secs());
+    let to = aside.join(format!("{name}-{stamp}.lance"));
+    if std::fs::create_dir_all(&aside)
+        .and_then(|_| std::fs::rename(&from, &to))
+        .is_err()
+    {
+        let _ = std::fs::remove_dir_all(&from);
+    }
+}
+
+#[derive(Clone)]
+struct Tables {
     blocks: Table,
     overlay: Table,
     /// Blocks of blobs no longer at any tracked path, kept so that switching back to a branch (or
     /// undoing a delete) copies them instead of embedding again. Never searched.
     retired: Table,
     repos: Table,
-    dims: usize,
-    /// Serialises writers; readers never wait for it.
-    write_lock: Mutex<()>,
-    model_id: String,
 }
 
 /// SQL string literal.
@@ -197,34 +305,36 @@ impl Store {
             .execute()
             .await?;
         let names = db.table_names().execute().await?;
-        let open_blocks = |name: String| {
-            let db = db.clone();
-            let exists = names.contains(&name);
-            async move {
-                if exists {
-                    db.open_table(&name).execute().await
-                } else {
-                    db.create_empty_table(&name, blocks_schema(dims))
-                        .execute()
-                        .await
-                }
+        let mut remade = Vec::new();
+        let blocks = table_name(model_id);
+        let (retired, overlay) = (format!("retired_{blocks}"), format!("overlay_{blocks}"));
+        let mut tables = Vec::new();
+        for (name, schema) in [
+            (blocks, blocks_schema(dims)),
+            (retired, blocks_schema(dims)),
+            (overlay, blocks_schema(dims)),
+            ("repos".to_owned(), repos_schema()),
+        ] {
+            let (table, was_remade) =
+                open_or_remake(&db, dir, &names, name.clone(), schema).await?;
+            if was_remade {
+                remade.push(name);
             }
-        };
-        let blocks = open_blocks(table_name(model_id)).await?;
-        let retired = open_blocks(format!("retired_{}", table_name(model_id))).await?;
-        let overlay = open_blocks(format!("overlay_{}", table_name(model_id))).await?;
-        let repos = if names.iter().any(|n| n == "repos") {
-            db.open_table("repos").execute().await?
-        } else {
-            db.create_empty_table("repos", repos_schema())
-                .execute()
-                .await?
-        };
+            tables.push(table);
+        }
+        let [blocks, retired, overlay, repos]: [Table; 4] = tables
+            .try_into()
+            .map_err(|_| StoreError::Query("four tables".into()))?;
         let store = Store {
-            blocks,
-            overlay,
-            retired,
-            repos,
+            db: db.clone(),
+            dir: dir.to_path_buf(),
+            remade_at_open: remade,
+            tables: std::sync::RwLock::new(Tables {
+                blocks,
+                overlay,
+                retired,
+                repos,
+            }),
             dims,
             write_lock: Mutex::new(()),
             model_id: model_id.to_owned(),
@@ -243,7 +353,7 @@ impl Store {
     /// (LanceDB scans the rows not yet indexed until then). Not on `repo`: reading a whole
     /// repository through that index held ~20-40 MB more resident than a scan (bench/memory.sh).
     async fn ensure_scalar_indexes(&self) -> Result<()> {
-        for table in [&self.blocks, &self.overlay, &self.retired] {
+        for table in [&self.blocks(), &self.overlay(), &self.retired()] {
             if table.count_rows(None).await? == 0 {
                 continue;
             }
@@ -274,6 +384,59 @@ impl Store {
         Ok(())
     }
 
+    /// Whether opening found damaged tables and made them again empty: the blocks table (or
+    /// the repositories table) then needs every repository indexed again from git.
+    pub fn remade_at_open(&self) -> &[String] {
+        &self.remade_at_open
+    }
+
+    /// Reads every row of every table and makes again, empty, each table that cannot be read
+    /// whole (a truncated or corrupted data file). Returns the tables made again; the caller
+    /// rebuilds their rows from git. Writers wait meanwhile.
+    pub async fn repair(&self) -> Result<Vec<Layered>> {
+        let _guard = self.write_lock.lock().await;
+        let tables = self.tables();
+        let mut remade = Vec::new();
+        for (which, table) in [
+            (Layered::Head, tables.blocks),
+            (Layered::Overlay, tables.overlay),
+            (Layered::Retired, tables.retired),
+            (Layered::Repos, tables.repos),
+        ] {
+            let Err(e) = read_whole(&table).await else {
+                continue;
+            };
+            let name = table.name().to_owned();
+            tracing::error!("the {name} table is damaged ({e}): making it again");
+            drop(table);
+            set_aside(&self.dir, &name);
+            let schema = match which {
+                Layered::Repos => repos_schema(),
+                _ => blocks_schema(self.dims),
+            };
+            let fresh = match self.db.open_table(&name).execute().await {
+                // Still there (setting it aside failed): overwrite it.
+                Ok(_) => {
+                    self.db
+                        .create_empty_table(&name, schema)
+                        .mode(lancedb::database::CreateTableMode::Overwrite)
+                        .execute()
+                        .await?
+                }
+                Err(_) => self.db.create_empty_table(&name, schema).execute().await?,
+            };
+            let mut tables = self.tables.write().unwrap_or_else(|p| p.into_inner());
+            match which {
+                Layered::Head => tables.blocks = fresh,
+                Layered::Overlay => tables.overlay = fresh,
+                Layered::Retired => tables.retired = fresh,
+                Layered::Repos => tables.repos = fresh,
+            }
+            remade.push(which);
+        }
+        Ok(remade)
+    }
+
     pub fn model_id(&self) -> &str {
         &self.model_id
     }
@@ -283,10 +446,33 @@ impl Store {
         self.dims
     }
 
-    fn table(&self, layer: Layer) -> &Table {
+    fn tables(&self) -> Tables {
+        self.tables
+            .read()
+            .unwrap_or_else(|p| p.into_inner())
+            .clone()
+    }
+
+    fn blocks(&self) -> Table {
+        self.tables().blocks
+    }
+
+    fn overlay(&self) -> Table {
+        self.tables().overlay
+    }
+
+    fn retired(&self) -> Table {
+        self.tables().retired
+    }
+
+    fn repos_table(&self) -> Table {
+        self.tables().repos
+    }
+
+    fn table(&self, layer: Layer) -> Table {
         match layer {
-            Layer::Head => &self.blocks,
-            Layer::Overlay => &self.overlay,
+            Layer::Head => self.blocks(),
+            Layer::Overlay => self.overlay(),
         }
     }
 
@@ -294,7 +480,7 @@ impl Store {
 
     pub async fn repos(&self) -> Result<Vec<RepoRecord>> {
         let batches: Vec<RecordBatch> = self
-            .repos
+            .repos_table()
             .query()
             .only_if(format!("model = {}", quote(&self.model_id)))
             .execute()
@@ -332,7 +518,7 @@ impl Store {
                 Arc::new(StringArray::from(vec![record.indexed_commit.as_deref()])),
             ],
         )?;
-        let mut merge = self.repos.merge_insert(&["root", "model"]);
+        let mut merge = self.repos_table().merge_insert(&["root", "model"]);
         merge
             .when_matched_update_all(None)
             .when_not_matched_insert_all();
@@ -368,7 +554,7 @@ impl Store {
 
     async fn stored_files_where(&self, filter: String) -> Result<HashMap<String, String>> {
         let batches: Vec<RecordBatch> = self
-            .blocks
+            .blocks()
             .query()
             .only_if(filter)
             .select(Select::columns(&["path", "oid"]))
@@ -399,7 +585,7 @@ impl Store {
                 .collect::<Vec<_>>()
                 .join(",");
             let filter = format!("oid IN ({list})");
-            for table in [&self.blocks, &self.overlay, &self.retired] {
+            for table in [&self.blocks(), &self.overlay(), &self.retired()] {
                 out.extend(
                     keys_in(table, Some(filter.clone()))
                         .await?
@@ -435,8 +621,8 @@ impl Store {
     /// The stored blocks of one blob, to re-use under another path without embedding again.
     pub async fn blocks_of_blob(&self, key: &BlobKey) -> Result<Vec<BlockRow>> {
         let filter = key.filter();
-        let mut batches: Vec<RecordBatch> = filtered(&self.blocks, &filter).await?;
-        for fallback in [&self.overlay, &self.retired] {
+        let mut batches: Vec<RecordBatch> = filtered(&self.blocks(), &filter).await?;
+        for fallback in [&self.overlay(), &self.retired()] {
             if batches.iter().any(|b| b.num_rows() > 0) {
                 break;
             }
@@ -542,7 +728,7 @@ impl Store {
     /// `path -> blob oid` of the overlay rows of `repo`.
     pub async fn overlay_files(&self, repo: &str) -> Result<HashMap<String, String>> {
         let batches: Vec<RecordBatch> = self
-            .overlay
+            .overlay()
             .query()
             .only_if(format!("repo = {}", quote(repo)))
             .select(Select::columns(&["path", "oid"]))
@@ -565,7 +751,7 @@ impl Store {
         let _guard = self.write_lock.lock().await;
         for chunk in paths.chunks(500) {
             let list = chunk.iter().map(|p| quote(p)).collect::<Vec<_>>().join(",");
-            self.overlay
+            self.overlay()
                 .delete(format!("repo = {} AND path IN ({list})", quote(repo)).as_str())
                 .await?;
         }
@@ -581,7 +767,7 @@ impl Store {
         for chunk in paths.chunks(500) {
             let list = chunk.iter().map(|p| quote(p)).collect::<Vec<_>>().join(",");
             let filter = format!("repo = {} AND path IN ({list})", quote(repo));
-            let batches: Vec<RecordBatch> = filtered(&self.blocks, &filter).await?;
+            let batches: Vec<RecordBatch> = filtered(&self.blocks(), &filter).await?;
             let mut rows = Vec::new();
             for batch in &batches {
                 rows.extend(rows_of(batch)?);
@@ -589,7 +775,7 @@ impl Store {
             let oids: HashSet<&str> = rows.iter().map(|r| r.oid.as_str()).collect();
             if !oids.is_empty() {
                 let list = oids.iter().map(|o| quote(o)).collect::<Vec<_>>().join(",");
-                let already = keys_in(&self.retired, Some(format!("oid IN ({list})"))).await?;
+                let already = keys_in(&self.retired(), Some(format!("oid IN ({list})"))).await?;
                 let mut seen = HashSet::new();
                 let keep: Vec<BlockRow> = rows
                     .iter()
@@ -598,10 +784,10 @@ impl Store {
                     .cloned()
                     .collect();
                 if !keep.is_empty() {
-                    self.retired.add(self.batch(&keep)?).execute().await?;
+                    self.retired().add(self.batch(&keep)?).execute().await?;
                 }
             }
-            self.blocks.delete(filter.as_str()).await?;
+            self.blocks().delete(filter.as_str()).await?;
         }
         Ok(())
     }
@@ -611,24 +797,24 @@ impl Store {
     pub async fn forget_repo(&self, repo: &str) -> Result<u64> {
         let _guard = self.write_lock.lock().await;
         let filter = format!("repo = {}", quote(repo));
-        let blocks = self.blocks.count_rows(Some(filter.clone())).await? as u64;
+        let blocks = self.blocks().count_rows(Some(filter.clone())).await? as u64;
         // The record (and its indexed-commit pointer) first: stopped half way, what is left is
         // untracked rows, never a pointer whose blocks are gone.
-        self.repos
+        self.repos_table()
             .delete(&format!(
                 "root = {} AND model = {}",
                 quote(repo),
                 quote(&self.model_id)
             ))
             .await?;
-        self.blocks.delete(&filter).await?;
-        self.overlay.delete(&filter).await?;
+        self.blocks().delete(&filter).await?;
+        self.overlay().delete(&filter).await?;
         Ok(blocks)
     }
 
     pub async fn count_blocks(&self, repo: Option<&str>) -> Result<u64> {
         let filter = repo.map(|r| format!("repo = {}", quote(r)));
-        Ok(self.blocks.count_rows(filter).await? as u64)
+        Ok(self.blocks().count_rows(filter).await? as u64)
     }
 
     /// Compacts small fragments (and updates any index an older version created), prunes old versions and
@@ -640,13 +826,18 @@ impl Store {
             tracing::warn!("could not index blob ids (lookups scan the table): {e}");
         }
         // Crude but bounded: past the cap, forget retired blobs wholesale (they only save embedding).
-        if self.retired.count_rows(None).await? > RETIRED_MAX_ROWS {
-            self.retired.delete("true").await?;
+        if self.retired().count_rows(None).await? > RETIRED_MAX_ROWS {
+            self.retired().delete("true").await?;
         }
         // Every commit makes a version; only the daemon (which holds the home lock) writes, so
         // versions older than a few minutes can go without waiting the default week.
         compact_and_prune(
-            &[&self.blocks, &self.overlay, &self.retired, &self.repos],
+            &[
+                &self.blocks(),
+                &self.overlay(),
+                &self.retired(),
+                &self.repos_table(),
+            ],
             lancedb::table::Duration::try_minutes(5),
             true,
         )
@@ -659,7 +850,7 @@ impl Store {
     pub async fn reclaim(&self) -> Result<()> {
         let _guard = self.write_lock.lock().await;
         compact_and_prune(
-            &[&self.blocks, &self.overlay, &self.repos],
+            &[&self.blocks(), &self.overlay(), &self.repos_table()],
             lancedb::table::Duration::try_seconds(0),
             false,
         )

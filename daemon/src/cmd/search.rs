@@ -196,6 +196,16 @@ pub async fn run(service: &Arc<Service>, asked: Asked<'_>, replies: &mut Replies
                 })
                 .await
         }
+        Err(crate::search::SearchError::Store(e)) if e.may_be_damage() => {
+            service.suspect_store();
+            let message = format!(
+                "the index could not be read ({e}); hgd is checking its store and rebuilds what \
+                 is damaged from git: try again shortly (`hgd status` shows the indexing)"
+            );
+            replies
+                .send(&Response::error(ErrorCode::Internal, message))
+                .await
+        }
         Err(e) => {
             let code = match e {
                 crate::search::SearchError::NoSuchBlock(_) => ErrorCode::BadRequest,

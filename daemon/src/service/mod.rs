@@ -136,6 +136,8 @@ pub struct Service {
     /// Per repository, the exclusion rules (`git::exclusion_rules`) its index was last
     /// completed under; kept in [`INDEX_RULES_FILE`] in the home.
     index_rules: Mutex<HashMap<String, String>>,
+    /// A check of the store for damaged tables is running (see [`Service::suspect_store`]).
+    repairing: std::sync::atomic::AtomicBool,
     pub shutdown: CancellationToken,
 }
 
@@ -164,8 +166,38 @@ impl Service {
         };
         let work_trees = Arc::new(WorkTrees::new(home.root()));
         let home_root = home.root().to_path_buf();
+        let index_rules: HashMap<String, String> = std::fs::read(home_rules_file(&home_root))
+            .ok()
+            .and_then(|bytes| serde_json::from_slice(&bytes).ok())
+            .unwrap_or_default();
+        let mut records = store.repos().await?;
+        // Tables found damaged at open were made again empty: rebuild their rows from git.
+        let remade = store.remade_at_open();
+        let records_lost = remade.iter().any(|name| name == "repos");
+        let blocks_lost = records_lost || remade.iter().any(|name| name.starts_with("blocks_"));
+        if records_lost {
+            // The repositories indexed before are those with recorded exclusion rules; their
+            // scopes are lost with the table, so each is tracked whole.
+            records = index_rules
+                .keys()
+                .map(|root| RepoRecord {
+                    root: root.clone(),
+                    scopes: vec![String::new()],
+                    indexed_commit: None,
+                })
+                .collect();
+            tracing::warn!(
+                "the repositories table was damaged: tracking again, whole, the {} repositories indexed before",
+                records.len()
+            );
+        }
+        if blocks_lost {
+            for record in &mut records {
+                record.indexed_commit = None;
+            }
+        }
         let mut repos = HashMap::new();
-        for record in store.repos().await? {
+        for record in records {
             repos.insert(record.root.clone(), RepoEntry::new(record));
         }
         let service = Arc::new(Service {
@@ -187,14 +219,18 @@ impl Service {
             job_slice: schedule::job_slice(),
             overlay_locks: Mutex::new(HashMap::new()),
             persist_lock: tokio::sync::Mutex::new(()),
-            index_rules: Mutex::new(
-                std::fs::read(home_rules_file(&home_root))
-                    .ok()
-                    .and_then(|bytes| serde_json::from_slice(&bytes).ok())
-                    .unwrap_or_default(),
-            ),
+            index_rules: Mutex::new(index_rules),
+            repairing: std::sync::atomic::AtomicBool::new(false),
             shutdown,
         });
+        if blocks_lost {
+            let roots: Vec<String> = service.lock_repos().keys().cloned().collect();
+            for root in roots {
+                if let Err(e) = service.persist(&root).await {
+                    tracing::warn!("cannot record {root} again: {e}");
+                }
+            }
+        }
         // Catch up with commits made while the daemon was down.
         let roots: Vec<String> = service.lock_repos().keys().cloned().collect();
         for root in roots {
@@ -229,6 +265,55 @@ impl Service {
 
     fn lock_repos(&self) -> std::sync::MutexGuard<'_, HashMap<String, RepoEntry>> {
         self.repos.lock().unwrap_or_else(|p| p.into_inner())
+    }
+
+    /// A read of the store failed: check every table, in the background, and rebuild from git
+    /// what is damaged (a truncated or corrupted data file). At most one check at a time; a
+    /// store that reads whole costs one full read and changes nothing.
+    pub fn suspect_store(self: &Arc<Self>) {
+        if self.repairing.swap(true, Ordering::AcqRel) {
+            return;
+        }
+        let service = self.clone();
+        tokio::spawn(async move {
+            match service.store.repair().await {
+                Ok(remade) if remade.is_empty() => {
+                    tracing::info!("checked the store after a failed read: every table reads whole")
+                }
+                Ok(remade) => service.rebuild_after_repair(&remade).await,
+                Err(e) => tracing::warn!("could not check the store: {e}"),
+            }
+            service.repairing.store(false, Ordering::Release);
+        });
+    }
+
+    /// After [`Store::repair`] made tables again: what they held is indexed again from git.
+    async fn rebuild_after_repair(self: &Arc<Self>, remade: &[crate::store::Layered]) {
+        use crate::store::Layered;
+        let roots: Vec<String> = self.lock_repos().keys().cloned().collect();
+        let head_lost = remade.contains(&Layered::Head);
+        for root in &roots {
+            if head_lost {
+                if let Some(entry) = self.lock_repos().get_mut(root) {
+                    entry.record.indexed_commit = None;
+                    entry.full_scan = true;
+                }
+            }
+            // The search indexes were built from the lost rows (or point at them).
+            self.indexes.invalidate(root);
+            if head_lost || remade.contains(&Layered::Repos) {
+                if let Err(e) = self.persist(root).await {
+                    tracing::warn!("cannot record {root} again: {e}");
+                }
+            }
+            if head_lost {
+                self.request_job(root);
+            }
+        }
+        tracing::warn!(
+            "made again {remade:?}; {} repositories are indexed again from git",
+            if head_lost { roots.len() } else { 0 }
+        );
     }
 
     /// The persisted state of the repository at `root`, if tracked.

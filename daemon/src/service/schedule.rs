@@ -156,6 +156,7 @@ impl Service {
                     Err(e) => result = Err(e.into()),
                 }
             }
+            let store_failed = matches!(&result, Err(IndexError::Store(e)) if e.may_be_damage());
             let failed_head = match &result {
                 Ok(_) => None,
                 Err(_) => head_of(&root).await,
@@ -165,6 +166,9 @@ impl Service {
             else {
                 continue;
             };
+            if store_failed {
+                self.suspect_store();
+            }
             let pending = self
                 .unoptimized_rows
                 .fetch_add(changed_rows, Ordering::Relaxed)
