@@ -285,6 +285,19 @@ fn run_daemon(home: Home) -> Result<()> {
         tracing::warn!("ranking without some rules (HGD_RANK_WITHOUT): {rules:?}");
     }
     let lock = server::lock_home(&home)?;
+    // A daemon outlives the folder it was started from (a client's, which may be deleted): with
+    // that folder gone, git's discovery, which reads the working directory, failed for every
+    // repository. Requests carry absolute paths, so the daemon works from `/`, with the paths it
+    // was given relative to where it started made absolute first (the config file is read).
+    for var in ["HGD_MODEL_DIR", "HGD_ORT_DYLIB"] {
+        if let Some(path) = std::env::var_os(var).filter(|v| !v.is_empty()) {
+            if let Ok(absolute) = std::path::absolute(&path) {
+                // Single-threaded still: no other thread reads the environment yet.
+                std::env::set_var(var, absolute);
+            }
+        }
+    }
+    std::env::set_current_dir("/").context("change to the root folder")?;
     let runtime = tokio::runtime::Builder::new_multi_thread()
         .enable_all()
         .build()
