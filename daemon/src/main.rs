@@ -289,7 +289,7 @@ fn run_daemon(home: Home) -> Result<()> {
     // that folder gone, git's discovery, which reads the working directory, failed for every
     // repository. Requests carry absolute paths, so the daemon works from `/`, with the paths it
     // was given relative to where it started made absolute first (the config file is read).
-    for var in ["HGD_MODEL_DIR", "HGD_ORT_DYLIB"] {
+    for var in ["HGD_MODEL_DIR", "HGD_ORT_DYLIB", "HGD_CONFIG"] {
         if let Some(path) = std::env::var_os(var).filter(|v| !v.is_empty()) {
             if let Ok(absolute) = std::path::absolute(&path) {
                 // Single-threaded still: no other thread reads the environment yet.

@@ -114,7 +114,7 @@ fn odd_content_indexes_what_is_text_and_skips_the_rest() {
             "indexed {file}"
         );
     }
-    assert!(blocks >= 5 && blocks < 200, "{blocks} blocks");
+    assert!((5..200).contains(&blocks), "{blocks} blocks");
     let out = hgd.hgd(&repo.path(), &["check"]);
     assert_eq!(
         out.status.code(),
