@@ -64,6 +64,7 @@ impl Connection {
             return Connection::start_managed(home);
         }
         let mut child = start_daemon(home)?;
+        let mut restarted = false;
         let deadline = Instant::now() + START_TIMEOUT;
         loop {
             if let Some(conn) = Connection::try_connect(home) {
@@ -71,7 +72,8 @@ impl Connection {
             }
             if let Some(status) = child.try_wait()? {
                 // Lost a race with another client that started one: use that daemon. A daemon
-                // whose socket file was deleted binds it again within seconds: wait for it.
+                // whose socket file was deleted binds it again within seconds, and one that is
+                // stopping (replaced by a new version) lets go of the home: wait for either.
                 let rebinding = Instant::now() + SOCKET_RESTORE_WAIT;
                 while lock_is_held(home) && Instant::now() < rebinding {
                     if let Some(conn) = Connection::try_connect(home) {
@@ -81,6 +83,11 @@ impl Connection {
                 }
                 if let Some(conn) = Connection::try_connect(home) {
                     return Ok(conn);
+                }
+                if !restarted && !lock_is_held(home) {
+                    restarted = true;
+                    child = start_daemon(home)?;
+                    continue;
                 }
                 bail!(
                     "the hgd daemon exited ({status}) before it was ready:\n{}",

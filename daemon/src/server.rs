@@ -156,11 +156,31 @@ enum Ownership {
     /// The lock file is gone or another one: the home was deleted or moved, and a new daemon may
     /// serve it. Stop, rather than run on unreachable or take its socket away.
     HomeLost,
+    /// This daemon's executable was replaced (a new version installed): stop, so that the next
+    /// client (or the service manager) starts the new one.
+    BinaryReplaced,
 }
 
-fn ownership(home: &Home, lock: &HomeLock, socket: Option<FileIdentity>) -> Ownership {
+/// This process's executable and its identity now, to notice when a new version replaces it.
+fn own_binary() -> Option<(std::path::PathBuf, FileIdentity)> {
+    let path = std::env::current_exe().ok()?;
+    let identity = FileIdentity::of_path(&path)?;
+    Some((path, identity))
+}
+
+fn ownership(
+    home: &Home,
+    lock: &HomeLock,
+    socket: Option<FileIdentity>,
+    binary: &Option<(std::path::PathBuf, FileIdentity)>,
+) -> Ownership {
     if FileIdentity::of_path(&home.lock_file()) != Some(lock.identity) {
         Ownership::HomeLost
+    } else if binary
+        .as_ref()
+        .is_some_and(|(path, identity)| FileIdentity::of_path(path) != Some(*identity))
+    {
+        Ownership::BinaryReplaced
     } else if socket.is_none() || FileIdentity::of_path(&home.socket()) != socket {
         Ownership::SocketLost
     } else {
@@ -202,6 +222,7 @@ pub async fn serve(
 ) {
     let shutdown = service.shutdown.clone();
     let mut socket = FileIdentity::of_path(&home.socket());
+    let binary = own_binary();
     let mut check = tokio::time::interval_at(
         tokio::time::Instant::now() + OWNERSHIP_CHECK,
         OWNERSHIP_CHECK,
@@ -223,7 +244,7 @@ pub async fn serve(
                 }
             },
             _ = check.tick() => {
-                match ownership(home, lock, socket) {
+                match ownership(home, lock, socket, &binary) {
                     Ownership::Intact => {}
                     Ownership::SocketLost => match bind(home) {
                         Ok(rebound) => {
@@ -233,6 +254,10 @@ pub async fn serve(
                         }
                         Err(e) => tracing::warn!("cannot listen again on {}: {e}", home.socket().display()),
                     },
+                    Ownership::BinaryReplaced => {
+                        tracing::info!("hgd-daemon was replaced by another version: stopping, so that the next client starts the new one");
+                        shutdown.cancel();
+                    }
                     Ownership::HomeLost => {
                         tracing::warn!("{} is no longer this daemon's home (its lock file was deleted or replaced): stopping", home.root().display());
                         shutdown.cancel();

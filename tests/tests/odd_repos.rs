@@ -16,7 +16,7 @@ fn stderr(out: &std::process::Output) -> String {
 fn still_up(hgd: &Hgd, cwd: &std::path::Path, pid: &str) {
     let status = hgd.status(cwd);
     assert_eq!(
-        status["daemon"]["pid"].to_string(),
+        status["pid"].to_string(),
         pid,
         "the daemon restarted or stopped\n{}",
         hgd.log()
@@ -24,7 +24,9 @@ fn still_up(hgd: &Hgd, cwd: &std::path::Path, pid: &str) {
 }
 
 fn daemon_pid(hgd: &Hgd, cwd: &std::path::Path) -> String {
-    hgd.status(cwd)["daemon"]["pid"].to_string()
+    let pid = hgd.status(cwd)["pid"].clone();
+    assert!(pid.is_u64(), "no daemon pid in hgd status");
+    pid.to_string()
 }
 
 #[test]

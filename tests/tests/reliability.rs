@@ -833,3 +833,124 @@ fn damaged_manifests_are_rebuilt_from_git_when_the_daemon_starts() {
         "nothing set aside"
     );
 }
+
+/// A new version installed over the daemon's executable (a new file renamed over it, as `cargo
+/// install` does): the running daemon notices, stops cleanly, and the next command runs the new
+/// one.
+#[test]
+fn a_daemon_whose_binary_was_replaced_stops_and_the_next_client_starts_the_new_one() {
+    let installed = tempfile::tempdir().unwrap();
+    let daemon_bin = installed.path().join("hgd-daemon");
+    std::fs::copy(hgd_tests::bin("hgd-daemon"), &daemon_bin).unwrap();
+    let hgd = Hgd::new().with_env("HGD_DAEMON_BIN", daemon_bin.to_str().unwrap());
+    let repo = two_folder_repo(0);
+    hgd.index(&repo.path());
+    let before = hgd.status(&repo.path())["pid"].as_u64().unwrap() as u32;
+    let fresh = installed.path().join("hgd-daemon.new");
+    std::fs::copy(hgd_tests::bin("hgd-daemon"), &fresh).unwrap();
+    std::fs::rename(&fresh, &daemon_bin).unwrap();
+    let deadline = std::time::Instant::now() + Duration::from_secs(20);
+    while alive(before) {
+        assert!(
+            std::time::Instant::now() < deadline,
+            "the replaced daemon still runs\n{}",
+            hgd.log()
+        );
+        std::thread::sleep(Duration::from_millis(100));
+    }
+    let found = files(&hgd.search_json(&repo.path(), "sha256 digest of a file", 1));
+    assert_eq!(found, ["a/checksum.py"]);
+    let after = hgd.status(&repo.path())["pid"].as_u64().unwrap() as u32;
+    assert_ne!(after, before);
+    assert!(
+        hgd.log().contains("replaced by another version"),
+        "{}",
+        hgd.log()
+    );
+}
+
+/// The socket is 0600 in a 0700 home, whatever the umask.
+#[test]
+fn the_socket_and_home_are_private() {
+    use std::os::unix::fs::PermissionsExt;
+    let hgd = Hgd::new();
+    let repo = two_folder_repo(0);
+    hgd.index(&repo.path());
+    let mode = |p: &std::path::Path| std::fs::metadata(p).unwrap().permissions().mode() & 0o777;
+    assert_eq!(mode(&hgd.home()), 0o700);
+    assert_eq!(mode(&hgd.socket()), 0o600);
+}
+
+/// Hooks quote every path: an hgd installed in a folder whose name has spaces and quotes, and a
+/// repository whose path has them too, still keep the index current after a commit.
+#[test]
+fn hooks_work_with_spaces_and_quotes_in_every_path() {
+    let odd = tempfile::tempdir().unwrap();
+    let bin_dir = odd.path().join("it's a \"bin\" dir");
+    std::fs::create_dir_all(&bin_dir).unwrap();
+    for name in ["hgd", "hgd-daemon"] {
+        std::fs::copy(hgd_tests::bin(name), bin_dir.join(name)).unwrap();
+    }
+    let hgd = Hgd::new().with_env(
+        "HGD_DAEMON_BIN",
+        bin_dir.join("hgd-daemon").to_str().unwrap(),
+    );
+    let repo_dir = odd.path().join("my repo's $HOME `x`");
+    std::fs::create_dir_all(&repo_dir).unwrap();
+    let git = |args: &[&str]| {
+        let out = Command::new("git")
+            .args(args)
+            .current_dir(&repo_dir)
+            .env("HGD_HOME", hgd.home())
+            .env("HGD_CONFIG", hgd.config_file())
+            .env("HGD_DAEMON_BIN", bin_dir.join("hgd-daemon"))
+            .env("GIT_AUTHOR_NAME", "t")
+            .env("GIT_AUTHOR_EMAIL", "t@example.com")
+            .env("GIT_COMMITTER_NAME", "t")
+            .env("GIT_COMMITTER_EMAIL", "t@example.com")
+            .output()
+            .unwrap();
+        assert!(out.status.success(), "git {args:?}: {}", stderr(&out));
+    };
+    git(&["init", "-q", "-b", "main"]);
+    std::fs::write(repo_dir.join("one.py"), "def first_file():\n    return 1\n").unwrap();
+    git(&["add", "-A"]);
+    git(&["commit", "-q", "-m", "one"]);
+    let out = Command::new(bin_dir.join("hgd"))
+        .args(["hooks", "install"])
+        .current_dir(&repo_dir)
+        .output()
+        .unwrap();
+    assert!(out.status.success(), "{}", stderr(&out));
+    hgd.index(&repo_dir);
+    std::fs::write(
+        repo_dir.join("two.py"),
+        "def settle_the_invoice_balance():\n    return 0\n",
+    )
+    .unwrap();
+    git(&["add", "-A"]);
+    git(&["commit", "-q", "-m", "two"]);
+    let head = String::from_utf8(
+        Command::new("git")
+            .args(["rev-parse", "HEAD"])
+            .current_dir(&repo_dir)
+            .output()
+            .unwrap()
+            .stdout,
+    )
+    .unwrap();
+    // The post-commit hook notified the daemon: the index moves to HEAD without any request.
+    let deadline = std::time::Instant::now() + Duration::from_secs(30);
+    loop {
+        let status = hgd.status(&repo_dir);
+        if status["repos"][0]["indexed_commit"] == head.trim() {
+            break;
+        }
+        assert!(
+            std::time::Instant::now() < deadline,
+            "the hook did not notify: {status:#}\n{}",
+            hgd.log()
+        );
+        std::thread::sleep(Duration::from_millis(100));
+    }
+}
