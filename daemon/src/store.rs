@@ -154,8 +154,52 @@ pub enum Layered {
     Repos,
 }
 
-/// Opens table `name` (making it if it does not exist). A table whose manifest cannot be read is
-/// set aside and made again empty (`true`): the caller rebuilds its rows from git.
+/// What a store's tables were written by, in `format.json` beside them. A store without the
+/// file was written before it existed, in the layout of version 1.
+#[derive(Debug, serde::Serialize, serde::Deserialize)]
+struct StoreFormat {
+    chunker: u32,
+}
+
+impl StoreFormat {
+    const FILE: &'static str = "format.json";
+
+    fn current() -> StoreFormat {
+        StoreFormat {
+            chunker: crate::chunk::CHUNKER_VERSION,
+        }
+    }
+
+    fn read(dir: &std::path::Path) -> StoreFormat {
+        std::fs::read(dir.join(Self::FILE))
+            .ok()
+            .and_then(|bytes| serde_json::from_slice(&bytes).ok())
+            .unwrap_or(StoreFormat { chunker: 1 })
+    }
+
+    fn write(&self, dir: &std::path::Path) {
+        let path = dir.join(Self::FILE);
+        let temp = path.with_extension("json.tmp");
+        let text = serde_json::to_vec_pretty(self).unwrap_or_default();
+        if let Err(e) = std::fs::write(&temp, text).and_then(|_| std::fs::rename(&temp, &path)) {
+            tracing::warn!("cannot write {}: {e}", path.display());
+        }
+    }
+}
+
+/// Whether a stored table has the columns (names and types) this version reads and writes.
+fn schema_matches(found: &Schema, wanted: &Schema) -> bool {
+    found.fields().len() == wanted.fields().len()
+        && wanted.fields().iter().all(|w| {
+            found
+                .field_with_name(w.name())
+                .is_ok_and(|f| f.data_type() == w.data_type())
+        })
+}
+
+/// Opens table `name` (making it if it does not exist). A table whose manifest cannot be read, or
+/// whose columns are not this version's (written by another version of hgd), is set aside and
+/// made again empty (`true`): the caller rebuilds its rows from git. Never read as it is.
 async fn open_or_remake(
     db: &lancedb::Connection,
     dir: &std::path::Path,
@@ -166,7 +210,23 @@ async fn open_or_remake(
     let mut remade = false;
     if names.contains(&name) {
         match open_and_count(db, &name).await {
-            Ok(table) => return Ok((table, false)),
+            Ok(table) => match table.schema().await {
+                Ok(found) if schema_matches(&found, &schema) => return Ok((table, false)),
+                Ok(_) => {
+                    tracing::warn!(
+                        "the {name} table was written by another version of hgd (other columns): making it again"
+                    );
+                    drop(table);
+                    let _ = std::fs::remove_dir_all(dir.join(format!("{name}.lance")));
+                    remade = true;
+                }
+                Err(e) => {
+                    tracing::error!("the {name} table is damaged ({e}): making it again");
+                    drop(table);
+                    set_aside(dir, &name);
+                    remade = true;
+                }
+            },
             Err(e) => {
                 tracing::error!("the {name} table is damaged ({e}): making it again");
                 set_aside(dir, &name);
@@ -304,8 +364,27 @@ impl Store {
             .session(Arc::new(session))
             .execute()
             .await?;
-        let names = db.table_names().execute().await?;
+        let mut names = db.table_names().execute().await?;
         let mut remade = Vec::new();
+        // Blocks cut by another chunker, or tables of another layout, are not read as they are:
+        // they are set aside and made again, and their rows rebuilt from git.
+        let recorded = StoreFormat::read(dir);
+        if recorded.chunker != crate::chunk::CHUNKER_VERSION {
+            tracing::warn!(
+                "the stored blocks were cut by chunker version {}, this hgd cuts with version {}: cutting them again from git",
+                recorded.chunker,
+                crate::chunk::CHUNKER_VERSION
+            );
+            names.retain(|name| {
+                let blocks = name.contains("blocks_");
+                if blocks {
+                    // Nothing damaged to look at later: the old cuts are simply removed.
+                    let _ = std::fs::remove_dir_all(dir.join(format!("{name}.lance")));
+                    remade.push(name.clone());
+                }
+                !blocks
+            });
+        }
         let blocks = table_name(model_id);
         let (retired, overlay) = (format!("retired_{blocks}"), format!("overlay_{blocks}"));
         let mut tables = Vec::new();
@@ -325,6 +404,7 @@ impl Store {
         let [blocks, retired, overlay, repos]: [Table; 4] = tables
             .try_into()
             .map_err(|_| StoreError::Query("four tables".into()))?;
+        StoreFormat::current().write(dir);
         let store = Store {
             db: db.clone(),
             dir: dir.to_path_buf(),

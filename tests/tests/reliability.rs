@@ -954,3 +954,64 @@ fn hooks_work_with_spaces_and_quotes_in_every_path() {
         std::thread::sleep(Duration::from_millis(100));
     }
 }
+
+/// Tables written by another version of hgd are never read as they are: a blocks table with
+/// other columns (here, the repositories table's files put in its place) and blocks cut by
+/// another chunker version (`db/format.json`) are made again and cut again from git.
+#[test]
+fn stores_written_by_another_version_are_rebuilt_not_misread() {
+    let hgd = Hgd::new();
+    let repo = two_folder_repo(0);
+    hgd.index(&repo.path());
+    let _ = hgd.hgd(&repo.path(), &["stop"]);
+    // Another layout: the blocks table's files replaced by a table of other columns.
+    let blocks = table_dir(&hgd, "blocks_");
+    std::fs::remove_dir_all(&blocks).unwrap();
+    let status = Command::new("cp")
+        .arg("-r")
+        .arg(table_dir(&hgd, "repos"))
+        .arg(&blocks)
+        .status()
+        .unwrap();
+    assert!(status.success());
+    let out = hgd.hgd(&repo.path(), &["check"]);
+    assert_eq!(
+        out.status.code(),
+        Some(0),
+        "{}{}",
+        String::from_utf8_lossy(&out.stdout),
+        stderr(&out)
+    );
+    assert!(
+        hgd.log().contains("written by another version of hgd"),
+        "{}",
+        hgd.log()
+    );
+    let found = files(&hgd.search_json(&repo.path(), "sha256 digest of a file", 1));
+    assert_eq!(found, ["a/checksum.py"]);
+
+    // Another chunker.
+    let _ = hgd.hgd(&repo.path(), &["stop"]);
+    let format = hgd.home().join("db").join("format.json");
+    let text = std::fs::read_to_string(&format).expect("format.json");
+    assert!(text.contains("\"chunker\""), "{text}");
+    std::fs::write(&format, "{\"chunker\": 0}").unwrap();
+    let out = hgd.hgd(&repo.path(), &["check"]);
+    assert_eq!(
+        out.status.code(),
+        Some(0),
+        "{}{}",
+        String::from_utf8_lossy(&out.stdout),
+        stderr(&out)
+    );
+    assert!(
+        hgd.log().contains("cut by chunker version 0"),
+        "{}",
+        hgd.log()
+    );
+    let found = files(&hgd.search_json(&repo.path(), "sha256 digest of a file", 1));
+    assert_eq!(found, ["a/checksum.py"]);
+    assert!(!std::fs::read_to_string(&format)
+        .unwrap()
+        .contains("\"chunker\": 0"));
+}

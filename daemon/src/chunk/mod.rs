@@ -11,6 +11,11 @@ pub use languages::Language;
 
 use tree_sitter::{Node, Parser};
 
+/// How blocks are cut. Bump it whenever a change to the chunker cuts any file differently: stores
+/// cut by another version are then cut again from git (`store::Store::open`), since blocks are
+/// re-used by blob and would otherwise keep the old cuts for good.
+pub const CHUNKER_VERSION: u32 = 1;
+
 /// One unit of search: a definition, the code between definitions, a section or a window.
 #[derive(Debug, Clone, PartialEq, Eq)]
 pub struct Block {
