@@ -171,22 +171,13 @@ impl SharedRepo {
         canonical: &Path,
     ) -> Result<(Located, Option<String>), GitError> {
         // As `discover`: a path outside the configured work tree searches all of it.
-        let relative = canonical.strip_prefix(&self.root).unwrap_or(Path::new(""));
         let located = Located {
             root: self.root.clone(),
-            subtree: subtree_of(relative),
+            subtree: relative_to(&self.root, canonical).unwrap_or_default(),
         };
         let head = head_commit_of(&self.inner.to_thread_local(), &self.root)?;
         Ok((located, head))
     }
-}
-
-fn subtree_of(relative: &Path) -> String {
-    relative
-        .components()
-        .map(|c| c.as_os_str().to_string_lossy())
-        .collect::<Vec<_>>()
-        .join("/")
 }
 
 fn discover(path: &Path) -> Result<(Located, gix::Repository), GitError> {
@@ -200,8 +191,7 @@ fn discover(path: &Path) -> Result<(Located, gix::Repository), GitError> {
         .ok_or_else(|| GitError::NotARepository(path.to_path_buf()))?
         .canonicalize()
         .map_err(|_| GitError::NotARepository(path.to_path_buf()))?;
-    let relative = canonical.strip_prefix(&root).unwrap_or(Path::new(""));
-    let subtree = subtree_of(relative);
+    let subtree = relative_to(&root, &canonical).unwrap_or_default();
     Ok((Located { root, subtree }, repo))
 }
 
@@ -255,16 +245,8 @@ fn gix_err(root: &Path) -> impl Fn(gix::Error) -> GitError + '_ {
     }
 }
 
-/// Whether `path` (repository-relative) lies in one of `scopes` (an empty scope is the whole repository).
-pub fn in_scopes(path: &str, scopes: &[String]) -> bool {
-    scopes.iter().any(|scope| in_subtree(path, scope))
-}
-
-pub fn in_subtree(path: &str, subtree: &str) -> bool {
-    subtree.is_empty()
-        || path == subtree
-        || (path.starts_with(subtree) && path.as_bytes().get(subtree.len()) == Some(&b'/'))
-}
+use hgd_protocol::paths::relative_to;
+pub use hgd_protocol::paths::{in_scopes, in_subtree};
 
 /// Answers "is this file excluded (the config file, `.hgdignore`) or marked `linguist-generated`
 /// or `linguist-vendored`?", the attributes from .gitattributes as recorded in an index.

@@ -9,6 +9,7 @@
 
 pub mod config;
 pub mod home;
+pub mod paths;
 
 use serde::{Deserialize, Serialize};
 

@@ -1015,3 +1015,32 @@ fn stores_written_by_another_version_are_rebuilt_not_misread() {
         .unwrap()
         .contains("\"chunker\": 0"));
 }
+
+/// Laptop sleep during a job (SIGSTOP, then SIGCONT a few seconds later): the job finishes once
+/// the daemon resumes and the index is consistent with HEAD, nothing lost or doubled.
+#[test]
+fn a_daemon_suspended_during_a_job_finishes_it_consistently_once_resumed() {
+    let hgd = Hgd::new();
+    let repo = two_folder_repo(200);
+    let mut daemon = hgd.start_daemon();
+    assert!(hgd
+        .hgd(&repo.path(), &["index", "--no-wait"])
+        .status
+        .success());
+    hgd.wait_for_running_job(&repo.path(), 10);
+    signal(daemon.id(), "STOP");
+    std::thread::sleep(Duration::from_secs(3));
+    signal(daemon.id(), "CONT");
+    let out = hgd.hgd(&repo.path(), &["check"]);
+    assert_eq!(
+        out.status.code(),
+        Some(0),
+        "{}{}",
+        String::from_utf8_lossy(&out.stdout),
+        stderr(&out)
+    );
+    let found = files(&hgd.search_json(&repo.path(), "how many stripes the zebra has", 1));
+    assert_eq!(found, ["b/zebra.py"]);
+    let _ = hgd.hgd(&repo.path(), &["stop"]);
+    daemon.wait().unwrap();
+}

@@ -222,7 +222,7 @@ fn like_in(b: &BlockRef, root: &Path) -> Result<crate::search::Like, String> {
     let canonical = file
         .canonicalize()
         .map_err(|e| format!("{}: {e}", file.display()))?;
-    let relative = canonical.strip_prefix(root).map_err(|_| {
+    let relative = hgd_protocol::paths::relative_to(root, &canonical).ok_or_else(|| {
         format!(
             "{} is not in the searched repository ({})",
             file.display(),
@@ -230,11 +230,7 @@ fn like_in(b: &BlockRef, root: &Path) -> Result<crate::search::Like, String> {
         )
     })?;
     Ok(crate::search::Like {
-        path: relative
-            .components()
-            .map(|c| c.as_os_str().to_string_lossy())
-            .collect::<Vec<_>>()
-            .join("/"),
+        path: relative,
         line: b.line,
         name: b.name.clone(),
     })
