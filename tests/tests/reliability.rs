@@ -379,6 +379,18 @@ fn the_default_log_holds_no_queries_or_file_contents() {
     ] {
         assert!(!log.contains(secret), "the log holds {secret:?}:\n{log}");
     }
+    // Nothing logged per search either (LanceDB once warned of deprecations on every one).
+    let lines = log.lines().count();
+    for i in 0..5 {
+        hgd.search_json(&repo.path(), &format!("zebra stripes {i}"), 3);
+    }
+    let log = std::fs::read_to_string(hgd.home().join("logs").join("daemon.log")).unwrap();
+    assert_eq!(
+        log.lines().count(),
+        lines,
+        "searches wrote to the log:\n{log}"
+    );
+    assert!(!log.to_lowercase().contains("deprecat"), "{log}");
 }
 
 /// Another user is refused even when the home's and socket's modes let them connect (modes
