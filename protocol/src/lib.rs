@@ -24,6 +24,10 @@ pub const OLDEST_PROTOCOL_VERSION: u32 = 1;
 /// Longest request line the daemon accepts; longer frames get an error reply.
 pub const MAX_FRAME_BYTES: usize = 1 << 20;
 
+/// The longest query a search accepts (a pasted block of code fits; a file does not: search
+/// for code like a file with `FILE` or `FILE#NAME` instead).
+pub const MAX_QUERY_BYTES: usize = 16 << 10;
+
 /// One request line: `{"v":2,"request":{"type":"search",...}}`.
 #[derive(Debug, Clone, Serialize, Deserialize)]
 pub struct Envelope {

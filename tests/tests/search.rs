@@ -184,6 +184,16 @@ fn malformed_frames_get_errors_and_the_daemon_keeps_serving() {
     client.send_raw(&huge);
     assert_eq!(client.read()["code"], "frame_too_large");
 
+    // A query too long to be one (a whole file pasted) is refused on its own connection.
+    let long_query = serde_json::json!({"v": 2, "request": {"type": "search", "path": "/", "query": "x ".repeat(20_000), "limit": 10}});
+    client.send_raw(format!("{long_query}\n").as_bytes());
+    let reply = client.read();
+    assert_eq!(reply["code"], "bad_request", "{reply}");
+    assert!(
+        reply["message"].as_str().unwrap().contains("more than"),
+        "{reply}"
+    );
+
     // The same connection still works, and so does a new one.
     client.send_raw(b"{\"v\":1,\"request\":{\"type\":\"ping\"}}\n");
     assert_eq!(client.read()["type"], "pong");

@@ -39,6 +39,18 @@ pub async fn run(service: &Arc<Service>, asked: Asked<'_>, replies: &mut Replies
     } else {
         mode
     };
+    if query.len() > hgd_protocol::MAX_QUERY_BYTES {
+        return replies
+            .send(&Response::error(
+                ErrorCode::BadRequest,
+                format!(
+                    "the query is {} bytes, more than {} (to find code like a whole file, give the file: `hgd search FILE` or `FILE#NAME`)",
+                    query.len(),
+                    hgd_protocol::MAX_QUERY_BYTES
+                ),
+            ))
+            .await;
+    }
     if query.trim().is_empty() {
         return replies
             .send(&Response::error(
