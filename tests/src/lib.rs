@@ -136,6 +136,20 @@ impl Hgd {
         );
     }
 
+    /// Runs `hgd check` in `cwd` (which first brings the index up to date) and fails the test
+    /// unless the store holds exactly what HEAD does.
+    pub fn assert_consistent(&self, cwd: &Path) {
+        let out = self.hgd(cwd, &["check"]);
+        assert_eq!(
+            out.status.code(),
+            Some(0),
+            "hgd check: {}{}\n{}",
+            String::from_utf8_lossy(&out.stdout),
+            String::from_utf8_lossy(&out.stderr),
+            self.log()
+        );
+    }
+
     /// `hgd status --json`, parsed.
     pub fn status(&self, cwd: &Path) -> serde_json::Value {
         let out = self.hgd(cwd, &["status", "--json"]);
@@ -337,20 +351,7 @@ impl GitRepo {
     /// Runs git with extra environment (e.g. `HGD_HOME`, so installed hooks reach a test's daemon)
     /// and fails the test if it fails.
     pub fn git_with(&self, args: &[&str], env: &[(&str, &std::ffi::OsStr)]) -> String {
-        let mut cmd = Command::new("git");
-        cmd.current_dir(self.dir.path())
-            .args(args)
-            .env("GIT_CONFIG_NOSYSTEM", "1");
-        for (key, value) in env {
-            cmd.env(key, value);
-        }
-        let out = cmd.output().expect("run git");
-        assert!(
-            out.status.success(),
-            "git {args:?}: {}",
-            String::from_utf8_lossy(&out.stderr)
-        );
-        String::from_utf8_lossy(&out.stdout).into_owned()
+        git_in(self.dir.path(), args, env)
     }
 
     pub fn write(&self, path: &str, content: impl AsRef<[u8]>) {
@@ -363,6 +364,29 @@ impl GitRepo {
         self.git(&["add", "-A"]);
         self.git(&["commit", "-q", "-m", message]);
     }
+}
+
+/// Runs git in `dir` (any folder: a clone, a bare repository, a linked worktree) as a test
+/// identity, with extra environment, and fails the test if it fails.
+pub fn git_in(dir: &Path, args: &[&str], env: &[(&str, &std::ffi::OsStr)]) -> String {
+    let mut cmd = Command::new("git");
+    cmd.current_dir(dir)
+        .args(args)
+        .env("GIT_CONFIG_NOSYSTEM", "1")
+        .env("GIT_AUTHOR_NAME", "hgd test")
+        .env("GIT_AUTHOR_EMAIL", "test@example.com")
+        .env("GIT_COMMITTER_NAME", "hgd test")
+        .env("GIT_COMMITTER_EMAIL", "test@example.com");
+    for (key, value) in env {
+        cmd.env(key, value);
+    }
+    let out = cmd.output().expect("run git");
+    assert!(
+        out.status.success(),
+        "git {args:?}: {}",
+        String::from_utf8_lossy(&out.stderr)
+    );
+    String::from_utf8_lossy(&out.stdout).into_owned()
 }
 
 /// The standard output of a command that must have succeeded (else the test fails with its

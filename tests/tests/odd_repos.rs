@@ -117,13 +117,7 @@ fn odd_content_indexes_what_is_text_and_skips_the_rest() {
         );
     }
     assert!((5..200).contains(&blocks), "{blocks} blocks");
-    let out = hgd.hgd(&repo.path(), &["check"]);
-    assert_eq!(
-        out.status.code(),
-        Some(0),
-        "{}",
-        String::from_utf8_lossy(&out.stdout)
-    );
+    hgd.assert_consistent(&repo.path());
     still_up(&hgd, &repo.path(), &pid);
 }
 
@@ -138,18 +132,7 @@ impl FromBytes for std::ffi::OsStr {
 }
 
 fn git(dir: &std::path::Path, args: &[&str]) -> String {
-    let out = Command::new("git")
-        .args(args)
-        .current_dir(dir)
-        .env("GIT_CONFIG_NOSYSTEM", "1")
-        .env("GIT_AUTHOR_NAME", "t")
-        .env("GIT_AUTHOR_EMAIL", "t@example.com")
-        .env("GIT_COMMITTER_NAME", "t")
-        .env("GIT_COMMITTER_EMAIL", "t@example.com")
-        .output()
-        .unwrap();
-    assert!(out.status.success(), "git {args:?}: {}", stderr(&out));
-    String::from_utf8_lossy(&out.stdout).into_owned()
+    hgd_tests::git_in(dir, args, &[])
 }
 
 fn source_repo() -> GitRepo {
@@ -238,13 +221,7 @@ fn shallow_clones_linked_worktrees_detached_heads_and_submodules_index() {
         files(&hgd.search_json(&superproject.path(), "start the app", 1)),
         ["app.py"]
     );
-    let out = hgd.hgd(&superproject.path(), &["check"]);
-    assert_eq!(
-        out.status.code(),
-        Some(0),
-        "{}",
-        String::from_utf8_lossy(&out.stdout)
-    );
+    hgd.assert_consistent(&superproject.path());
 }
 
 #[test]

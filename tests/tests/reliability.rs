@@ -672,13 +672,7 @@ fn a_full_disk_fails_the_job_clearly_and_indexing_resumes_when_space_returns() {
     wait_until_caught_up(&hgd, &repo);
     let found = files(&hgd.search_json(&repo.path(), "ledger number 7", 3));
     assert!(found.contains(&"c/ledger_7.py".to_owned()), "{found:?}");
-    let out = hgd.hgd(&repo.path(), &["check"]);
-    assert_eq!(
-        out.status.code(),
-        Some(0),
-        "{}",
-        String::from_utf8_lossy(&out.stdout)
-    );
+    hgd.assert_consistent(&repo.path());
     assert_eq!(daemon.try_wait().unwrap(), None, "the daemon stopped");
     let _ = hgd.hgd(&repo.path(), &["stop"]);
     daemon.wait().unwrap();
@@ -795,13 +789,7 @@ fn truncated_data_files_are_rebuilt_from_git_while_the_daemon_runs() {
         "a job read the truncated files without error"
     );
     wait_until_caught_up(&hgd, &repo);
-    let out = hgd.hgd(&repo.path(), &["check"]);
-    assert_eq!(
-        out.status.code(),
-        Some(0),
-        "{}",
-        String::from_utf8_lossy(&out.stdout)
-    );
+    hgd.assert_consistent(&repo.path());
     let found = files(&hgd.search_json(&repo.path(), "sha256 digest of a file", 1));
     assert_eq!(found, ["a/checksum.py"]);
     assert!(hgd.log().contains("is damaged"), "{}", hgd.log());
@@ -909,20 +897,17 @@ fn hooks_work_with_spaces_and_quotes_in_every_path() {
     );
     let repo_dir = odd.path().join("my repo's $HOME `x`");
     std::fs::create_dir_all(&repo_dir).unwrap();
+    let daemon_bin = bin_dir.join("hgd-daemon");
     let git = |args: &[&str]| {
-        let out = Command::new("git")
-            .args(args)
-            .current_dir(&repo_dir)
-            .env("HGD_HOME", hgd.home())
-            .env("HGD_CONFIG", hgd.config_file())
-            .env("HGD_DAEMON_BIN", bin_dir.join("hgd-daemon"))
-            .env("GIT_AUTHOR_NAME", "t")
-            .env("GIT_AUTHOR_EMAIL", "t@example.com")
-            .env("GIT_COMMITTER_NAME", "t")
-            .env("GIT_COMMITTER_EMAIL", "t@example.com")
-            .output()
-            .unwrap();
-        assert!(out.status.success(), "git {args:?}: {}", stderr(&out));
+        hgd_tests::git_in(
+            &repo_dir,
+            args,
+            &[
+                ("HGD_HOME", hgd.home().as_os_str()),
+                ("HGD_CONFIG", hgd.config_file().as_os_str()),
+                ("HGD_DAEMON_BIN", daemon_bin.as_os_str()),
+            ],
+        )
     };
     git(&["init", "-q", "-b", "main"]);
     std::fs::write(repo_dir.join("one.py"), "def first_file():\n    return 1\n").unwrap();
@@ -986,14 +971,7 @@ fn stores_written_by_another_version_are_rebuilt_not_misread() {
         .status()
         .unwrap();
     assert!(status.success());
-    let out = hgd.hgd(&repo.path(), &["check"]);
-    assert_eq!(
-        out.status.code(),
-        Some(0),
-        "{}{}",
-        String::from_utf8_lossy(&out.stdout),
-        stderr(&out)
-    );
+    hgd.assert_consistent(&repo.path());
     assert!(
         hgd.log().contains("written by another version of hgd"),
         "{}",
@@ -1008,14 +986,7 @@ fn stores_written_by_another_version_are_rebuilt_not_misread() {
     let text = std::fs::read_to_string(&format).expect("format.json");
     assert!(text.contains("\"chunker\""), "{text}");
     std::fs::write(&format, "{\"chunker\": 0}").unwrap();
-    let out = hgd.hgd(&repo.path(), &["check"]);
-    assert_eq!(
-        out.status.code(),
-        Some(0),
-        "{}{}",
-        String::from_utf8_lossy(&out.stdout),
-        stderr(&out)
-    );
+    hgd.assert_consistent(&repo.path());
     assert!(
         hgd.log().contains("cut by chunker version 0"),
         "{}",
@@ -1043,14 +1014,7 @@ fn a_daemon_suspended_during_a_job_finishes_it_consistently_once_resumed() {
     signal(daemon.id(), "STOP");
     std::thread::sleep(Duration::from_secs(3));
     signal(daemon.id(), "CONT");
-    let out = hgd.hgd(&repo.path(), &["check"]);
-    assert_eq!(
-        out.status.code(),
-        Some(0),
-        "{}{}",
-        String::from_utf8_lossy(&out.stdout),
-        stderr(&out)
-    );
+    hgd.assert_consistent(&repo.path());
     let found = files(&hgd.search_json(&repo.path(), "how many stripes the zebra has", 1));
     assert_eq!(found, ["b/zebra.py"]);
     let _ = hgd.hgd(&repo.path(), &["stop"]);
