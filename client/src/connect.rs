@@ -28,9 +28,6 @@ fn reply_timeout() -> Duration {
         .map_or(REPLY_TIMEOUT, Duration::from_secs_f64)
 }
 
-/// How long to wait for a running daemon to bind its deleted socket again (it checks every 2 s).
-const SOCKET_RESTORE_WAIT: Duration = Duration::from_secs(5);
-
 /// Whether a daemon holds the home's lock (is running), whether or not its socket answers.
 fn lock_is_held(home: &Home) -> bool {
     fs::File::open(home.lock_file())
@@ -71,20 +68,26 @@ impl Connection {
                 return Ok(conn);
             }
             if let Some(status) = child.try_wait()? {
-                // Lost a race with another client that started one: use that daemon. A daemon
-                // whose socket file was deleted binds it again within seconds, and one that is
-                // stopping (replaced by a new version) lets go of the home: wait for either.
-                let rebinding = Instant::now() + SOCKET_RESTORE_WAIT;
-                while lock_is_held(home) && Instant::now() < rebinding {
-                    if let Some(conn) = Connection::try_connect(home) {
-                        return Ok(conn);
+                // Ours could not take the home: another daemon holds it, one started by another
+                // client (still loading, or repairing its store), one whose socket was deleted
+                // (it binds it again), or one stopping (replaced by a new version). Wait for it
+                // to answer, or to let go of the home and then start ours once more.
+                if lock_is_held(home) {
+                    if Instant::now() > deadline {
+                        bail!(
+                            "another hgd daemon holds {} but did not answer within {}s; see {}",
+                            home.lock_file().display(),
+                            START_TIMEOUT.as_secs(),
+                            home.daemon_log().display()
+                        );
                     }
                     std::thread::sleep(Duration::from_millis(25));
+                    continue;
                 }
                 if let Some(conn) = Connection::try_connect(home) {
                     return Ok(conn);
                 }
-                if !restarted && !lock_is_held(home) {
+                if !restarted {
                     restarted = true;
                     child = start_daemon(home)?;
                     continue;

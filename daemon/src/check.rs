@@ -66,12 +66,9 @@ pub fn compare(
         .collect();
     let mut digest = Sha256::new();
     for (path, rows) in &stored {
-        let Some(&oid) = expected.get(path.as_str()) else {
-            report.orphans.push(path.clone());
-            continue;
-        };
         let mut have: Vec<Cut> = rows.iter().map(cut_of_row).collect();
         have.sort();
+        // Every stored block counts, orphans included: equal digests, equal stores.
         for cut in &have {
             digest.update(format!(
                 "{path}\0{}\0{}\0{}\0{}\0",
@@ -79,6 +76,10 @@ pub fn compare(
             ));
             digest.update(Sha256::digest(cut.content.as_bytes()));
         }
+        let Some(&oid) = expected.get(path.as_str()) else {
+            report.orphans.push(path.clone());
+            continue;
+        };
         let want = fresh_cuts(repo, path, oid, limits)?;
         if rows.iter().any(|r| r.oid != oid) {
             report.stale.push(path.clone());

@@ -4,7 +4,9 @@
 
 use std::sync::OnceLock;
 
-/// `HGD_FAULT_PANIC_PATH=TEXT`: parsing a file whose path contains TEXT panics.
+/// `HGD_FAULT_PANIC_PATH=TEXT`: parsing a file whose path contains TEXT panics (on a job's parse
+/// thread), and so does planning a job of a repository whose root contains it (on the async
+/// path that runs the job).
 pub fn panic_if_asked(stage: &str, path: &str) {
     static PANIC_PATH: OnceLock<Option<String>> = OnceLock::new();
     let asked = PANIC_PATH.get_or_init(|| {

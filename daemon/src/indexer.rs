@@ -272,6 +272,7 @@ impl Indexer {
         cancel: Arc<AtomicBool>,
     ) -> Result<JobReport, IndexError> {
         let root = record.root.clone();
+        crate::fault::panic_if_asked("planning", &root);
         let started = std::time::Instant::now();
         let Plan {
             commit,

@@ -4,14 +4,15 @@
 //! `logs/daemon.log`. When that file passes its limit, it is renamed `daemon.log.1` (replacing the
 //! previous one) and a new `daemon.log` takes over stdout and stderr, where tracing, panic
 //! messages and ONNX Runtime all write. So the logs never hold more than twice the limit.
-//! A daemon whose stderr is something else (a terminal, a pipe) leaves it alone.
+//! A daemon whose stderr is something else (a terminal, a pipe) leaves it alone, and so does one
+//! that does not hold the home's lock.
 
 use std::fs;
 use std::io::{self, Write};
 use std::os::unix::fs::{MetadataExt, OpenOptionsExt};
 use std::os::unix::io::AsRawFd;
 use std::path::PathBuf;
-use std::sync::atomic::{AtomicU64, Ordering};
+use std::sync::atomic::{AtomicBool, AtomicU64, Ordering};
 use std::sync::{Arc, Mutex};
 
 /// The default limit of `daemon.log`; `HGD_LOG_MAX_KIB` changes it.
@@ -57,38 +58,49 @@ impl RotatingStderr {
     }
 }
 
+/// Off until the daemon holds its home's lock: a daemon that loses the race for the home must
+/// not rotate the log of the one that won.
+static ENABLED: AtomicBool = AtomicBool::new(false);
+
+/// Lets the log rotate (call once the home's lock is held).
+pub fn enable_rotation() {
+    ENABLED.store(true, Ordering::Relaxed);
+}
+
 impl State {
     fn rotate_if_full(&self) {
         let Some(path) = &self.path else { return };
+        if !ENABLED.load(Ordering::Relaxed) {
+            return;
+        }
         let _only_one = self.rotating.lock().unwrap_or_else(|p| p.into_inner());
-        // Another writer may have rotated while this one waited; the file's own size also counts
-        // what was written without this writer.
-        let Some(size) = stderr_size_if_is(path) else {
+        // The size of what stderr writes to now (other writers to it count too).
+        let Some((stderr_file, size)) = stderr_identity_and_size() else {
             return;
         };
         if size <= self.max_bytes {
             self.written.store(size, Ordering::Relaxed);
             return;
         }
-        match rotate(path) {
-            Ok(()) => self.written.store(0, Ordering::Relaxed),
-            Err(e) => {
-                // Keep writing where we are; try again after another limit's worth.
-                self.written.store(0, Ordering::Relaxed);
-                let _ = writeln!(
-                    io::stderr(),
-                    "hgd-daemon: cannot rotate {}: {e}",
-                    path.display()
-                );
-            }
+        self.written.store(0, Ordering::Relaxed);
+        if let Err(e) = rotate(path, stderr_file) {
+            // Keep writing where we are; try again after another limit's worth.
+            let _ = writeln!(
+                io::stderr(),
+                "hgd-daemon: cannot rotate {}: {e}",
+                path.display()
+            );
         }
     }
 }
 
-/// Renames the log to `.1` and points stdout and stderr at a new, empty log.
-fn rotate(path: &std::path::Path) -> io::Result<()> {
-    let old = path.with_extension("log.1");
-    fs::rename(path, &old)?;
+/// Points stdout and stderr at a new, empty log at `path`. If `path` is the file stderr writes to,
+/// it becomes `.1` first; if it is not (moved away by someone else, or gone), a new file is
+/// simply made there, so rotation never stops for good.
+fn rotate(path: &std::path::Path, stderr_file: (u64, u64)) -> io::Result<()> {
+    if identity_of(path) == Some(stderr_file) {
+        fs::rename(path, path.with_extension("log.1"))?;
+    }
     let file = fs::OpenOptions::new()
         .create(true)
         .append(true)
@@ -103,16 +115,27 @@ fn rotate(path: &std::path::Path) -> io::Result<()> {
     Ok(())
 }
 
-/// The size of stderr's file if stderr is the file at `path`.
-fn stderr_size_if_is(path: &std::path::Path) -> Option<u64> {
-    let at_path = fs::metadata(path).ok()?;
+fn identity_of(path: &std::path::Path) -> Option<(u64, u64)> {
+    fs::metadata(path).ok().map(|m| (m.dev(), m.ino()))
+}
+
+/// Device, inode and size of the file stderr writes to.
+fn stderr_identity_and_size() -> Option<((u64, u64), u64)> {
     // SAFETY: fstat on descriptor 2 into a zeroed struct.
     let mut stat: libc::stat = unsafe { std::mem::zeroed() };
     if unsafe { libc::fstat(2, &mut stat) } != 0 {
         return None;
     }
-    (stat.st_dev as u64 == at_path.dev() && stat.st_ino as u64 == at_path.ino())
-        .then_some(stat.st_size as u64)
+    Some((
+        (stat.st_dev as u64, stat.st_ino as u64),
+        stat.st_size as u64,
+    ))
+}
+
+/// The size of stderr's file if stderr is the file at `path`.
+fn stderr_size_if_is(path: &std::path::Path) -> Option<u64> {
+    let (identity, size) = stderr_identity_and_size()?;
+    (identity_of(path) == Some(identity)).then_some(size)
 }
 
 /// One event's writer.

@@ -285,6 +285,7 @@ fn run_daemon(home: Home) -> Result<()> {
         tracing::warn!("ranking without some rules (HGD_RANK_WITHOUT): {rules:?}");
     }
     let lock = server::lock_home(&home)?;
+    hgd_daemon::logfile::enable_rotation();
     // A daemon outlives the folder it was started from (a client's, which may be deleted): with
     // that folder gone, git's discovery, which reads the working directory, failed for every
     // repository. Requests carry absolute paths, so the daemon works from `/`, with the paths it
@@ -331,7 +332,13 @@ fn run_daemon(home: Home) -> Result<()> {
     // A job still on a blocking thread saw the cancel flag; its pointer was not advanced, so it is
     // safe not to wait long for it.
     runtime.shutdown_timeout(std::time::Duration::from_secs(2));
-    result
+    result?;
+    if server::REPLACED.load(std::sync::atomic::Ordering::Relaxed) {
+        anyhow::bail!(
+            "stopped: its executable was replaced by another version, which the next client (or the service manager) starts"
+        );
+    }
+    Ok(())
 }
 
 /// SIGTERM (a service manager's stop, logout), SIGINT (Ctrl-C in `hgd daemon`) or SIGHUP (the

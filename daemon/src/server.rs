@@ -87,6 +87,11 @@ fn io_err(context: impl Into<String>) -> impl FnOnce(std::io::Error) -> ServerEr
     move |source| ServerError::Io { context, source }
 }
 
+/// Set when the daemon stops because its executable was replaced: it then exits with a failure
+/// status, so that a service manager that restarts on failure (systemd's `on-failure`) starts
+/// the new version.
+pub static REPLACED: std::sync::atomic::AtomicBool = std::sync::atomic::AtomicBool::new(false);
+
 /// How often the daemon checks that its socket and lock file are still in the home.
 const OWNERSHIP_CHECK: Duration = Duration::from_secs(2);
 
@@ -125,7 +130,16 @@ pub fn lock_home(home: &Home) -> Result<HomeLock, ServerError> {
         .write(true)
         .open(&path)
         .map_err(io_err(format!("open {}", path.display())))?;
-    if file.try_lock().is_err() {
+    // A client checking whether a daemon runs takes the lock for an instant: try a few times.
+    let mut locked = file.try_lock().is_ok();
+    for _ in 0..10 {
+        if locked {
+            break;
+        }
+        std::thread::sleep(Duration::from_millis(30));
+        locked = file.try_lock().is_ok();
+    }
+    if !locked {
         return Err(ServerError::AlreadyRunning(
             home.root().display().to_string(),
             path.display().to_string(),
@@ -256,6 +270,7 @@ pub async fn serve(
                     },
                     Ownership::BinaryReplaced => {
                         tracing::info!("hgd-daemon was replaced by another version: stopping, so that the next client starts the new one");
+                        REPLACED.store(true, std::sync::atomic::Ordering::Relaxed);
                         shutdown.cancel();
                     }
                     Ownership::HomeLost => {
@@ -293,17 +308,20 @@ pub async fn serve(
             drop(permit);
         });
     }
+    // No new connections from here on: the socket goes first (only if it is still this
+    // daemon's: another may have bound the path since, after this home was deleted and made
+    // again), so a client meanwhile starts or finds the next daemon instead of waiting in the
+    // backlog of this one; then open requests finish.
+    if socket.is_some() && FileIdentity::of_path(&home.socket()) == socket {
+        let _ = fs::remove_file(home.socket());
+    }
+    drop(listener);
     tracker.close();
     if tokio::time::timeout(Duration::from_secs(5), tracker.wait())
         .await
         .is_err()
     {
         tracing::warn!("some clients were still connected at shutdown");
-    }
-    drop(listener);
-    // Another daemon may have bound the path since (after this home was deleted and made again).
-    if socket.is_some() && FileIdentity::of_path(&home.socket()) == socket {
-        let _ = fs::remove_file(home.socket());
     }
     tracing::info!("stopped");
 }

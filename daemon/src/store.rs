@@ -33,19 +33,26 @@ pub enum StoreError {
 
 impl StoreError {
     /// Whether this failure may come from a damaged table (and so calls for a check), rather
-    /// than from a full disk or a home without write access, which damage nothing.
+    /// than from the system: a full disk or quota, a home without write access, too many open
+    /// files, no memory, an I/O error of the device. Those damage nothing, and a table is never
+    /// set aside for them.
     pub fn may_be_damage(&self) -> bool {
         let text = self.to_string();
-        ![
+        let system = [
             "No space left",
-            "os error 28",
             "Read-only file system",
-            "os error 30",
             "Permission denied",
-            "os error 13",
-        ]
-        .iter()
-        .any(|cause| text.contains(cause))
+            "Too many open files",
+            "Cannot allocate memory",
+            "Disk quota exceeded",
+            "Input/output error",
+        ];
+        let codes = [5, 12, 13, 24, 28, 30, 122];
+        !(system.iter().any(|cause| text.contains(cause))
+            || codes.iter().any(|code| {
+                text.contains(&format!("os error {code})"))
+                    || text.ends_with(&format!("os error {code}"))
+            }))
     }
 }
 
@@ -154,8 +161,7 @@ pub enum Layered {
     Repos,
 }
 
-/// What a store's tables were written by, in `format.json` beside them. A store without the
-/// file was written before it existed, in the layout of version 1.
+/// What a store's tables were written by, in `format.json` beside them.
 #[derive(Debug, serde::Serialize, serde::Deserialize)]
 struct StoreFormat {
     chunker: u32,
@@ -170,11 +176,19 @@ impl StoreFormat {
         }
     }
 
-    fn read(dir: &std::path::Path) -> StoreFormat {
+    /// The recorded format; a store without the file but with blocks tables was written before
+    /// the file existed, by chunker version 1.
+    fn read(dir: &std::path::Path, names: &[String]) -> StoreFormat {
         std::fs::read(dir.join(Self::FILE))
             .ok()
             .and_then(|bytes| serde_json::from_slice(&bytes).ok())
-            .unwrap_or(StoreFormat { chunker: 1 })
+            .unwrap_or_else(|| {
+                if names.iter().any(|n| n.contains("blocks_")) {
+                    StoreFormat { chunker: 1 }
+                } else {
+                    StoreFormat::current()
+                }
+            })
     }
 
     fn write(&self, dir: &std::path::Path) {
@@ -197,45 +211,65 @@ fn schema_matches(found: &Schema, wanted: &Schema) -> bool {
         })
 }
 
-/// Opens table `name` (making it if it does not exist). A table whose manifest cannot be read, or
-/// whose columns are not this version's (written by another version of hgd), is set aside and
-/// made again empty (`true`): the caller rebuilds its rows from git. Never read as it is.
+/// Opens table `name` (making it if it does not exist). A table whose manifest cannot be read
+/// (damage: set aside in `damaged/`), or whose columns are not this version's (written by another
+/// version of hgd: removed), is made again empty (`true`), after clearing every indexed-commit
+/// pointer in `repos` (when given), and the caller rebuilds its rows from git. Never read as it
+/// is. A failure of the system (permissions, resources) is returned instead: nothing is removed.
 async fn open_or_remake(
     db: &lancedb::Connection,
     dir: &std::path::Path,
     names: &[String],
     name: String,
     schema: SchemaRef,
+    repos: Option<&Table>,
 ) -> Result<(Table, bool)> {
-    let mut remade = false;
-    if names.contains(&name) {
-        match open_and_count(db, &name).await {
-            Ok(table) => match table.schema().await {
-                Ok(found) if schema_matches(&found, &schema) => return Ok((table, false)),
-                Ok(_) => {
-                    tracing::warn!(
-                        "the {name} table was written by another version of hgd (other columns): making it again"
-                    );
-                    drop(table);
-                    let _ = std::fs::remove_dir_all(dir.join(format!("{name}.lance")));
-                    remade = true;
-                }
-                Err(e) => {
-                    tracing::error!("the {name} table is damaged ({e}): making it again");
-                    drop(table);
-                    set_aside(dir, &name);
-                    remade = true;
-                }
-            },
-            Err(e) => {
-                tracing::error!("the {name} table is damaged ({e}): making it again");
-                set_aside(dir, &name);
-                remade = true;
+    if !names.contains(&name) {
+        let table = db.create_empty_table(&name, schema).execute().await?;
+        return Ok((table, false));
+    }
+    let damaged = match open_and_count(db, &name).await {
+        Ok(table) => match table.schema().await.map_err(StoreError::from) {
+            Ok(found) if schema_matches(&found, &schema) => return Ok((table, false)),
+            Ok(_) => {
+                tracing::warn!(
+                    "the {name} table was written by another version of hgd (other columns): making it again"
+                );
+                false
             }
+            Err(e) if e.may_be_damage() => {
+                tracing::error!("the {name} table is damaged ({e}): making it again");
+                true
+            }
+            Err(e) => return Err(e),
+        },
+        Err(e) if e.may_be_damage() => {
+            tracing::error!("the {name} table is damaged ({e}): making it again");
+            true
         }
+        Err(e) => return Err(e),
+    };
+    if let Some(repos) = repos {
+        clear_pointers(repos).await?;
+    }
+    if damaged {
+        set_aside(dir, &name);
+    } else {
+        let _ = std::fs::remove_dir_all(dir.join(format!("{name}.lance")));
     }
     let table = db.create_empty_table(&name, schema).execute().await?;
-    Ok((table, remade))
+    Ok((table, true))
+}
+
+/// Clears every repository's indexed commit (all models): the next job of each compares all of
+/// HEAD with the store, which rebuilds whatever a table made again lost.
+async fn clear_pointers(repos: &Table) -> Result<()> {
+    repos
+        .update()
+        .column("indexed_commit", "NULL")
+        .execute()
+        .await?;
+    Ok(())
 }
 
 /// Opens a table and reads its row count, which reads its manifest. A manifest of garbage can
@@ -364,46 +398,56 @@ impl Store {
             .session(Arc::new(session))
             .execute()
             .await?;
-        let mut names = db.table_names().execute().await?;
+        let names = db.table_names().execute().await?;
+        // The repositories table first: before any blocks table is made again, every pointer is
+        // cleared, so that a crash half way leaves repositories to index, never an empty index
+        // marked current.
+        let (repos, repos_remade) =
+            open_or_remake(&db, dir, &names, "repos".to_owned(), repos_schema(), None).await?;
         let mut remade = Vec::new();
-        // Blocks cut by another chunker, or tables of another layout, are not read as they are:
-        // they are set aside and made again, and their rows rebuilt from git.
-        let recorded = StoreFormat::read(dir);
+        if repos_remade {
+            remade.push("repos".to_owned());
+        }
+        let recorded = StoreFormat::read(dir, &names);
+        let blocks = table_name(model_id);
+        let (retired, overlay) = (format!("retired_{blocks}"), format!("overlay_{blocks}"));
+        let ours = [blocks.clone(), retired.clone(), overlay.clone()];
         if recorded.chunker != crate::chunk::CHUNKER_VERSION {
             tracing::warn!(
                 "the stored blocks were cut by chunker version {}, this hgd cuts with version {}: cutting them again from git",
                 recorded.chunker,
                 crate::chunk::CHUNKER_VERSION
             );
-            names.retain(|name| {
-                let blocks = name.contains("blocks_");
-                if blocks {
-                    // Nothing damaged to look at later: the old cuts are simply removed.
-                    let _ = std::fs::remove_dir_all(dir.join(format!("{name}.lance")));
+            // Every model's blocks: the cuts do not depend on the model.
+            clear_pointers(&repos).await?;
+            for name in names.iter().filter(|n| n.contains("blocks_")) {
+                let _ = std::fs::remove_dir_all(dir.join(format!("{name}.lance")));
+                if ours.contains(name) {
                     remade.push(name.clone());
                 }
-                !blocks
-            });
+            }
         }
-        let blocks = table_name(model_id);
-        let (retired, overlay) = (format!("retired_{blocks}"), format!("overlay_{blocks}"));
+        let names: Vec<String> = db.table_names().execute().await?;
         let mut tables = Vec::new();
-        for (name, schema) in [
-            (blocks, blocks_schema(dims)),
-            (retired, blocks_schema(dims)),
-            (overlay, blocks_schema(dims)),
-            ("repos".to_owned(), repos_schema()),
-        ] {
-            let (table, was_remade) =
-                open_or_remake(&db, dir, &names, name.clone(), schema).await?;
+        for name in [blocks, retired, overlay] {
+            let (table, was_remade) = open_or_remake(
+                &db,
+                dir,
+                &names,
+                name.clone(),
+                blocks_schema(dims),
+                Some(&repos),
+            )
+            .await?;
             if was_remade {
                 remade.push(name);
             }
             tables.push(table);
         }
-        let [blocks, retired, overlay, repos]: [Table; 4] = tables
+        let [blocks, retired, overlay]: [Table; 3] = tables
             .try_into()
-            .map_err(|_| StoreError::Query("four tables".into()))?;
+            .map_err(|_| StoreError::Query("three tables".into()))?;
+        // Last: a crash before this cuts again at the next start, which is harmless.
         StoreFormat::current().write(dir);
         let store = Store {
             db: db.clone(),
@@ -478,16 +522,30 @@ impl Store {
         let tables = self.tables();
         let mut remade = Vec::new();
         for (which, table) in [
+            (Layered::Repos, tables.repos),
             (Layered::Head, tables.blocks),
             (Layered::Overlay, tables.overlay),
             (Layered::Retired, tables.retired),
-            (Layered::Repos, tables.repos),
         ] {
+            // Twice: a read that fails once may have met a passing fault.
             let Err(e) = read_whole(&table).await else {
                 continue;
             };
+            let e = match read_whole(&table).await {
+                Ok(()) => continue,
+                Err(again) if again.may_be_damage() => again,
+                Err(again) => {
+                    tracing::warn!("could not check {}: {again} (first: {e})", table.name());
+                    continue;
+                }
+            };
             let name = table.name().to_owned();
             tracing::error!("the {name} table is damaged ({e}): making it again");
+            // Pointers first (unless the repositories table is the damaged one): a crash past
+            // this point leaves repositories to index, not an empty index marked current.
+            if which != Layered::Repos {
+                clear_pointers(&self.repos_table()).await?;
+            }
             drop(table);
             set_aside(&self.dir, &name);
             let schema = match which {
@@ -501,9 +559,17 @@ impl Store {
                         .create_empty_table(&name, schema)
                         .mode(lancedb::database::CreateTableMode::Overwrite)
                         .execute()
-                        .await?
+                        .await
                 }
-                Err(_) => self.db.create_empty_table(&name, schema).execute().await?,
+                Err(_) => self.db.create_empty_table(&name, schema).execute().await,
+            };
+            let fresh = match fresh {
+                Ok(fresh) => fresh,
+                Err(e) => {
+                    // What was made again so far must still be rebuilt: report it.
+                    tracing::error!("cannot make the {name} table again: {e}");
+                    break;
+                }
             };
             let mut tables = self.tables.write().unwrap_or_else(|p| p.into_inner());
             match which {

@@ -331,6 +331,11 @@ fn a_daemon_killed_during_any_job_catches_up_to_a_fresh_index() {
             Some(target.as_str()),
             "{what}: {report:#}"
         );
+        assert_eq!(
+            report["indexed_commit"].as_str(),
+            Some(target.as_str()),
+            "{what}: the catch-up job did not complete: {report:#}"
+        );
         for list in ["missing", "stale", "orphans", "duplicates"] {
             assert_eq!(
                 report[list],

@@ -55,6 +55,18 @@ fn concurrent_searches_all_succeed_during_a_large_index_and_hook_bursts() {
         .status
         .success());
 
+    // The large job must really run beside the searches.
+    let state = hgd.status(&large.path())["repos"]
+        .as_array()
+        .unwrap()
+        .iter()
+        .find(|r| r["root"].as_str() == large.path().to_str())
+        .map(|r| r["state"].clone())
+        .unwrap_or_default();
+    assert!(
+        state == "indexing" || state == "queued",
+        "the large index is not running: {state}"
+    );
     let failures = Arc::new(Mutex::new(Vec::new()));
     let times = Arc::new(Mutex::new(Vec::new()));
     let stop_notifying = Arc::new(std::sync::atomic::AtomicBool::new(false));

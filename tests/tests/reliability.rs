@@ -253,6 +253,16 @@ fn a_suspended_daemon_times_out_clearly_and_answers_once_resumed() {
     daemon.wait().unwrap();
 }
 
+/// A test that needs root or mounts cannot run here: skip it, unless the suite was told these
+/// must run (`HGD_REQUIRE_PRIVILEGED=1`, set by scripts/test.sh where they can).
+fn skip_unprivileged(why: &str) {
+    assert!(
+        std::env::var("HGD_REQUIRE_PRIVILEGED").as_deref() != Ok("1"),
+        "cannot run although HGD_REQUIRE_PRIVILEGED=1: {why}"
+    );
+    println!("skipped: {why}");
+}
+
 fn alive(pid: u32) -> bool {
     // Not a zombie either: a child reaped by nobody still has a /proc entry.
     std::fs::read_to_string(format!("/proc/{pid}/stat"))
@@ -401,7 +411,7 @@ fn another_user_is_refused_even_through_a_loosened_socket() {
     use std::os::unix::process::CommandExt;
     let uid = Command::new("id").arg("-u").output().expect("run id");
     if String::from_utf8_lossy(&uid.stdout).trim() != "0" {
-        println!("skipped: running a client as another user needs root");
+        skip_unprivileged("running a client as another user needs root");
         return;
     }
     let hgd = Hgd::new();
@@ -554,6 +564,37 @@ fn a_panicking_job_fails_alone_and_the_daemon_goes_on() {
     hgd.index(&healthy.path());
     let found = files(&hgd.search_json(&healthy.path(), "great circle distance", 1));
     assert_eq!(found, ["geo.py"]);
+
+    // A panic on the job's own (async) path, planning a repository whose root matches.
+    let scratch = tempfile::tempdir().unwrap();
+    let doomed = scratch.path().join("boom-repo");
+    std::fs::create_dir(&doomed).unwrap();
+    hgd_tests::git_in(&doomed, &["init", "-q", "-b", "main"], &[]);
+    std::fs::write(doomed.join("x.py"), "def x():\n    return 1\n").unwrap();
+    hgd_tests::git_in(&doomed, &["add", "-A"], &[]);
+    hgd_tests::git_in(&doomed, &["commit", "-q", "-m", "x"], &[]);
+    let out = hgd.hgd(&doomed, &["index"]);
+    assert_ne!(out.status.code(), Some(0), "the panicking job succeeded");
+    let status = hgd.status(&doomed);
+    let entry = status["repos"]
+        .as_array()
+        .unwrap()
+        .iter()
+        .find(|r| {
+            r["root"]
+                .as_str()
+                .is_some_and(|root| root.ends_with("boom-repo"))
+        })
+        .expect("the repository is tracked");
+    assert!(
+        entry["error"]
+            .as_str()
+            .unwrap_or_default()
+            .contains("the job panicked"),
+        "{status:#}"
+    );
+    let found = files(&hgd.search_json(&healthy.path(), "great circle distance", 1));
+    assert_eq!(found, ["geo.py"], "the worker stopped after the panic");
     assert_eq!(daemon.try_wait().unwrap(), None, "the daemon stopped");
     let _ = hgd.hgd(&healthy.path(), &["stop"]);
     daemon.wait().unwrap();
@@ -580,7 +621,7 @@ impl SmallDisk {
             .output()
             .is_ok_and(|o| o.status.success());
         if !ok {
-            println!("skipped: cannot mount a tmpfs here (needs root)");
+            skip_unprivileged("cannot mount a tmpfs here (needs root)");
             return None;
         }
         Some(SmallDisk {
@@ -697,7 +738,7 @@ fn a_read_only_home_fails_the_job_clearly_and_indexing_resumes_when_writable() {
             .is_ok_and(|o| o.status.success())
     };
     if !mount(&["--bind"]) {
-        println!("skipped: cannot bind-mount here (needs root)");
+        skip_unprivileged("cannot bind-mount here (needs root)");
         let _ = hgd.hgd(&repo.path(), &["stop"]);
         daemon.wait().unwrap();
         return;
@@ -986,12 +1027,22 @@ fn stores_written_by_another_version_are_rebuilt_not_misread() {
     let text = std::fs::read_to_string(&format).expect("format.json");
     assert!(text.contains("\"chunker\""), "{text}");
     std::fs::write(&format, "{\"chunker\": 0}").unwrap();
+    let old_blocks = table_dir(&hgd, "blocks_");
+    std::fs::write(old_blocks.join("planted-by-the-test"), "").unwrap();
     hgd.assert_consistent(&repo.path());
     assert!(
         hgd.log().contains("cut by chunker version 0"),
         "{}",
         hgd.log()
     );
+    assert!(
+        !old_blocks.join("planted-by-the-test").exists(),
+        "the old blocks table was kept"
+    );
+    let embedded = hgd.status(&repo.path())["blocks_embedded"]
+        .as_u64()
+        .unwrap();
+    assert!(embedded > 0, "nothing was cut and embedded again");
     let found = files(&hgd.search_json(&repo.path(), "sha256 digest of a file", 1));
     assert_eq!(found, ["a/checksum.py"]);
     assert!(!std::fs::read_to_string(&format)

@@ -265,7 +265,11 @@ impl Service {
     /// and the next job, even after a restart, compares all of HEAD with the store).
     fn advance_pointer(&self, root: &str, job: &RepoRecord, commit: &Option<String>) {
         if let Some(entry) = self.lock_repos().get_mut(root) {
-            if entry.record.scopes == job.scopes {
+            // Only from where the job started: a pointer cleared meanwhile (a scope widened, a
+            // damaged table made again) needs the full comparison that clearing asked for.
+            if entry.record.scopes == job.scopes
+                && entry.record.indexed_commit == job.indexed_commit
+            {
                 entry.record.indexed_commit = commit.clone();
             }
         }
