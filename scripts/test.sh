@@ -24,4 +24,6 @@ cargo build --workspace --bins
 "$HGD_BIN/hgd" setup
 cargo fmt --all -- --check
 cargo clippy --workspace --all-targets --quiet -- -D warnings
+# The fuzz targets (their own workspace, see RELIABILITY.md) must keep compiling.
+CARGO_TARGET_DIR="$CARGO_TARGET_DIR/../fuzz-check" cargo check --quiet --manifest-path fuzz/Cargo.toml --bins
 cargo test --workspace --no-fail-fast "$@"
