@@ -15,7 +15,8 @@ use tree_sitter::{Node, Parser};
 /// cut by another version are then cut again from git (`store::Store::open`), since blocks are
 /// re-used by blob and would otherwise keep the old cuts for good.
 /// Version 1: what stores written before versions were recorded hold (older Go method names
-/// and windows among them); 2: the cuts as of the version's introduction.
+/// and windows among them), and stores stamped 1 by the commits that introduced the record
+/// (their cuts are already version 2's, but they are cut again once); 2: the cuts since.
 pub const CHUNKER_VERSION: u32 = 2;
 
 /// One unit of search: a definition, the code between definitions, a section or a window.

@@ -62,7 +62,7 @@ impl Connection {
         }
         let mut child = start_daemon(home)?;
         let mut restarted = false;
-        let deadline = Instant::now() + START_TIMEOUT;
+        let mut deadline = Instant::now() + START_TIMEOUT;
         loop {
             if let Some(conn) = Connection::try_connect(home) {
                 return Ok(conn);
@@ -90,6 +90,8 @@ impl Connection {
                 if !restarted {
                     restarted = true;
                     child = start_daemon(home)?;
+                    // The new daemon gets the whole start time, however long we waited.
+                    deadline = Instant::now() + START_TIMEOUT;
                     continue;
                 }
                 bail!(

@@ -144,7 +144,7 @@ pub struct Store {
     dir: std::path::PathBuf,
     /// Tables found damaged and made again empty when the store was opened.
     remade_at_open: Vec<String>,
-    /// Swapped whole when a damaged table is made again (see [`Store::repair`]).
+    /// Swapped whole when a damaged table is made again (see [`Store::remake`]).
     tables: std::sync::RwLock<Tables>,
     dims: usize,
     /// Serialises writers; readers never wait for it.
@@ -152,7 +152,7 @@ pub struct Store {
     model_id: String,
 }
 
-/// Which table [`Store::repair`] made again.
+/// A table of the store, as [`Store::damaged`] and [`Store::remake`] name it.
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]
 pub enum Layered {
     Head,
@@ -176,28 +176,29 @@ impl StoreFormat {
         }
     }
 
-    /// The recorded format; a store without the file but with blocks tables was written before
-    /// the file existed, by chunker version 1.
-    fn read(dir: &std::path::Path, names: &[String]) -> StoreFormat {
-        std::fs::read(dir.join(Self::FILE))
-            .ok()
-            .and_then(|bytes| serde_json::from_slice(&bytes).ok())
-            .unwrap_or_else(|| {
-                if names.iter().any(|n| n.contains("blocks_")) {
-                    StoreFormat { chunker: 1 }
-                } else {
-                    StoreFormat::current()
-                }
-            })
+    /// The recorded format, `None` when the file does not exist. An unreadable file is an error:
+    /// a passing fault must never look like an old store (which would be cut again, for hours).
+    fn read(dir: &std::path::Path) -> Result<Option<StoreFormat>> {
+        let path = dir.join(Self::FILE);
+        match std::fs::read(&path) {
+            Ok(bytes) => serde_json::from_slice(&bytes).map(Some).map_err(|e| {
+                StoreError::Query(format!("{} is not a store format: {e}", path.display()))
+            }),
+            Err(e) if e.kind() == std::io::ErrorKind::NotFound => Ok(None),
+            Err(e) => Err(StoreError::Query(format!(
+                "cannot read {}: {e}",
+                path.display()
+            ))),
+        }
     }
 
-    fn write(&self, dir: &std::path::Path) {
+    fn write(&self, dir: &std::path::Path) -> Result<()> {
         let path = dir.join(Self::FILE);
         let temp = path.with_extension("json.tmp");
         let text = serde_json::to_vec_pretty(self).unwrap_or_default();
-        if let Err(e) = std::fs::write(&temp, text).and_then(|_| std::fs::rename(&temp, &path)) {
-            tracing::warn!("cannot write {}: {e}", path.display());
-        }
+        std::fs::write(&temp, text)
+            .and_then(|_| std::fs::rename(&temp, &path))
+            .map_err(|e| StoreError::Query(format!("cannot write {}: {e}", path.display())))
     }
 }
 
@@ -212,23 +213,29 @@ fn schema_matches(found: &Schema, wanted: &Schema) -> bool {
 }
 
 /// Opens table `name` (making it if it does not exist). A table whose manifest cannot be read
-/// (damage: set aside in `damaged/`), or whose columns are not this version's (written by another
-/// version of hgd: removed), is made again empty (`true`), after clearing every indexed-commit
-/// pointer in `repos` (when given), and the caller rebuilds its rows from git. Never read as it
-/// is. A failure of the system (permissions, resources) is returned instead: nothing is removed.
+/// twice (damage: set aside in `damaged/`), or whose columns are not this version's (written by
+/// another version of hgd: removed), is made again empty (`true`), after clearing the
+/// indexed-commit pointers in `repos` (when given: the table and the model whose pointers to
+/// clear), and the caller rebuilds its rows from git. Never read as it is. A failure of the
+/// system (permissions, resources) is returned instead: nothing is removed.
 async fn open_or_remake(
     db: &lancedb::Connection,
     dir: &std::path::Path,
     names: &[String],
     name: String,
     schema: SchemaRef,
-    repos: Option<&Table>,
+    repos: Option<(&Table, Option<&str>)>,
 ) -> Result<(Table, bool)> {
     if !names.contains(&name) {
         let table = db.create_empty_table(&name, schema).execute().await?;
         return Ok((table, false));
     }
-    let damaged = match open_and_count(db, &name).await {
+    // Twice: a read that fails once may have met a passing fault.
+    let opened = match open_and_count(db, &name).await {
+        Err(e) if e.may_be_damage() => open_and_count(db, &name).await,
+        opened => opened,
+    };
+    let damaged = match opened {
         Ok(table) => match table.schema().await.map_err(StoreError::from) {
             Ok(found) if schema_matches(&found, &schema) => return Ok((table, false)),
             Ok(_) => {
@@ -249,26 +256,37 @@ async fn open_or_remake(
         }
         Err(e) => return Err(e),
     };
-    if let Some(repos) = repos {
-        clear_pointers(repos).await?;
+    if let Some((repos, model)) = repos {
+        clear_pointers(repos, model).await?;
     }
     if damaged {
         set_aside(dir, &name);
     } else {
-        let _ = std::fs::remove_dir_all(dir.join(format!("{name}.lance")));
+        remove_table_dir(dir, &name)?;
     }
     let table = db.create_empty_table(&name, schema).execute().await?;
     Ok((table, true))
 }
 
-/// Clears every repository's indexed commit (all models): the next job of each compares all of
-/// HEAD with the store, which rebuilds whatever a table made again lost.
-async fn clear_pointers(repos: &Table) -> Result<()> {
-    repos
-        .update()
-        .column("indexed_commit", "NULL")
-        .execute()
-        .await?;
+/// Removes a table's folder (gone already is fine; anything else is an error, so that an old
+/// table is never kept and then stamped current).
+fn remove_table_dir(dir: &std::path::Path, name: &str) -> Result<()> {
+    match std::fs::remove_dir_all(dir.join(format!("{name}.lance"))) {
+        Err(e) if e.kind() != std::io::ErrorKind::NotFound => Err(StoreError::Query(format!(
+            "cannot remove the {name} table: {e}"
+        ))),
+        _ => Ok(()),
+    }
+}
+
+/// Clears the indexed commit of every repository (of `model`, or of all models): the next job of
+/// each compares all of HEAD with the store, which rebuilds whatever a table made again lost.
+async fn clear_pointers(repos: &Table, model: Option<&str>) -> Result<()> {
+    let mut update = repos.update().column("indexed_commit", "NULL");
+    if let Some(model) = model {
+        update = update.only_if(format!("model = {}", quote(model)));
+    }
+    update.execute().await?;
     Ok(())
 }
 
@@ -408,38 +426,55 @@ impl Store {
         if repos_remade {
             remade.push("repos".to_owned());
         }
-        let recorded = StoreFormat::read(dir, &names);
+        let has_blocks = names.iter().any(|n| n.contains("blocks_"));
+        // A store without the file but with blocks was cut before versions were recorded.
+        let recorded = match StoreFormat::read(dir)? {
+            Some(format) => format.chunker,
+            None if has_blocks => 1,
+            None => crate::chunk::CHUNKER_VERSION,
+        };
+        if !has_blocks {
+            // Recorded before the first block exists, so a store is never without it.
+            StoreFormat::current().write(dir)?;
+        }
         let blocks = table_name(model_id);
         let (retired, overlay) = (format!("retired_{blocks}"), format!("overlay_{blocks}"));
-        let ours = [blocks.clone(), retired.clone(), overlay.clone()];
-        if recorded.chunker != crate::chunk::CHUNKER_VERSION {
+        if recorded != crate::chunk::CHUNKER_VERSION {
             tracing::warn!(
-                "the stored blocks were cut by chunker version {}, this hgd cuts with version {}: cutting them again from git",
-                recorded.chunker,
+                "the stored blocks were cut by chunker version {recorded}, this hgd cuts with version {}: cutting them again from git",
                 crate::chunk::CHUNKER_VERSION
             );
             // Every model's blocks: the cuts do not depend on the model.
-            clear_pointers(&repos).await?;
+            clear_pointers(&repos, None).await?;
             for name in names.iter().filter(|n| n.contains("blocks_")) {
-                let _ = std::fs::remove_dir_all(dir.join(format!("{name}.lance")));
-                if ours.contains(name) {
+                remove_table_dir(dir, name)?;
+                if name == &blocks {
                     remade.push(name.clone());
                 }
             }
+            StoreFormat::current().write(dir)?;
         }
         let names: Vec<String> = db.table_names().execute().await?;
+        if !names.contains(&blocks) && !remade.contains(&blocks) {
+            // No blocks table (deleted by hand, or not made again after a repair): pointers that
+            // say indexed would point at nothing.
+            clear_pointers(&repos, Some(model_id)).await?;
+        }
         let mut tables = Vec::new();
-        for name in [blocks, retired, overlay] {
+        for (name, clears) in [(blocks, true), (retired, false), (overlay, false)] {
+            // Only HEAD's blocks are what the pointers vouch for; the overlay is rebuilt by the
+            // next search and the retired blocks are a cache.
+            let repos_to_clear = clears.then_some((&repos, Some(model_id)));
             let (table, was_remade) = open_or_remake(
                 &db,
                 dir,
                 &names,
                 name.clone(),
                 blocks_schema(dims),
-                Some(&repos),
+                repos_to_clear,
             )
             .await?;
-            if was_remade {
+            if was_remade && clears {
                 remade.push(name);
             }
             tables.push(table);
@@ -447,8 +482,6 @@ impl Store {
         let [blocks, retired, overlay]: [Table; 3] = tables
             .try_into()
             .map_err(|_| StoreError::Query("three tables".into()))?;
-        // Last: a crash before this cuts again at the next start, which is harmless.
-        StoreFormat::current().write(dir);
         let store = Store {
             db: db.clone(),
             dir: dir.to_path_buf(),
@@ -514,40 +547,58 @@ impl Store {
         &self.remade_at_open
     }
 
-    /// Reads every row of every table and makes again, empty, each table that cannot be read
-    /// whole (a truncated or corrupted data file). Returns the tables made again; the caller
-    /// rebuilds their rows from git. Writers wait meanwhile.
-    pub async fn repair(&self) -> Result<Vec<Layered>> {
-        let _guard = self.write_lock.lock().await;
+    /// The tables that cannot be read whole (a truncated or corrupted data file), each read
+    /// twice, since a read that fails once may have met a passing fault; errors of the system
+    /// are not damage. Changes nothing.
+    pub async fn damaged(&self) -> Vec<Layered> {
         let tables = self.tables();
-        let mut remade = Vec::new();
+        let mut damaged = Vec::new();
         for (which, table) in [
             (Layered::Repos, tables.repos),
             (Layered::Head, tables.blocks),
             (Layered::Overlay, tables.overlay),
             (Layered::Retired, tables.retired),
         ] {
-            // Twice: a read that fails once may have met a passing fault.
-            let Err(e) = read_whole(&table).await else {
+            let Err(first) = read_whole(&table).await else {
                 continue;
             };
-            let e = match read_whole(&table).await {
-                Ok(()) => continue,
-                Err(again) if again.may_be_damage() => again,
-                Err(again) => {
-                    tracing::warn!("could not check {}: {again} (first: {e})", table.name());
-                    continue;
+            match read_whole(&table).await {
+                Ok(()) => {}
+                Err(e) if e.may_be_damage() => {
+                    tracing::error!("the {} table is damaged ({e})", table.name());
+                    damaged.push(which);
                 }
+                Err(e) => tracing::warn!("could not check {}: {e} (first: {first})", table.name()),
+            }
+        }
+        damaged
+    }
+
+    /// Makes the `damaged` tables again, empty, setting the old ones aside; returns those set
+    /// aside (their rows are gone, even if making one again failed). When HEAD's blocks are among
+    /// them, this model's indexed commits are cleared in the store first, so that a crash half
+    /// way leaves repositories to index, never an empty index marked current. Writers wait.
+    pub async fn remake(&self, damaged: &[Layered]) -> Vec<Layered> {
+        let _guard = self.write_lock.lock().await;
+        if damaged.contains(&Layered::Head) && !damaged.contains(&Layered::Repos) {
+            if let Err(e) = clear_pointers(&self.repos_table(), Some(&self.model_id)).await {
+                tracing::error!("cannot clear the indexed commits, so nothing is made again: {e}");
+                return Vec::new();
+            }
+        }
+        let tables = self.tables();
+        let mut remade = Vec::new();
+        for &which in damaged {
+            let table = match which {
+                Layered::Head => tables.blocks.clone(),
+                Layered::Overlay => tables.overlay.clone(),
+                Layered::Retired => tables.retired.clone(),
+                Layered::Repos => tables.repos.clone(),
             };
             let name = table.name().to_owned();
-            tracing::error!("the {name} table is damaged ({e}): making it again");
-            // Pointers first (unless the repositories table is the damaged one): a crash past
-            // this point leaves repositories to index, not an empty index marked current.
-            if which != Layered::Repos {
-                clear_pointers(&self.repos_table()).await?;
-            }
             drop(table);
             set_aside(&self.dir, &name);
+            remade.push(which);
             let schema = match which {
                 Layered::Repos => repos_schema(),
                 _ => blocks_schema(self.dims),
@@ -563,24 +614,22 @@ impl Store {
                 }
                 Err(_) => self.db.create_empty_table(&name, schema).execute().await,
             };
-            let fresh = match fresh {
-                Ok(fresh) => fresh,
-                Err(e) => {
-                    // What was made again so far must still be rebuilt: report it.
-                    tracing::error!("cannot make the {name} table again: {e}");
-                    break;
+            match fresh {
+                Ok(fresh) => {
+                    tracing::warn!("made the {name} table again");
+                    let mut tables = self.tables.write().unwrap_or_else(|p| p.into_inner());
+                    match which {
+                        Layered::Head => tables.blocks = fresh,
+                        Layered::Overlay => tables.overlay = fresh,
+                        Layered::Retired => tables.retired = fresh,
+                        Layered::Repos => tables.repos = fresh,
+                    }
                 }
-            };
-            let mut tables = self.tables.write().unwrap_or_else(|p| p.into_inner());
-            match which {
-                Layered::Head => tables.blocks = fresh,
-                Layered::Overlay => tables.overlay = fresh,
-                Layered::Retired => tables.retired = fresh,
-                Layered::Repos => tables.repos = fresh,
+                // The next open makes it (and, for HEAD's, clears the pointers again).
+                Err(e) => tracing::error!("cannot make the {name} table again: {e}"),
             }
-            remade.push(which);
         }
-        Ok(remade)
+        remade
     }
 
     pub fn model_id(&self) -> &str {

@@ -98,7 +98,13 @@ impl Hgd {
 
     /// A command for one of the binaries with this installation's environment.
     pub fn command(&self, binary: &str) -> Command {
-        let mut cmd = Command::new(bin(binary));
+        self.command_at(&bin(binary))
+    }
+
+    /// A command for the program at `program` (a copy of a binary) with this installation's
+    /// environment.
+    pub fn command_at(&self, program: &Path) -> Command {
+        let mut cmd = Command::new(program);
         cmd.env("HGD_HOME", self.home())
             .env("HGD_MODEL_DIR", &self.model)
             .env("HGD_ORT_DYLIB", &self.runtime)

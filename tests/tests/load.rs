@@ -56,17 +56,18 @@ fn concurrent_searches_all_succeed_during_a_large_index_and_hook_bursts() {
         .success());
 
     // The large job must really run beside the searches.
-    let state = hgd.status(&large.path())["repos"]
-        .as_array()
-        .unwrap()
-        .iter()
-        .find(|r| r["root"].as_str() == large.path().to_str())
-        .map(|r| r["state"].clone())
-        .unwrap_or_default();
-    assert!(
-        state == "indexing" || state == "queued",
-        "the large index is not running: {state}"
-    );
+    let running = |hgd: &Hgd| {
+        hgd.status(&large.path())["repos"]
+            .as_array()
+            .unwrap()
+            .iter()
+            .any(|r| r["root"].as_str() == large.path().to_str() && r["state"] == "indexing")
+    };
+    let deadline = Instant::now() + Duration::from_secs(30);
+    while !running(&hgd) {
+        assert!(Instant::now() < deadline, "the large index did not start");
+        std::thread::sleep(Duration::from_millis(20));
+    }
     let failures = Arc::new(Mutex::new(Vec::new()));
     let times = Arc::new(Mutex::new(Vec::new()));
     let stop_notifying = Arc::new(std::sync::atomic::AtomicBool::new(false));
@@ -123,9 +124,13 @@ fn concurrent_searches_all_succeed_during_a_large_index_and_hook_bursts() {
             })
         })
         .collect();
-    for worker in workers {
-        worker.join().unwrap();
-    }
+    // Still running when the searches were done: they ran beside it.
+    let ran_beside = {
+        for worker in workers {
+            worker.join().unwrap();
+        }
+        running(&hgd)
+    };
     stop_notifying.store(true, std::sync::atomic::Ordering::Relaxed);
     let bursts = notifier.join().unwrap();
     let failures = failures.lock().unwrap();
@@ -144,6 +149,10 @@ fn concurrent_searches_all_succeed_during_a_large_index_and_hook_bursts() {
         at(0.50),
         at(0.99),
         times.last().unwrap()
+    );
+    assert!(
+        ran_beside || clients * searches > 200,
+        "the large index ended before the searches: make it larger"
     );
     // The large index went on meanwhile and still completes.
     hgd.index(&large.path());

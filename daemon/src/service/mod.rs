@@ -77,6 +77,9 @@ struct RepoEntry {
     gave_way: bool,
     /// `hgd forget` is deleting it: no job starts and no search reads or writes it.
     forgetting: bool,
+    /// Bumped when the pointer is cleared under a running job (damaged tables made again): a job
+    /// that started at another generation does not advance the pointer.
+    generation: u64,
 }
 
 /// A failed job: what went wrong, at which HEAD, and when (searches retry it after a while or
@@ -103,6 +106,7 @@ impl RepoEntry {
             changed: watch::channel(0).0,
             gave_way: false,
             forgetting: false,
+            generation: 0,
         }
     }
 }
@@ -276,29 +280,32 @@ impl Service {
         }
         let service = self.clone();
         tokio::spawn(async move {
-            match service.store.repair().await {
-                Ok(remade) if remade.is_empty() => {
-                    tracing::info!("checked the store after a failed read: every table reads whole")
-                }
-                Ok(remade) => service.rebuild_after_repair(&remade).await,
-                Err(e) => tracing::warn!("could not check the store: {e}"),
+            let damaged = service.store.damaged().await;
+            if damaged.is_empty() {
+                tracing::info!("checked the store after a failed read: every table reads whole");
+            } else {
+                service.rebuild_after_repair(&damaged).await;
             }
             service.repairing.store(false, Ordering::Release);
         });
     }
 
-    /// After [`Store::repair`] made tables again: what they held is indexed again from git.
-    async fn rebuild_after_repair(self: &Arc<Self>, remade: &[crate::store::Layered]) {
+    /// Makes the `damaged` tables again and indexes again from git what they held. When HEAD's
+    /// blocks are lost, every repository's pointer is cleared in memory first, and its
+    /// generation bumped, so that a job running meanwhile cannot advance it over the loss.
+    async fn rebuild_after_repair(self: &Arc<Self>, damaged: &[crate::store::Layered]) {
         use crate::store::Layered;
         let roots: Vec<String> = self.lock_repos().keys().cloned().collect();
+        if damaged.contains(&Layered::Head) || damaged.contains(&Layered::Repos) {
+            for entry in self.lock_repos().values_mut() {
+                entry.record.indexed_commit = None;
+                entry.full_scan = true;
+                entry.generation += 1;
+            }
+        }
+        let remade = self.store.remake(damaged).await;
         let head_lost = remade.contains(&Layered::Head);
         for root in &roots {
-            if head_lost {
-                if let Some(entry) = self.lock_repos().get_mut(root) {
-                    entry.record.indexed_commit = None;
-                    entry.full_scan = true;
-                }
-            }
             // The search indexes were built from the lost rows (or point at them).
             self.indexes.invalidate(root);
             if head_lost || remade.contains(&Layered::Repos) {

@@ -103,7 +103,7 @@ impl Service {
             // the config file's `exclude`) change which files belong at any commit: compare all.
             let rules = git::exclusion_rules(Path::new(&root));
             let rules_changed = rules != self.recorded_rules(&root);
-            let (record, full, ticket, progress) = {
+            let (record, full, ticket, progress, generation) = {
                 let mut repos = self.lock_repos();
                 // Untracked, or being forgotten: no job (its rows are going).
                 let Some(entry) = repos.get_mut(&root).filter(|e| !e.forgetting) else {
@@ -112,7 +112,13 @@ impl Service {
                 let progress = Arc::new(JobProgress::default());
                 entry.running = Some(progress.clone());
                 let full = std::mem::take(&mut entry.full_scan) || rules_changed;
-                (entry.record.clone(), full, entry.requested, progress)
+                (
+                    entry.record.clone(),
+                    full,
+                    entry.requested,
+                    progress,
+                    entry.generation,
+                )
             };
             if rules_changed {
                 // Durable before the job writes: stopped half way, the next start must still
@@ -150,7 +156,7 @@ impl Service {
             }
             if let Ok(report) = &result {
                 // Every block of the job is durable: now the pointer may advance.
-                self.advance_pointer(&root, &record, &report.commit);
+                self.advance_pointer(&root, &record, generation, &report.commit);
                 match self.persist(&root).await {
                     Ok(()) => self.record_rules(&root, Some(rules)),
                     Err(e) => result = Err(e.into()),
@@ -263,12 +269,20 @@ impl Service {
     /// A job over `job`'s scopes reached `commit`: the in-memory pointer moves there, unless a
     /// scope was added while the job ran (the job did not cover it, so the pointer stays cleared
     /// and the next job, even after a restart, compares all of HEAD with the store).
-    fn advance_pointer(&self, root: &str, job: &RepoRecord, commit: &Option<String>) {
+    fn advance_pointer(
+        &self,
+        root: &str,
+        job: &RepoRecord,
+        generation: u64,
+        commit: &Option<String>,
+    ) {
         if let Some(entry) = self.lock_repos().get_mut(root) {
             // Only from where the job started: a pointer cleared meanwhile (a scope widened, a
-            // damaged table made again) needs the full comparison that clearing asked for.
+            // damaged table made again, even one the job started without a pointer) needs the
+            // full comparison that clearing asked for.
             if entry.record.scopes == job.scopes
                 && entry.record.indexed_commit == job.indexed_commit
+                && entry.generation == generation
             {
                 entry.record.indexed_commit = commit.clone();
             }
