@@ -247,6 +247,12 @@ impl Hgd {
         child
     }
 
+    /// Stops a daemon started with [`Hgd::start_daemon`] (`hgd stop`) and waits for it to exit.
+    pub fn stop(&self, daemon: &mut std::process::Child) {
+        let _ = self.command("hgd").arg("stop").output();
+        daemon.wait().expect("wait for the daemon");
+    }
+
     pub fn wait_for_socket(&self) {
         let deadline = Instant::now() + Duration::from_secs(60);
         while Instant::now() < deadline {

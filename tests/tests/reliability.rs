@@ -200,8 +200,7 @@ fn deeply_nested_code_does_not_crash_the_daemon() {
         hgd.status(&repo.path())["pid"].as_u64(),
         Some(u64::from(daemon.id()))
     );
-    let _ = hgd.hgd(&repo.path(), &["stop"]);
-    daemon.wait().unwrap();
+    hgd.stop(&mut daemon);
 }
 
 /// Clients that connect and say nothing can not lock others out: with more idle connections than
@@ -224,8 +223,7 @@ fn idle_connections_do_not_lock_out_other_clients() {
         .expect("hgd status hung behind idle connections");
     assert!(out.status.success(), "{}", stderr(&out));
     drop(idle);
-    let _ = hgd.hgd(&repo.path(), &["stop"]);
-    daemon.wait().unwrap();
+    hgd.stop(&mut daemon);
 }
 
 /// A suspended daemon (laptop sleep, SIGSTOP) makes clients fail with a clear message after the
@@ -249,8 +247,7 @@ fn a_suspended_daemon_times_out_clearly_and_answers_once_resumed() {
     assert!(stderr(&out).contains("did not answer"), "{}", stderr(&out));
     let found = files(&hgd.search_json(&repo.path(), "sha256 digest of a file", 1));
     assert_eq!(found, ["a/checksum.py"]);
-    let _ = hgd.hgd(&repo.path(), &["stop"]);
-    daemon.wait().unwrap();
+    hgd.stop(&mut daemon);
 }
 
 /// A test that needs root or mounts cannot run here: skip it, unless the suite was told these
@@ -295,8 +292,7 @@ fn a_deleted_socket_is_bound_again_by_the_running_daemon() {
         "another daemon took over"
     );
     assert!(hgd.log().contains("listening on it again"), "{}", hgd.log());
-    let _ = hgd.hgd(&repo.path(), &["stop"]);
-    daemon.wait().unwrap();
+    hgd.stop(&mut daemon);
 }
 
 /// A daemon whose home is deleted while it runs stops by itself, and on stopping leaves alone
@@ -603,8 +599,7 @@ fn a_panicking_job_fails_alone_and_the_daemon_goes_on() {
     let found = files(&hgd.search_json(&healthy.path(), "shortest route between two stops", 1));
     assert_eq!(found, ["route.py"], "the worker stopped after the panic");
     assert_eq!(daemon.try_wait().unwrap(), None, "the daemon stopped");
-    let _ = hgd.hgd(&healthy.path(), &["stop"]);
-    daemon.wait().unwrap();
+    hgd.stop(&mut daemon);
 }
 
 /// A tmpfs mounted on a test's home (root only), unmounted when dropped.
@@ -722,8 +717,7 @@ fn a_full_disk_fails_the_job_clearly_and_indexing_resumes_when_space_returns() {
     assert!(found.contains(&"c/ledger_7.py".to_owned()), "{found:?}");
     hgd.assert_consistent(&repo.path());
     assert_eq!(daemon.try_wait().unwrap(), None, "the daemon stopped");
-    let _ = hgd.hgd(&repo.path(), &["stop"]);
-    daemon.wait().unwrap();
+    hgd.stop(&mut daemon);
 }
 
 /// A home whose store turns read-only under a running daemon (a read-only bind mount over its
@@ -781,8 +775,7 @@ fn a_read_only_home_fails_the_job_clearly_and_indexing_resumes_when_writable() {
     let found = files(&hgd.search_json(&repo.path(), "voucher number 3", 3));
     assert!(found.contains(&"c/voucher_3.py".to_owned()), "{found:?}");
     assert_eq!(daemon.try_wait().unwrap(), None, "the daemon stopped");
-    let _ = hgd.hgd(&repo.path(), &["stop"]);
-    daemon.wait().unwrap();
+    hgd.stop(&mut daemon);
 }
 
 /// The folder of one of the store's tables in a test's home.
@@ -842,8 +835,7 @@ fn truncated_data_files_are_rebuilt_from_git_while_the_daemon_runs() {
     assert_eq!(found, ["a/checksum.py"]);
     assert!(hgd.log().contains("is damaged"), "{}", hgd.log());
     assert_eq!(daemon.try_wait().unwrap(), None, "the daemon stopped");
-    let _ = hgd.hgd(&repo.path(), &["stop"]);
-    daemon.wait().unwrap();
+    hgd.stop(&mut daemon);
 }
 
 /// Manifests of garbage (the blocks table's, then the repositories table's) found when the
@@ -1083,6 +1075,5 @@ fn a_daemon_suspended_during_a_job_finishes_it_consistently_once_resumed() {
     hgd.assert_consistent(&repo.path());
     let found = files(&hgd.search_json(&repo.path(), "how many stripes the zebra has", 1));
     assert_eq!(found, ["b/zebra.py"]);
-    let _ = hgd.hgd(&repo.path(), &["stop"]);
-    daemon.wait().unwrap();
+    hgd.stop(&mut daemon);
 }
