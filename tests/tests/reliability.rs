@@ -1077,3 +1077,31 @@ fn a_daemon_suspended_during_a_job_finishes_it_consistently_once_resumed() {
     assert_eq!(found, ["b/zebra.py"]);
     hgd.stop(&mut daemon);
 }
+
+/// A log moved away by someone else (a user, logrotate) does not end rotation: the daemon makes a
+/// new `daemon.log` at the path once the old file passes the limit, and keeps it bounded.
+#[test]
+fn a_log_moved_away_is_followed_by_a_new_one() {
+    let hgd = Hgd::new()
+        .with_env("HGD_LOG_MAX_KIB", "4")
+        .with_env("HGD_LOG", "hgd_daemon=debug");
+    let repo = two_folder_repo(0);
+    hgd.index(&repo.path());
+    let logs = hgd.home().join("logs");
+    std::fs::rename(logs.join("daemon.log"), logs.join("moved.log")).unwrap();
+    for i in 0..40 {
+        hgd.search_json(&repo.path(), &format!("sha256 digest {i}"), 1);
+    }
+    let current = std::fs::metadata(logs.join("daemon.log"))
+        .expect("no new daemon.log after the old one was moved away")
+        .len();
+    assert!(
+        current > 0 && current <= 4096 + 1024,
+        "daemon.log is {current} bytes"
+    );
+    let moved = std::fs::metadata(logs.join("moved.log")).unwrap().len();
+    assert!(
+        moved <= 4096 + 2048,
+        "the moved log kept growing: {moved} bytes"
+    );
+}
