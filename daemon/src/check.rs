@@ -7,14 +7,13 @@
 //! what `hgd check` avoids). The digest lets two stores be compared: equal digests, equal blocks.
 
 use std::collections::{BTreeMap, HashMap};
-use std::path::Path;
 
 use hgd_protocol::Consistency;
 use sha2::{Digest, Sha256};
 
 use crate::chunk::{self, Limits};
 use crate::git::{GitError, Repo};
-use crate::store::{BlockRow, Layer, Store, StoreError};
+use crate::store::{BlockRow, StoreError};
 
 #[derive(Debug, thiserror::Error)]
 pub enum CheckError {
@@ -107,16 +106,6 @@ pub fn compare(
     report.missing.sort();
     report.digest = format!("{:x}", digest.finalize());
     Ok(report)
-}
-
-/// The rows of `root` a check compares (HEAD's layer, with vectors).
-pub async fn stored_rows(store: &Store, root: &str) -> Result<Vec<BlockRow>, StoreError> {
-    store.repo_rows(Layer::Head, root, true).await
-}
-
-/// Opens the repository at `root` for [`compare`].
-pub fn open(root: &Path) -> Result<Repo, GitError> {
-    Repo::open(root)
 }
 
 fn cut_of_row(row: &BlockRow) -> Cut {

@@ -236,6 +236,8 @@ pub struct HeadSnapshot {
 pub struct Repo {
     inner: gix::Repository,
     root: PathBuf,
+    /// The work tree's root with symlinks resolved: work-tree files are read only under it.
+    canonical_root: PathBuf,
 }
 
 fn gix_err(root: &Path) -> impl Fn(gix::Error) -> GitError + '_ {
@@ -312,6 +314,7 @@ impl Repo {
         inner.object_cache_size_if_unset(4 << 20);
         Ok(Repo {
             inner,
+            canonical_root: root.canonicalize().unwrap_or_else(|_| root.to_path_buf()),
             root: root.to_path_buf(),
         })
     }
@@ -537,9 +540,7 @@ impl Repo {
         }
         // A folder on the way may be a symlink (a tracked folder replaced by a link elsewhere):
         // never read through it, so nothing outside the work tree is indexed.
-        let resolved = full.canonicalize().ok()?;
-        let root = self.root.canonicalize().ok()?;
-        if resolved != root.join(path) {
+        if full.canonicalize().ok()? != self.canonical_root.join(path) {
             return None;
         }
         let data = std::fs::read(&full).ok()?;

@@ -142,8 +142,10 @@ pub enum Layer {
 pub struct Store {
     db: lancedb::Connection,
     dir: std::path::PathBuf,
-    /// Tables found damaged and made again empty when the store was opened.
-    remade_at_open: Vec<String>,
+    /// The repositories table was damaged at open and made again empty: the caller tracks
+    /// again what it held. (Blocks tables made again need nothing more: their pointers are
+    /// cleared in the store before.)
+    repositories_lost: bool,
     /// Swapped whole when a damaged table is made again (see [`Store::remake`]).
     tables: std::sync::RwLock<Tables>,
     dims: usize,
@@ -422,10 +424,6 @@ impl Store {
         // marked current.
         let (repos, repos_remade) =
             open_or_remake(&db, dir, &names, "repos".to_owned(), repos_schema(), None).await?;
-        let mut remade = Vec::new();
-        if repos_remade {
-            remade.push("repos".to_owned());
-        }
         let has_blocks = names.iter().any(|n| n.contains("blocks_"));
         // A store without the file but with blocks was cut before versions were recorded.
         let recorded = match StoreFormat::read(dir)? {
@@ -439,7 +437,8 @@ impl Store {
         }
         let blocks = table_name(model_id);
         let (retired, overlay) = (format!("retired_{blocks}"), format!("overlay_{blocks}"));
-        if recorded != crate::chunk::CHUNKER_VERSION {
+        let recut = recorded != crate::chunk::CHUNKER_VERSION;
+        if recut {
             tracing::warn!(
                 "the stored blocks were cut by chunker version {recorded}, this hgd cuts with version {}: cutting them again from git",
                 crate::chunk::CHUNKER_VERSION
@@ -448,14 +447,11 @@ impl Store {
             clear_pointers(&repos, None).await?;
             for name in names.iter().filter(|n| n.contains("blocks_")) {
                 remove_table_dir(dir, name)?;
-                if name == &blocks {
-                    remade.push(name.clone());
-                }
             }
             StoreFormat::current().write(dir)?;
         }
         let names: Vec<String> = db.table_names().execute().await?;
-        if !names.contains(&blocks) && !remade.contains(&blocks) {
+        if !names.contains(&blocks) && !recut {
             // No blocks table (deleted by hand, or not made again after a repair): pointers that
             // say indexed would point at nothing.
             clear_pointers(&repos, Some(model_id)).await?;
@@ -465,18 +461,8 @@ impl Store {
             // Only HEAD's blocks are what the pointers vouch for; the overlay is rebuilt by the
             // next search and the retired blocks are a cache.
             let repos_to_clear = clears.then_some((&repos, Some(model_id)));
-            let (table, was_remade) = open_or_remake(
-                &db,
-                dir,
-                &names,
-                name.clone(),
-                blocks_schema(dims),
-                repos_to_clear,
-            )
-            .await?;
-            if was_remade && clears {
-                remade.push(name);
-            }
+            let (table, _) =
+                open_or_remake(&db, dir, &names, name, blocks_schema(dims), repos_to_clear).await?;
             tables.push(table);
         }
         let [blocks, retired, overlay]: [Table; 3] = tables
@@ -485,7 +471,7 @@ impl Store {
         let store = Store {
             db: db.clone(),
             dir: dir.to_path_buf(),
-            remade_at_open: remade,
+            repositories_lost: repos_remade,
             tables: std::sync::RwLock::new(Tables {
                 blocks,
                 overlay,
@@ -541,10 +527,9 @@ impl Store {
         Ok(())
     }
 
-    /// Whether opening found damaged tables and made them again empty: the blocks table (or
-    /// the repositories table) then needs every repository indexed again from git.
-    pub fn remade_at_open(&self) -> &[String] {
-        &self.remade_at_open
+    /// Whether opening found the repositories table damaged and made it again empty.
+    pub fn repositories_lost(&self) -> bool {
+        self.repositories_lost
     }
 
     /// The tables that cannot be read whole (a truncated or corrupted data file), each read

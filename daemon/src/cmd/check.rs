@@ -5,9 +5,9 @@ use std::sync::Arc;
 
 use hgd_protocol::{ErrorCode, Response};
 
-use super::{error_reply, wait_with_progress};
+use super::{error_reply, wait_for_job};
 use crate::server::Replies;
-use crate::service::{Freshness, Service};
+use crate::service::Service;
 
 pub async fn run(service: &Arc<Service>, path: &str, replies: &mut Replies<'_>) -> bool {
     let crate::service::Ensured {
@@ -17,17 +17,11 @@ pub async fn run(service: &Arc<Service>, path: &str, replies: &mut Replies<'_>) 
         Err(e) => return replies.send(&error_reply(&e)).await,
     };
     let root = located.root.to_string_lossy().into_owned();
-    if let Freshness::Wait(ticket) = freshness {
-        let waited = match service.waiter(&root, ticket) {
-            Ok(waiter) => wait_with_progress(service, waiter, replies).await,
-            Err(e) => Err(e),
-        };
-        match waited {
-            Ok(true) => {}
-            Ok(false) => return false,
-            // A failed job is what a check reports, not a reason to skip it.
-            Err(e) => tracing::warn!("checking {root} after a failed job: {e}"),
-        }
+    match wait_for_job(service, &root, freshness, replies).await {
+        Ok(true) => {}
+        Ok(false) => return false,
+        // A failed job is what a check reports, not a reason to skip it.
+        Err(e) => tracing::warn!("checking {root} after a failed job: {e}"),
     }
     let Some(record) = service.record_of(&root) else {
         return replies
@@ -37,7 +31,12 @@ pub async fn run(service: &Arc<Service>, path: &str, replies: &mut Replies<'_>) 
             ))
             .await;
     };
-    let rows = match crate::check::stored_rows(&service.store, &root).await {
+    // HEAD's layer, with vectors (their shape is checked).
+    let rows = match service
+        .store
+        .repo_rows(crate::store::Layer::Head, &root, true)
+        .await
+    {
         Ok(rows) => rows,
         Err(e) => {
             return replies
@@ -47,7 +46,7 @@ pub async fn run(service: &Arc<Service>, path: &str, replies: &mut Replies<'_>) 
     };
     let (dims, limits) = (service.store.dims(), service.indexer.limits.clone());
     let compared = tokio::task::spawn_blocking(move || {
-        let repo = crate::check::open(Path::new(&record.root))?;
+        let repo = crate::git::Repo::open(Path::new(&record.root))?;
         crate::check::compare(
             &repo,
             &record.root,

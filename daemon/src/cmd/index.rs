@@ -5,9 +5,9 @@ use std::sync::Arc;
 
 use hgd_protocol::Response;
 
-use super::{error_reply, wait_with_progress};
+use super::{error_reply, wait_for_job};
 use crate::server::Replies;
-use crate::service::{Freshness, Service};
+use crate::service::Service;
 
 pub async fn run(
     service: &Arc<Service>,
@@ -24,16 +24,10 @@ pub async fn run(
     };
     let root = located.root.to_string_lossy().into_owned();
     if wait {
-        if let Freshness::Wait(ticket) = freshness {
-            let waited = match service.waiter(&root, ticket) {
-                Ok(waiter) => wait_with_progress(service, waiter, replies).await,
-                Err(e) => Err(e),
-            };
-            match waited {
-                Ok(true) => {}
-                Ok(false) => return false,
-                Err(e) => return replies.send(&error_reply(&e)).await,
-            }
+        match wait_for_job(service, &root, freshness, replies).await {
+            Ok(true) => {}
+            Ok(false) => return false,
+            Err(e) => return replies.send(&error_reply(&e)).await,
         }
     }
     let statuses = service.repo_statuses().await;

@@ -94,6 +94,23 @@ fn error_reply(e: &ServiceError) -> Response {
     Response::error(code, e.to_string())
 }
 
+/// Waits, with progress lines, for the job `freshness` asks to wait for, if any. `Ok(false)`: the
+/// client went away; `Err`: the job failed.
+async fn wait_for_job(
+    service: &Service,
+    root: &str,
+    freshness: crate::service::Freshness,
+    replies: &mut Replies<'_>,
+) -> Result<bool, ServiceError> {
+    match freshness {
+        crate::service::Freshness::Wait(ticket) => {
+            let waiter = service.waiter(root, ticket)?;
+            wait_with_progress(service, waiter, replies).await
+        }
+        _ => Ok(true),
+    }
+}
+
 /// Streams progress lines until the waited-for job is done. `Ok(false)`: the client went away.
 async fn wait_with_progress(
     service: &Service,

@@ -175,10 +175,9 @@ impl Service {
             .and_then(|bytes| serde_json::from_slice(&bytes).ok())
             .unwrap_or_default();
         let mut records = store.repos().await?;
-        // Tables found damaged at open were made again empty: rebuild their rows from git.
-        let remade = store.remade_at_open();
-        let records_lost = remade.iter().any(|name| name == "repos");
-        let blocks_lost = records_lost || remade.iter().any(|name| name.starts_with("blocks_"));
+        // Blocks tables made again at open left their pointers cleared in the store, so their
+        // repositories' jobs compare all of HEAD; a lost repositories table is rebuilt here.
+        let records_lost = store.repositories_lost();
         if records_lost {
             // The repositories indexed before are those with recorded exclusion rules; their
             // scopes are lost with the table, so each is tracked whole.
@@ -194,11 +193,6 @@ impl Service {
                 "the repositories table was damaged: tracking again, whole, the {} repositories indexed before",
                 records.len()
             );
-        }
-        if blocks_lost {
-            for record in &mut records {
-                record.indexed_commit = None;
-            }
         }
         let mut repos = HashMap::new();
         for record in records {
@@ -227,7 +221,7 @@ impl Service {
             repairing: std::sync::atomic::AtomicBool::new(false),
             shutdown,
         });
-        if blocks_lost {
+        if records_lost {
             let roots: Vec<String> = service.lock_repos().keys().cloned().collect();
             for root in roots {
                 if let Err(e) = service.persist(&root).await {
