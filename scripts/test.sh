@@ -22,6 +22,8 @@ fi
 rmdir "$probe"
 cargo build --workspace --bins
 "$HGD_BIN/hgd" setup
+# The S3 API server of the remote tests (PyPI's moto[server], pinned; made once under ~/.cache).
+scripts/s3-venv.sh >/dev/null
 cargo fmt --all -- --check
 cargo clippy --workspace --all-targets --quiet -- -D warnings
 # The fuzz targets (their own workspace, see RELIABILITY.md) must keep compiling.

@@ -5,6 +5,7 @@ mod connect;
 mod hooks;
 mod mcp;
 mod printer;
+mod remote;
 mod service;
 
 use std::io::{IsTerminal, Write};
@@ -89,11 +90,51 @@ Exit status: 0 results found, 1 no results, 2 error.")]
         mode: Mode,
     },
     /// Track PATH (default: the current directory) and wait until HEAD is indexed there.
+    #[command(
+        after_help = "With --publish and no daemon running, one process indexes, publishes and
+exits (for CI); with a daemon running, the daemon does both."
+    )]
     Index {
         path: Option<PathBuf>,
         /// Return as soon as the daemon has the request.
-        #[arg(long)]
+        #[arg(long, conflicts_with = "publish")]
         no_wait: bool,
+        /// Then publish HEAD's blocks to the remotes (as `hgd publish`).
+        #[arg(long)]
+        publish: bool,
+        /// Publish to this remote only.
+        #[arg(long, requires = "publish")]
+        remote: Option<String>,
+        /// With --publish: print what was published as JSON.
+        #[arg(short = 'j', long, requires = "publish")]
+        json: bool,
+    },
+    /// Add the blocks of HEAD's files (PATH's repository, indexed first) that the remotes lack,
+    /// so other hgd homes copy them instead of embedding.
+    #[command(after_help = "Examples:
+  hgd remote add team s3://my-bucket/hgd --region eu-west-1
+  hgd publish                    every remote that is not read-only
+  hgd publish --remote team")]
+    Publish {
+        path: Option<PathBuf>,
+        /// Only this remote (default: every one not read-only).
+        #[arg(long)]
+        remote: Option<String>,
+        #[arg(short = 'j', long)]
+        json: bool,
+    },
+    /// Shared indexes on object storage (S3 or S3-compatible): jobs copy the blocks of blobs a
+    /// remote has instead of embedding them. Credentials come from the AWS environment
+    /// variables and profile files; hgd stores none.
+    #[command(after_help = "Examples:
+  hgd remote add team s3://my-bucket/hgd --region eu-west-1
+  hgd remote add local s3://hgd/index --endpoint http://127.0.0.1:9000 --allow-http
+  hgd remote add ci s3://my-bucket/hgd --read-only
+  hgd remote list
+  hgd remote remove team")]
+    Remote {
+        #[command(subcommand)]
+        action: RemoteAction,
     },
     /// Bring PATH's repository (default: the current one) up to date, then compare its stored
     /// blocks with HEAD: missing, stale, orphaned or duplicated blocks and broken vectors.
@@ -195,6 +236,37 @@ enum ServiceAction {
 }
 
 #[derive(Subcommand)]
+enum RemoteAction {
+    /// Name a LanceDB location on object storage in the config file.
+    Add {
+        name: String,
+        /// s3://BUCKET/PREFIX
+        uri: String,
+        /// An S3-compatible server's URL (MinIO, R2, a local test server).
+        #[arg(long)]
+        endpoint: Option<String>,
+        #[arg(long)]
+        region: Option<String>,
+        /// Plain HTTP to the endpoint (a local server).
+        #[arg(long)]
+        allow_http: bool,
+        /// Only consume from it; never publish to it.
+        #[arg(long, conflicts_with = "publish")]
+        read_only: bool,
+        /// The daemon publishes the blocks each indexing job adds.
+        #[arg(long)]
+        publish: bool,
+    },
+    /// List the remotes of the config file.
+    List {
+        #[arg(short = 'j', long)]
+        json: bool,
+    },
+    /// Remove a remote from the config file (what it holds stays).
+    Remove { name: String },
+}
+
+#[derive(Subcommand)]
 enum HooksAction {
     /// Write post-commit, post-merge, post-checkout and post-rewrite hooks (existing hooks are kept
     /// and run after hgd's).
@@ -286,7 +358,49 @@ fn run(cli: Cli) -> Result<ExitCode> {
                 mode: mode.into(),
             },
         ),
-        Cmd::Index { path, no_wait } => index(&home, path, no_wait),
+        Cmd::Index {
+            path,
+            no_wait,
+            publish,
+            remote,
+            json,
+        } => {
+            if publish {
+                index_and_publish(&home, path, remote, json)
+            } else {
+                index(&home, path, no_wait)
+            }
+        }
+        Cmd::Publish { path, remote, json } => {
+            let dir = target_dir(path)?;
+            let mut conn = Connection::connect_or_start(&home)?;
+            publish_with(&mut conn, &dir, remote, json)
+        }
+        Cmd::Remote { action } => {
+            let lines = match action {
+                RemoteAction::Add {
+                    name,
+                    uri,
+                    endpoint,
+                    region,
+                    allow_http,
+                    read_only,
+                    publish,
+                } => remote::add(&hgd_protocol::config::Remote {
+                    name,
+                    uri: uri.trim_end_matches('/').to_owned(),
+                    endpoint,
+                    region,
+                    allow_http,
+                    read_only,
+                    publish,
+                })?,
+                RemoteAction::List { json } => remote::list(json)?,
+                RemoteAction::Remove { name } => remote::remove(&name)?,
+            };
+            print_lines(lines)?;
+            Ok(ExitCode::SUCCESS)
+        }
         Cmd::Status { json } => status(&home, json),
         Cmd::Check { path, json } => check(&home, path, json),
         Cmd::Hooks { action } => {
@@ -630,6 +744,74 @@ fn index(home: &Home, path: Option<PathBuf>, no_wait: bool) -> Result<ExitCode> 
     }
 }
 
+/// `hgd index --publish`: a running daemon indexes and publishes; with none, one process
+/// (`hgd-daemon index --publish`) does both and exits, leaving nothing running (for CI).
+fn index_and_publish(
+    home: &Home,
+    path: Option<PathBuf>,
+    remote: Option<String>,
+    json: bool,
+) -> Result<ExitCode> {
+    let dir = target_dir(path)?;
+    if let Some(mut conn) = Connection::try_connect(home) {
+        return publish_with(&mut conn, &dir, remote, json);
+    }
+    use std::os::unix::process::CommandExt;
+    let bin = connect::daemon_binary();
+    let mut command = std::process::Command::new(&bin);
+    command.arg("index").arg(&dir).arg("--publish");
+    if let Some(remote) = remote {
+        command.arg("--remote").arg(remote);
+    }
+    if json {
+        command.arg("--json");
+    }
+    let err = command.exec();
+    bail!("cannot run {}: {err}", bin.display())
+}
+
+/// Asks the daemon to bring `dir`'s repository up to date and publish it; prints what each
+/// remote got.
+fn publish_with(
+    conn: &mut Connection,
+    dir: &Path,
+    remote: Option<String>,
+    json: bool,
+) -> Result<ExitCode> {
+    let mut bar = ProgressDisplay::new();
+    let response = conn.request(
+        Request::Publish {
+            path: dir.to_string_lossy().into_owned(),
+            remote,
+        },
+        |p| bar.update(p),
+    );
+    bar.finish();
+    let publications = match response? {
+        Response::Published { publications } => publications,
+        Response::Error { code, message } => return Err(daemon_error(code, message)),
+        other => bail!("unexpected reply: {other:?}; the daemon may be another version of hgd: restart it with `hgd stop`"),
+    };
+    if json {
+        print_lines([serde_json::to_string_pretty(&publications)?])?;
+    } else {
+        print_lines(publications.iter().map(|p| {
+            format!(
+                "published {} at {} to {} ({}): {} blocks of {} blobs added, {} blobs already there, in {:.1}s",
+                p.repo,
+                p.commit.get(..10).unwrap_or(&p.commit),
+                p.remote,
+                p.uri,
+                p.blocks_added,
+                p.blobs_added,
+                p.blobs - p.blobs_added,
+                p.seconds
+            )
+        }))?;
+    }
+    Ok(ExitCode::SUCCESS)
+}
+
 /// The running daemon's status, `None` when no daemon runs.
 fn daemon_status(home: &Home) -> Result<Option<hgd_protocol::Status>> {
     let Some(mut conn) = Connection::try_connect(home) else {
@@ -693,6 +875,21 @@ fn status(home: &Home, json: bool) -> Result<ExitCode> {
         }
         if let Some(error) = &repo.error {
             lines.push(format!("  error: {error}"));
+        }
+    }
+    for remote in &status.remotes {
+        lines.push(format!(
+            "remote {} ({}{}): {}, {} blocks copied, {} refused, {} published",
+            remote.name,
+            remote.uri,
+            if remote.read_only { ", read-only" } else { "" },
+            remote.state,
+            remote.blocks_copied,
+            remote.blocks_refused,
+            remote.blocks_published
+        ));
+        if let Some(error) = &remote.error {
+            lines.push(format!("  error: {error} (jobs embed locally meanwhile)"));
         }
     }
     print_lines(lines)?;
@@ -884,6 +1081,28 @@ fn config(home: &Home) -> Result<ExitCode> {
         "max_file_kib = {}    # {}",
         config.max_file_kib.value, config.max_file_kib.source
     ));
+    for r in &config.remotes {
+        lines.push(format!(
+            "[remote.{}]    # config file (`hgd remote`)",
+            r.name
+        ));
+        lines.push(format!("uri = {:?}", r.uri));
+        if let Some(endpoint) = &r.endpoint {
+            lines.push(format!("endpoint = {endpoint:?}"));
+        }
+        if let Some(region) = &r.region {
+            lines.push(format!("region = {region:?}"));
+        }
+        for (key, on) in [
+            ("allow_http", r.allow_http),
+            ("read_only", r.read_only),
+            ("publish", r.publish),
+        ] {
+            if on {
+                lines.push(format!("{key} = true"));
+            }
+        }
+    }
     lines.push(format!(
         "# home: {} ({})",
         home.root().display(),

@@ -15,6 +15,7 @@ use tokio::sync::mpsc;
 use crate::chunk::{self, Block, Language, Limits};
 use crate::embed::{EmbedError, Embedder};
 use crate::git::{GitError, PathChanges, Repo, TrackedFile};
+use crate::remote::Remotes;
 use crate::store::{BlobKey, BlockRow, RepoRecord, Store, StoreError};
 
 #[derive(Debug, thiserror::Error)]
@@ -42,6 +43,8 @@ pub enum IndexError {
 #[derive(Debug, Default)]
 pub struct JobProgress {
     pub embedded: AtomicU64,
+    /// Blocks whose vectors were copied from a remote instead.
+    pub from_remotes: AtomicU64,
     /// Embedded rows this job has written to the store (durable even if it is cancelled).
     pub written: AtomicU64,
     pub to_embed: AtomicU64,
@@ -86,6 +89,9 @@ pub struct JobReport {
     pub files_reused: usize,
     pub files_embedded: usize,
     pub blocks_embedded: u64,
+    /// New blobs whose blocks a remote had (verified), copied instead of embedded.
+    pub files_from_remotes: usize,
+    pub blocks_from_remotes: u64,
     /// Rows written or deleted: embedded blocks plus blocks copied for re-used blobs plus removed
     /// files (what decides when the store needs optimising).
     pub rows_changed: u64,
@@ -146,6 +152,8 @@ pub struct Indexer {
     pub limits: Limits,
     /// Blocks embedded since the daemon started, across jobs.
     pub blocks_embedded: Arc<AtomicU64>,
+    /// Shared indexes asked for new blobs before they are embedded.
+    pub remotes: Arc<Remotes>,
 }
 
 /// A parsed file waiting for its vectors.
@@ -324,10 +332,15 @@ impl Indexer {
         };
         report.stages.plan = started.elapsed();
 
-        report.blocks_embedded = self
+        let fresh = self
             .embed_fresh(&root, fresh, &progress, &cancel, &mut report.stages)
             .await?;
-        report.rows_changed += report.blocks_embedded + report.files_removed as u64;
+        report.blocks_embedded = fresh.blocks_embedded;
+        report.files_from_remotes = fresh.files_from_remotes;
+        report.blocks_from_remotes = fresh.blocks_from_remotes;
+        report.files_embedded -= fresh.files_from_remotes;
+        report.rows_changed +=
+            report.blocks_embedded + report.blocks_from_remotes + report.files_removed as u64;
 
         // Renames, copies and blobs shared with other repositories: copy rows, embed nothing.
         let copying = std::time::Instant::now();
@@ -403,7 +416,8 @@ impl Indexer {
         })
     }
 
-    /// Parses, embeds and writes blobs that have no blocks yet. Returns the blocks embedded.
+    /// Parses, embeds and writes blobs that have no blocks yet, copying the vectors of those a
+    /// remote has instead of embedding them.
     async fn embed_fresh(
         &self,
         root: &str,
@@ -411,9 +425,27 @@ impl Indexer {
         progress: &Arc<JobProgress>,
         cancel: &Arc<AtomicBool>,
         stages: &mut StageTimes,
-    ) -> Result<u64, IndexError> {
-        let (parsed_tx, mut parsed_rx) = mpsc::channel::<Parsed>(PARSED_AHEAD);
+    ) -> Result<FreshReport, IndexError> {
+        let (parsed_tx, from_parser) = mpsc::channel::<Parsed>(PARSED_AHEAD);
         let (rows_tx, mut rows_rx) = mpsc::channel::<Vec<BlockRow>>(4);
+        // With remotes, parsed files pass through them on the way to the embedder.
+        let (mut parsed_rx, from_remotes) = if self.remotes.current().is_empty() {
+            (from_parser, None)
+        } else {
+            // Small: files wait for lookups in the parser's channel, so lookups keep pace with
+            // the embedder instead of all happening at the start.
+            let (to_embed_tx, to_embed_rx) = mpsc::channel::<Parsed>(EMBED_BLOCKS);
+            let stage = tokio::spawn(copy_from_remotes(
+                self.remotes.clone(),
+                root.to_owned(),
+                from_parser,
+                to_embed_tx,
+                rows_tx.clone(),
+                progress.clone(),
+                cancel.clone(),
+            ));
+            (to_embed_rx, Some(stage))
+        };
 
         // Parsing and embedding run on threads of their own at background priority, so a search
         // (normal priority) gets the CPU first while a long job runs.
@@ -528,10 +560,143 @@ impl Indexer {
         let embedded = embedder_task
             .await
             .ok_or(IndexError::StagePanicked("embed"))?;
+        let copied = match from_remotes {
+            Some(stage) => stage.await??,
+            None => (0, 0),
+        };
         write_result?;
         stages.parse = parsed?;
         let (embedded, busy) = embedded?;
         stages.embed = busy;
-        Ok(embedded)
+        Ok(FreshReport {
+            blocks_embedded: embedded,
+            files_from_remotes: copied.0,
+            blocks_from_remotes: copied.1,
+        })
     }
+}
+
+/// What [`Indexer::embed_fresh`] did.
+struct FreshReport {
+    blocks_embedded: u64,
+    files_from_remotes: usize,
+    blocks_from_remotes: u64,
+}
+
+/// Files gathered per lookup at most, and how long the stage waits for the parser to fill a
+/// group (parsing is much faster than embedding, so groups are usually full).
+const GATHER_WAIT: std::time::Duration = std::time::Duration::from_millis(20);
+
+/// The remote stage of a job: asks the remotes for parsed files a group at a time; files a
+/// remote has (every block verified) go straight to the writer with the remote's vectors, the
+/// others on to the embedder. Returns the files and blocks copied.
+async fn copy_from_remotes(
+    remotes: Arc<Remotes>,
+    root: String,
+    mut parsed_rx: mpsc::Receiver<Parsed>,
+    to_embed: mpsc::Sender<Parsed>,
+    rows_tx: mpsc::Sender<Vec<BlockRow>>,
+    progress: Arc<JobProgress>,
+    cancel: Arc<AtomicBool>,
+) -> Result<(usize, u64), IndexError> {
+    let (mut files, mut blocks) = (0usize, 0u64);
+    let lookup_blobs = crate::remote::lookup_blobs();
+    let mut open = true;
+    while open {
+        let Some(first) = parsed_rx.recv().await else {
+            break;
+        };
+        let mut group = vec![first];
+        let deadline = tokio::time::Instant::now() + GATHER_WAIT;
+        while group.len() < lookup_blobs {
+            match tokio::time::timeout_at(deadline, parsed_rx.recv()).await {
+                Ok(Some(parsed)) => group.push(parsed),
+                Ok(None) => {
+                    open = false;
+                    break;
+                }
+                Err(_) => break,
+            }
+        }
+        if cancel.load(Ordering::Relaxed) {
+            return Err(IndexError::Cancelled);
+        }
+        let keys: Vec<BlobKey> = group
+            .iter()
+            .filter(|p| !p.blocks.is_empty())
+            .map(|p| BlobKey::at(&p.path, &p.oid))
+            .collect();
+        let (offered, model) = remotes.offered(&keys).await;
+        for parsed in group {
+            let found = offered.get(&BlobKey::at(&parsed.path, &parsed.oid));
+            let vectors = match (found, &model) {
+                (Some((remote, offer)), Some(model)) => {
+                    let vectors = crate::remote::verified_vectors(
+                        &parsed.blocks,
+                        offer,
+                        &model.fingerprint,
+                        model.dims,
+                    );
+                    if vectors.is_some() {
+                        remote.count_copied(parsed.blocks.len() as u64);
+                    } else {
+                        tracing::warn!(
+                            "remote {}: its blocks of {} ({}) do not match the blob; embedding it here",
+                            remote.spec.name,
+                            parsed.path,
+                            parsed.oid
+                        );
+                        remote.count_refused(parsed.blocks.len() as u64);
+                    }
+                    vectors
+                }
+                _ => None,
+            };
+            match vectors {
+                Some(vectors) => {
+                    let rows = rows_with_vectors(&root, parsed, vectors);
+                    let n = rows.len() as u64;
+                    files += 1;
+                    blocks += n;
+                    progress.from_remotes.fetch_add(n, Ordering::Relaxed);
+                    if rows_tx.send(rows).await.is_err() {
+                        return Ok((files, blocks)); // the writer stopped; its error is reported
+                    }
+                }
+                None => {
+                    if to_embed.send(parsed).await.is_err() {
+                        return Ok((files, blocks)); // the embedder stopped; its error is reported
+                    }
+                }
+            }
+        }
+    }
+    Ok((files, blocks))
+}
+
+/// The rows of a parsed file with vectors made elsewhere (one per block, in block order).
+fn rows_with_vectors(root: &str, parsed: Parsed, vectors: Vec<Vec<f32>>) -> Vec<BlockRow> {
+    let Parsed {
+        path,
+        oid,
+        language,
+        blocks,
+    } = parsed;
+    blocks
+        .into_iter()
+        .zip(vectors)
+        .map(|(block, vector)| BlockRow {
+            repo: root.to_owned(),
+            text: embed_text(&path, &block),
+            path: path.clone(),
+            oid: oid.clone(),
+            language: language.name().to_owned(),
+            kind: block.kind,
+            name: block.name,
+            start_line: block.start_line,
+            end_line: block.end_line,
+            content: block.content,
+            vector,
+        })
+        .collect()
 }

@@ -17,6 +17,7 @@ pub mod model;
 pub mod onnx_rewrite;
 pub mod priority;
 pub mod rank;
+pub mod remote;
 pub mod search;
 pub mod server;
 pub mod service;

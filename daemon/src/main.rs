@@ -30,6 +30,20 @@ enum Command {
     Daemon,
     /// Install the ONNX Runtime library and the default model into hgd's home (idempotent).
     Setup,
+    /// Index PATH's repository in this process, with no daemon (one must not be running on this
+    /// home), optionally publish it to the remotes, and exit: for CI.
+    Index {
+        path: std::path::PathBuf,
+        /// Then add the blocks of HEAD's files that the remotes lack.
+        #[arg(long)]
+        publish: bool,
+        /// Publish to this remote only (default: every one not read-only).
+        #[arg(long, requires = "publish")]
+        remote: Option<String>,
+        /// Print the result as JSON.
+        #[arg(long)]
+        json: bool,
+    },
     /// Embed texts given as a JSON array of strings on stdin; print a JSON array of vectors.
     Embed {
         /// Embed as search queries (query prefix, query session) instead of documents.
@@ -88,6 +102,9 @@ enum Command {
         #[arg(long)]
         embed_as: Option<String>,
     },
+    /// Count the rows of this model on a remote and their distinct block keys (equal unless
+    /// rows were duplicated), as JSON: for tests and inspection.
+    RemoteRows { name: String },
     /// Split files into blocks as the indexer would; print them as JSON.
     Chunk {
         files: Vec<std::path::PathBuf>,
@@ -117,6 +134,12 @@ fn run(cli: Cli) -> Result<()> {
     let home = Home::from_env()?;
     match cli.command {
         Command::Daemon => run_daemon(home),
+        Command::Index {
+            path,
+            publish,
+            remote,
+            json,
+        } => index_once(home, &path, publish.then_some(remote), json),
         Command::Setup => {
             let report = hgd_daemon::setup::run(&home)?;
             for line in report.lines {
@@ -184,6 +207,22 @@ fn run(cli: Cli) -> Result<()> {
             let texts = hgd_daemon::indexer::head_texts(&dir, &limits)?;
             println!("{}", serde_json::to_string(&texts)?);
             Ok(())
+        }
+        Command::RemoteRows { name } => {
+            let model_dir = home.model_dir();
+            let config = hgd_daemon::model::ModelConfig::load(&model_dir.join("model.toml"))?;
+            let remotes = hgd_daemon::remote::Remotes::new(model_dir, &config.id(), config.dims);
+            let runtime = tokio::runtime::Runtime::new().context("start the async runtime")?;
+            runtime.block_on(async {
+                let remote = remotes
+                    .current()
+                    .into_iter()
+                    .find(|r| r.spec.name == name)
+                    .ok_or_else(|| hgd_daemon::remote::RemoteError::Unknown(name.clone()))?;
+                let (rows, keys) = remote.count_rows(&remotes.identity().await?).await?;
+                println!("{}", serde_json::json!({"rows": rows, "keys": keys}));
+                anyhow::Ok(())
+            })
         }
         Command::ModelDir => {
             println!("{}", home.model_dir().display());
@@ -273,7 +312,9 @@ fn chunk_files(files: &[std::path::PathBuf], texts_only: bool) -> Result<()> {
     Ok(())
 }
 
-fn run_daemon(home: Home) -> Result<()> {
+/// What the daemon and a one-shot index set up before opening the home: the config file's
+/// exclusions and size limit, the allocator, the ranking rules.
+fn configure_process() -> Result<()> {
     // A config file with a mistake stops the daemon with the reason, rather than being ignored.
     let config = hgd_protocol::config::Config::load()?;
     hgd_daemon::git::set_config_exclude(config.exclude.value).map_err(anyhow::Error::msg)?;
@@ -284,6 +325,120 @@ fn run_daemon(home: Home) -> Result<()> {
         hgd_daemon::rank::Rules::configure(rules);
         tracing::warn!("ranking without some rules (HGD_RANK_WITHOUT): {rules:?}");
     }
+    Ok(())
+}
+
+/// `hgd-daemon index PATH [--publish]`: the daemon's service in this process, without a
+/// socket, for one repository; the home's lock keeps a daemon from starting meanwhile.
+fn index_once(
+    home: Home,
+    path: &std::path::Path,
+    publish: Option<Option<String>>,
+    json: bool,
+) -> Result<()> {
+    configure_process()?;
+    let path = std::path::absolute(path).context("the path to index")?;
+    let _lock = server::lock_home(&home).map_err(|e| match e {
+        server::ServerError::AlreadyRunning(..) => anyhow::anyhow!(
+            "a daemon is running on {}: ask it instead (`hgd index --publish` does), or stop it with `hgd stop`",
+            home.root().display()
+        ),
+        e => e.into(),
+    })?;
+    let runtime = tokio::runtime::Builder::new_multi_thread()
+        .enable_all()
+        .build()
+        .context("start the async runtime")?;
+    let result = runtime.block_on(async move {
+        let embedder = {
+            let runtime_path = embed::runtime_path(&home);
+            let model_dir = home.model_dir();
+            tokio::task::spawn_blocking(move || {
+                Embedder::open(&runtime_path, &model_dir, &EmbedOptions::default())
+            })
+            .await??
+        };
+        let config = embedder.config().clone();
+        let store = Store::open(&home.db_dir(), &config.id(), config.dims).await?;
+        let shutdown = CancellationToken::new();
+        let service = Service::start(home.clone(), store, embedder, shutdown.clone()).await?;
+        let outcome = index_and_publish(&service, &path, publish, json).await;
+        shutdown.cancel();
+        outcome
+    });
+    runtime.shutdown_timeout(std::time::Duration::from_secs(2));
+    result
+}
+
+async fn index_and_publish(
+    service: &std::sync::Arc<Service>,
+    path: &std::path::Path,
+    publish: Option<Option<String>>,
+    json: bool,
+) -> Result<()> {
+    let remotes = match &publish {
+        Some(name) => Some(service.remotes.writable(name.as_deref())?),
+        None => None,
+    };
+    let started = Instant::now();
+    let ensured = service.ensure_indexed(path, true).await?;
+    let root = ensured.located.root.to_string_lossy().into_owned();
+    if let hgd_daemon::service::Freshness::Wait(ticket) = ensured.freshness {
+        let mut waiter = service.waiter(&root, ticket)?;
+        let mut said = Instant::now();
+        while let Some(progress) = service.wait_step(&mut waiter).await? {
+            if said.elapsed().as_secs() >= 10 {
+                said = Instant::now();
+                eprintln!(
+                    "hgd: {}: {} of {} blocks",
+                    progress.phase, progress.done, progress.total
+                );
+            }
+        }
+    }
+    let status = service.blocks_from_remotes();
+    let record = service.record_of(&root);
+    let commit = record.and_then(|r| r.indexed_commit).unwrap_or_default();
+    let publications = match remotes {
+        Some(remotes) => service.publish_to(&root, &remotes, None).await?,
+        None => Vec::new(),
+    };
+    if json {
+        println!(
+            "{}",
+            serde_json::json!({
+                "repo": root,
+                "commit": commit,
+                "blocks_embedded": service.blocks_embedded(),
+                "blocks_from_remotes": status,
+                "seconds": started.elapsed().as_secs_f64(),
+                "published": publications,
+            })
+        );
+    } else {
+        println!(
+            "indexed {root} at {}: {} blocks embedded, {status} copied from remotes, in {:.1}s",
+            commit.get(..10).unwrap_or(&commit),
+            service.blocks_embedded(),
+            started.elapsed().as_secs_f64()
+        );
+        for p in &publications {
+            println!(
+                "published to {} ({}): {} blocks of {} blobs added, {} blobs already there, in {:.1}s",
+                p.remote,
+                p.uri,
+                p.blocks_added,
+                p.blobs_added,
+                p.blobs - p.blobs_added,
+                p.seconds
+            );
+        }
+    }
+    Ok(())
+}
+
+fn run_daemon(home: Home) -> Result<()> {
+    configure_process()?;
     let lock = server::lock_home(&home)?;
     hgd_daemon::logfile::enable_rotation();
     // A daemon outlives the folder it was started from (a client's, which may be deleted): with

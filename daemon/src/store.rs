@@ -826,6 +826,40 @@ impl Store {
         Ok(rows)
     }
 
+    /// HEAD's stored blocks of `keys` (one copy of each block of each blob, with vectors):
+    /// what a publish sends.
+    pub async fn head_blocks_of(&self, keys: &[BlobKey]) -> Result<Vec<BlockRow>> {
+        let wanted: HashSet<&BlobKey> = keys.iter().collect();
+        let mut rows = Vec::new();
+        let mut seen = HashSet::new();
+        for chunk in keys.chunks(500) {
+            let list = chunk
+                .iter()
+                .map(|k| quote(&k.oid))
+                .collect::<HashSet<_>>()
+                .into_iter()
+                .collect::<Vec<_>>()
+                .join(",");
+            for batch in filtered(&self.blocks(), &format!("oid IN ({list})")).await? {
+                for row in rows_of(&batch)? {
+                    let key = row.key();
+                    if wanted.contains(&key)
+                        && seen.insert((
+                            key,
+                            row.start_line,
+                            row.end_line,
+                            row.kind.clone(),
+                            row.name.clone(),
+                        ))
+                    {
+                        rows.push(row);
+                    }
+                }
+            }
+        }
+        Ok(rows)
+    }
+
     /// Appends rows in one commit.
     pub async fn add(&self, rows: &[BlockRow]) -> Result<()> {
         self.add_to(Layer::Head, rows).await

@@ -9,7 +9,18 @@
 //! results = 20                         # hgd search's default -n
 //! exclude = ["*.min.js", "fixtures/"]  # never index these (gitignore lines, every repository)
 //! max_file_kib = 1024                  # files larger than this are not indexed
+//!
+//! [remote.team]                        # a shared index on object storage (`hgd remote add`)
+//! uri = "s3://bucket/hgd"              # a LanceDB location
+//! endpoint = "http://127.0.0.1:9000"   # S3-compatible servers only
+//! region = "eu-west-1"
+//! allow_http = false                   # true for a local server without TLS
+//! read_only = false                    # only consume: never publish here
+//! publish = false                      # the daemon publishes each job's new blocks
 //! ```
+//!
+//! Remotes hold no credentials: those come from the standard AWS environment variables and
+//! profile files, and a key in the file that could hold one is refused.
 
 use std::path::{Path, PathBuf};
 
@@ -22,13 +33,15 @@ pub enum ConfigError {
         path: PathBuf,
         error: std::io::Error,
     },
-    #[error("{path} is not a valid hgd config file: {error}\nthe keys are model, threads, results, exclude and max_file_kib; fix or remove it (HGD_CONFIG names another file)")]
+    #[error("{path} is not a valid hgd config file: {error}\nthe keys are model, threads, results, exclude, max_file_kib and [remote.NAME] tables (uri, endpoint, region, allow_http, read_only, publish); fix or remove it (HGD_CONFIG names another file)")]
     Parse {
         path: PathBuf,
         error: Box<toml::de::Error>,
     },
     #[error("{0} in the config file must be a positive whole number")]
     NotPositive(&'static str),
+    #[error("remote {name} in the config file: {problem}")]
+    BadRemote { name: String, problem: String },
 }
 
 /// The file as written; unknown keys are errors (a misspelt key must not be ignored silently).
@@ -40,6 +53,81 @@ struct File {
     results: Option<usize>,
     exclude: Option<Vec<String>>,
     max_file_kib: Option<u64>,
+    #[serde(default)]
+    remote: std::collections::BTreeMap<String, RemoteFile>,
+}
+
+/// A `[remote.NAME]` table as written.
+#[derive(Debug, Default, Deserialize)]
+#[serde(deny_unknown_fields)]
+struct RemoteFile {
+    uri: String,
+    endpoint: Option<String>,
+    region: Option<String>,
+    #[serde(default)]
+    allow_http: bool,
+    #[serde(default)]
+    read_only: bool,
+    #[serde(default)]
+    publish: bool,
+}
+
+/// A shared index on object storage: a LanceDB location other hgd homes consume blocks from
+/// (and publish blocks to, unless read-only).
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct Remote {
+    pub name: String,
+    /// `s3://bucket/prefix`.
+    pub uri: String,
+    /// An S3-compatible server's URL (default: AWS's, from the region).
+    pub endpoint: Option<String>,
+    pub region: Option<String>,
+    /// Plain HTTP to the endpoint (a local server).
+    pub allow_http: bool,
+    /// Consume only; `hgd publish` skips it.
+    pub read_only: bool,
+    /// The daemon publishes the blocks each job adds.
+    pub publish: bool,
+}
+
+impl Remote {
+    /// Checks a remote's name and values; the error says what is wrong.
+    pub fn validate(&self) -> Result<(), String> {
+        if self.name.is_empty()
+            || !self
+                .name
+                .chars()
+                .all(|c| c.is_ascii_alphanumeric() || c == '-' || c == '_')
+        {
+            return Err("a remote's name is letters, digits, '-' and '_'".into());
+        }
+        let Some(rest) = self.uri.strip_prefix("s3://") else {
+            return Err(format!(
+                "uri {:?} is not an s3:// location (s3://BUCKET/PREFIX)",
+                self.uri
+            ));
+        };
+        if rest.split('/').next().unwrap_or("").is_empty() {
+            return Err(format!("uri {:?} names no bucket", self.uri));
+        }
+        if self.uri.contains('@') || self.uri.contains('?') {
+            return Err("the uri must hold no credentials or options: credentials come from the AWS environment variables or profile files".into());
+        }
+        if let Some(endpoint) = &self.endpoint {
+            if !(endpoint.starts_with("http://") || endpoint.starts_with("https://")) {
+                return Err(format!("endpoint {endpoint:?} is not an http(s):// URL"));
+            }
+            if endpoint.starts_with("http://") && !self.allow_http {
+                return Err(format!(
+                    "endpoint {endpoint:?} is plain HTTP: set allow_http = true (--allow-http) for a local server"
+                ));
+            }
+        }
+        if self.publish && self.read_only {
+            return Err("publish and read_only exclude each other".into());
+        }
+        Ok(())
+    }
 }
 
 /// Where a value came from.
@@ -85,6 +173,8 @@ pub struct Config {
     pub exclude: Setting<Vec<String>>,
     /// Files larger than this many KiB are not indexed.
     pub max_file_kib: Setting<u64>,
+    /// Shared indexes on object storage, by name (from the file only).
+    pub remotes: Vec<Remote>,
 }
 
 /// The default size limit: larger files are almost always data or generated.
@@ -149,6 +239,25 @@ impl Config {
         let results = from_file(file.results, DEFAULT_RESULTS);
         let exclude = from_file(file.exclude, Vec::new());
         let max_file_kib = from_file(file.max_file_kib, DEFAULT_MAX_FILE_KIB);
+        let mut remotes = Vec::new();
+        for (name, r) in file.remote {
+            let remote = Remote {
+                name,
+                uri: r.uri.trim_end_matches('/').to_owned(),
+                endpoint: r.endpoint,
+                region: r.region,
+                allow_http: r.allow_http,
+                read_only: r.read_only,
+                publish: r.publish,
+            };
+            remote
+                .validate()
+                .map_err(|problem| ConfigError::BadRemote {
+                    name: remote.name.clone(),
+                    problem,
+                })?;
+            remotes.push(remote);
+        }
         Ok(Config {
             path,
             file_exists,
@@ -157,6 +266,7 @@ impl Config {
             results,
             exclude,
             max_file_kib,
+            remotes,
         })
     }
 }

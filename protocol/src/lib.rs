@@ -106,6 +106,13 @@ pub enum Request {
     /// A git hook saw HEAD move: bring the repository containing `path` up to date if it is tracked.
     /// Answered at once; the job runs in the background and bursts coalesce.
     Notify { path: String },
+    /// Bring PATH's repository up to date, then add the blocks of HEAD's files that the
+    /// remotes (the named one, else every one not read-only) lack.
+    Publish {
+        path: String,
+        #[serde(default, skip_serializing_if = "Option::is_none")]
+        remote: Option<String>,
+    },
     /// Per-repository and daemon status.
     Status,
     /// Stop tracking the repository at or containing `path` and delete its index.
@@ -154,6 +161,10 @@ pub enum Response {
     },
     Status(Status),
     Checked(Consistency),
+    /// One entry per remote published to.
+    Published {
+        publications: Vec<Publication>,
+    },
     ShuttingDown,
     Error {
         code: ErrorCode,
@@ -184,6 +195,42 @@ pub struct Consistency {
     pub bad_vectors: u64,
     /// SHA-256 over every stored block (path, lines, kind, name, content), in order.
     pub digest: String,
+}
+
+/// What one publish to one remote did.
+#[derive(Debug, Clone, Default, PartialEq, Serialize, Deserialize)]
+pub struct Publication {
+    pub repo: String,
+    pub commit: String,
+    pub remote: String,
+    pub uri: String,
+    /// Distinct blobs (with their language) of HEAD's files that have blocks.
+    pub blobs: u64,
+    /// Of those, the blobs the remote lacked and now has.
+    pub blobs_added: u64,
+    pub blocks_added: u64,
+    pub seconds: f64,
+}
+
+/// A remote as `hgd status` shows it.
+#[derive(Debug, Clone, Default, PartialEq, Eq, Serialize, Deserialize)]
+pub struct RemoteStatus {
+    pub name: String,
+    pub uri: String,
+    pub read_only: bool,
+    pub publish: bool,
+    /// `unused` (not asked since the daemon started), `ok`, or `unreachable` (jobs embed
+    /// locally until it is tried again, a minute after its last failure).
+    pub state: String,
+    /// Its last failure, while it is unreachable.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub error: Option<String>,
+    /// Blocks copied from it instead of embedded, since the daemon started.
+    pub blocks_copied: u64,
+    /// Blocks it offered that were refused (content that does not match the blob, another
+    /// model's rows) and embedded here instead.
+    pub blocks_refused: u64,
+    pub blocks_published: u64,
 }
 
 impl Consistency {
@@ -301,6 +348,8 @@ pub struct Status {
     /// Bytes the index occupies on disk (all repositories and models).
     pub store_bytes: u64,
     pub repos: Vec<RepoStatus>,
+    #[serde(default)]
+    pub remotes: Vec<RemoteStatus>,
 }
 
 #[derive(Debug, Clone, Serialize, Deserialize)]
@@ -349,6 +398,17 @@ mod tests {
         ));
         let back: Envelope = serde_json::from_str(&line).unwrap();
         assert!(matches!(back.request, Request::Search { limit: 5, .. }));
+    }
+
+    #[test]
+    fn every_reply_with_a_list_serialises() {
+        // An internally tagged newtype variant cannot hold a list: serde refuses at run time.
+        let reply = Response::Published {
+            publications: vec![Publication::default()],
+        };
+        let line = serde_json::to_string(&reply).expect("serialises");
+        let back: Response = serde_json::from_str(&line).unwrap();
+        assert!(matches!(back, Response::Published { publications } if publications.len() == 1));
     }
 
     #[test]

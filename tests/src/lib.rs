@@ -419,3 +419,113 @@ pub fn files(results: &[serde_json::Value]) -> Vec<String> {
         .map(|r| r["file"].as_str().unwrap_or_default().to_owned())
         .collect()
 }
+
+/// A real S3 API server on loopback (PyPI's `moto[server]`, pinned in `scripts/s3-venv.sh`),
+/// checking credentials, with one bucket; stopped when dropped.
+pub struct S3Server {
+    child: Option<std::process::Child>,
+    pub endpoint: String,
+    pub bucket: String,
+    pub access_key: String,
+    pub secret_key: String,
+}
+
+impl S3Server {
+    pub fn start() -> S3Server {
+        static PYTHON: std::sync::OnceLock<PathBuf> = std::sync::OnceLock::new();
+        let root = Path::new(env!("CARGO_MANIFEST_DIR")).join("..");
+        let python = PYTHON.get_or_init(|| {
+            let out = Command::new("bash")
+                .arg(root.join("scripts/s3-venv.sh"))
+                .output()
+                .expect("run scripts/s3-venv.sh");
+            assert!(
+                out.status.success(),
+                "scripts/s3-venv.sh failed: {}",
+                String::from_utf8_lossy(&out.stderr)
+            );
+            PathBuf::from(String::from_utf8_lossy(&out.stdout).trim())
+        });
+        let mut child = Command::new(python)
+            .arg(root.join("tests/s3/server.py"))
+            .arg("0")
+            .stdin(Stdio::piped())
+            .stdout(Stdio::piped())
+            .stderr(Stdio::null())
+            .spawn()
+            .expect("start the S3 server");
+        let mut line = String::new();
+        BufReader::new(child.stdout.take().expect("stdout"))
+            .read_line(&mut line)
+            .expect("the S3 server's first line");
+        let info: serde_json::Value = serde_json::from_str(&line)
+            .unwrap_or_else(|e| panic!("the S3 server did not start ({e}): {line:?}"));
+        let text = |k: &str| info[k].as_str().expect("server info").to_owned();
+        S3Server {
+            endpoint: text("endpoint"),
+            bucket: text("bucket"),
+            access_key: text("access_key"),
+            secret_key: text("secret_key"),
+            child: Some(child),
+        }
+    }
+
+    /// `s3://BUCKET/PREFIX`.
+    pub fn uri(&self, prefix: &str) -> String {
+        format!("s3://{}/{prefix}", self.bucket)
+    }
+
+    /// Kills the server at once (SIGKILL): requests after this are refused.
+    pub fn kill(&mut self) {
+        if let Some(mut child) = self.child.take() {
+            let _ = child.kill();
+            let _ = child.wait();
+        }
+    }
+}
+
+impl Drop for S3Server {
+    fn drop(&mut self) {
+        self.kill();
+    }
+}
+
+impl Hgd {
+    /// This installation with the server's credentials in the AWS environment variables (and
+    /// no profile file, so nothing of the developer's is used).
+    pub fn with_s3_credentials(self, server: &S3Server) -> Hgd {
+        self.with_aws_keys(&server.access_key, &server.secret_key)
+    }
+
+    pub fn with_aws_keys(self, key: &str, secret: &str) -> Hgd {
+        let none = self.dir.path().join("no-aws-files");
+        self.with_env("AWS_ACCESS_KEY_ID", key)
+            .with_env("AWS_SECRET_ACCESS_KEY", secret)
+            .with_env("AWS_CONFIG_FILE", &none.to_string_lossy())
+            .with_env("AWS_SHARED_CREDENTIALS_FILE", &none.to_string_lossy())
+            .with_env("AWS_EC2_METADATA_DISABLED", "true")
+    }
+
+    /// `hgd remote add NAME URI --endpoint … --allow-http --region us-east-1 EXTRA…`.
+    pub fn add_remote(&self, name: &str, server: &S3Server, prefix: &str, extra: &[&str]) {
+        let uri = server.uri(prefix);
+        let mut args = vec![
+            "remote",
+            "add",
+            name,
+            &uri,
+            "--endpoint",
+            &server.endpoint,
+            "--allow-http",
+            "--region",
+            "us-east-1",
+        ];
+        args.extend_from_slice(extra);
+        let out = self.hgd(self.dir.path(), &args);
+        assert!(
+            out.status.success(),
+            "hgd remote add: {}",
+            String::from_utf8_lossy(&out.stderr)
+        );
+    }
+}

@@ -2,6 +2,7 @@
 
 mod check;
 mod index;
+mod publish;
 mod search;
 mod status;
 
@@ -50,6 +51,9 @@ pub async fn dispatch(service: &Arc<Service>, request: Request, replies: &mut Re
             };
             replies.send(&reply).await
         }
+        Request::Publish { path, remote } => {
+            publish::run(service, &path, remote.as_deref(), replies).await
+        }
         Request::Status => status::run(service, replies).await,
         Request::Forget { path } => {
             // Its own task, so a client that goes away does not stop it half way; progress
@@ -89,6 +93,8 @@ fn error_reply(e: &ServiceError) -> Response {
         ServiceError::NotTracked(_) | ServiceError::Busy(_) | ServiceError::Forgetting(_) => {
             ErrorCode::BadRequest
         }
+        // The remote's own failure (credentials, network), not the daemon's.
+        ServiceError::Remote(_) => ErrorCode::BadRequest,
         _ => ErrorCode::Internal,
     };
     Response::error(code, e.to_string())

@@ -19,6 +19,7 @@ pub async fn run(service: &Arc<Service>, replies: &mut Replies<'_>) -> bool {
         jobs_run: service.jobs_run(),
         store_bytes: crate::store::Store::disk_bytes(&service.home.db_dir()),
         repos: service.repo_statuses().await,
+        remotes: service.remotes.statuses(),
     };
     replies.send(&Response::Status(status)).await
 }

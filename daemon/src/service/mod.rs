@@ -53,6 +53,8 @@ pub enum ServiceError {
     Forgetting(String),
     #[error("a service task stopped: {0}")]
     Task(#[from] tokio::task::JoinError),
+    #[error(transparent)]
+    Remote(#[from] crate::remote::RemoteError),
 }
 
 struct RepoEntry {
@@ -115,6 +117,8 @@ pub struct Service {
     pub home: Home,
     pub store: Arc<Store>,
     pub embedder: Arc<Embedder>,
+    /// Shared indexes on object storage (the config file's `[remote.NAME]`).
+    pub remotes: Arc<crate::remote::Remotes>,
     /// In-memory search indexes of HEAD and the overlay (see `indexes.rs`).
     pub indexes: Indexes,
     pub(crate) indexer: Indexer,
@@ -159,7 +163,13 @@ impl Service {
         let store = Arc::new(store);
         let embedder = Arc::new(embedder);
         let blocks_embedded = Arc::new(AtomicU64::new(0));
+        let remotes = Arc::new(crate::remote::Remotes::new(
+            home.model_dir(),
+            store.model_id(),
+            store.dims(),
+        ));
         let indexer = Indexer {
+            remotes: remotes.clone(),
             store: store.clone(),
             embedder: embedder.clone(),
             limits: Limits {
@@ -202,6 +212,7 @@ impl Service {
             home,
             store,
             embedder,
+            remotes,
             indexes: Indexes::default(),
             indexer,
             work_trees,
@@ -326,6 +337,15 @@ impl Service {
         self.blocks_embedded.load(Ordering::Relaxed)
     }
 
+    /// Blocks copied from the remotes now configured, since the daemon started.
+    pub fn blocks_from_remotes(&self) -> u64 {
+        self.remotes
+            .statuses()
+            .iter()
+            .map(|r| r.blocks_copied)
+            .sum()
+    }
+
     pub(crate) fn count_embedded(&self, blocks: usize) {
         self.blocks_embedded
             .fetch_add(blocks as u64, Ordering::Relaxed);
@@ -398,6 +418,59 @@ impl Service {
 }
 
 impl Service {
+    /// Adds to each of `remotes` the blocks of HEAD's files in `root` (those at `paths`, or
+    /// all) that it lacks. The repository must be indexed: publish what is stored.
+    pub async fn publish_to(
+        &self,
+        root: &str,
+        remotes: &[Arc<crate::remote::RemoteStore>],
+        paths: Option<&[String]>,
+    ) -> Result<Vec<hgd_protocol::Publication>, ServiceError> {
+        let commit = self
+            .record_of(root)
+            .and_then(|r| r.indexed_commit)
+            .unwrap_or_default();
+        let files = match paths {
+            Some(paths) => self.store.stored_files_at(root, paths).await?,
+            None => self.store.stored_files(root).await?,
+        };
+        let mut keys: Vec<crate::store::BlobKey> = files
+            .iter()
+            .map(|(path, oid)| crate::store::BlobKey::at(path, oid))
+            .collect();
+        keys.sort_by(|a, b| (&a.oid, &a.language).cmp(&(&b.oid, &b.language)));
+        keys.dedup();
+        let model = self.remotes.identity().await?;
+        let mut out = Vec::new();
+        for remote in remotes {
+            let started = Instant::now();
+            let store = self.store.clone();
+            let (blobs_added, blocks_added) = remote
+                .publish(&model, &keys, move |keys| {
+                    let store = store.clone();
+                    async move { store.head_blocks_of(&keys).await }
+                })
+                .await?;
+            let seconds = started.elapsed().as_secs_f64();
+            tracing::info!(
+                "published {root} at {commit} to {}: {blocks_added} blocks of {blobs_added} new blobs ({} blobs looked at) in {seconds:.1}s",
+                remote.spec.name,
+                keys.len()
+            );
+            out.push(hgd_protocol::Publication {
+                repo: root.to_owned(),
+                commit: commit.clone(),
+                remote: remote.spec.name.clone(),
+                uri: remote.spec.uri.clone(),
+                blobs: keys.len() as u64,
+                blobs_added,
+                blocks_added,
+                seconds,
+            });
+        }
+        Ok(out)
+    }
+
     /// Stops tracking the repository at or containing `path` (which may no longer exist),
     /// deletes what is stored for it and compacts the store. Refused while it has a job running
     /// or queued. Returns its root, its block count and the bytes freed on disk.
@@ -537,7 +610,7 @@ fn progress_of(root: &str, p: &JobProgress) -> Progress {
     Progress {
         repo: root.to_owned(),
         phase: if parsed_all { "embedding" } else { "parsing" }.into(),
-        done: p.embedded.load(Ordering::Relaxed),
+        done: p.embedded.load(Ordering::Relaxed) + p.from_remotes.load(Ordering::Relaxed),
         total: p.to_embed.load(Ordering::Relaxed),
         total_known: parsed_all,
     }

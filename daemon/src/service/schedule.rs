@@ -163,6 +163,12 @@ impl Service {
                 }
             }
             let store_failed = matches!(&result, Err(IndexError::Store(e)) if e.may_be_damage());
+            let to_publish = match &result {
+                Ok(report) if !report.changed_paths.is_empty() => {
+                    Some(report.changed_paths.clone())
+                }
+                _ => None,
+            };
             let failed_head = match &result {
                 Ok(_) => None,
                 Err(_) => head_of(&root).await,
@@ -174,6 +180,9 @@ impl Service {
             };
             if store_failed {
                 self.suspect_store();
+            }
+            if let Some(paths) = to_publish {
+                self.publish_after_job(&root, paths);
             }
             let pending = self
                 .unoptimized_rows
@@ -329,18 +338,23 @@ impl Service {
                 changed_rows = report.rows_changed;
                 // A job that found nothing to change (a daemon's start, a checkout back and
                 // forth) is not worth a line a day for months.
-                let level_info =
-                    report.files_embedded + report.files_reused + report.files_removed > 0;
+                let level_info = report.files_embedded
+                    + report.files_from_remotes
+                    + report.files_reused
+                    + report.files_removed
+                    > 0;
                 macro_rules! indexed {
                     ($($arg:tt)*) => {
                         if level_info { tracing::info!($($arg)*) } else { tracing::debug!($($arg)*) }
                     };
                 }
                 indexed!(
-                    "indexed {root} at {}: {} files embedded ({} blocks), {} re-used, {} removed in {:.1?} ({})",
+                    "indexed {root} at {}: {} files embedded ({} blocks), {} from remotes ({} blocks), {} re-used, {} removed in {:.1?} ({})",
                     report.commit.as_deref().unwrap_or("(no commits)"),
                     report.files_embedded,
                     report.blocks_embedded,
+                    report.files_from_remotes,
+                    report.blocks_from_remotes,
                     report.files_reused,
                     report.files_removed,
                     started.elapsed(),
@@ -362,6 +376,22 @@ impl Service {
         }
         entry.changed.send_modify(|v| *v += 1);
         Some((entry.requested > entry.completed, changed_rows))
+    }
+
+    /// Remotes configured with `publish = true` get the blocks of the files a job changed, in
+    /// the background (a slow remote does not hold up the queue); a failure is logged and
+    /// shown by `hgd status`, and the next `hgd publish` sends what was missed.
+    fn publish_after_job(self: &Arc<Self>, root: &str, paths: Vec<String>) {
+        let remotes = self.remotes.publishing();
+        if remotes.is_empty() {
+            return;
+        }
+        let (service, root) = (self.clone(), root.to_owned());
+        tokio::spawn(async move {
+            if let Err(e) = service.publish_to(&root, &remotes, Some(&paths)).await {
+                tracing::warn!("publishing {root} failed: {e}");
+            }
+        });
     }
 
     /// Retries failed jobs by themselves, so indexing resumes once the cause is gone (disk space
