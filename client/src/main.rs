@@ -795,19 +795,7 @@ fn publish_with(
     if json {
         print_lines([serde_json::to_string_pretty(&publications)?])?;
     } else {
-        print_lines(publications.iter().map(|p| {
-            format!(
-                "published {} at {} to {} ({}): {} blocks of {} blobs added, {} blobs already there, in {:.1}s",
-                p.repo,
-                p.commit.get(..10).unwrap_or(&p.commit),
-                p.remote,
-                p.uri,
-                p.blocks_added,
-                p.blobs_added,
-                p.blobs - p.blobs_added,
-                p.seconds
-            )
-        }))?;
+        print_lines(publications.iter().map(|p| p.to_string()))?;
     }
     Ok(ExitCode::SUCCESS)
 }

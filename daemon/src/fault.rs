@@ -20,3 +20,18 @@ pub fn panic_if_asked(stage: &str, path: &str) {
         }
     }
 }
+
+/// `HGD_FAULT_PUBLISH_PAUSE_MS=N`: a publish waits N ms between finding what the remote lacks
+/// and inserting it, so two publishers started together both find every blob missing and
+/// their inserts race (the test of concurrent publishers).
+pub async fn pause_before_publish_insert() {
+    static PAUSE: OnceLock<Option<u64>> = OnceLock::new();
+    let pause = PAUSE.get_or_init(|| {
+        std::env::var("HGD_FAULT_PUBLISH_PAUSE_MS")
+            .ok()
+            .and_then(|v| v.parse().ok())
+    });
+    if let Some(ms) = pause {
+        tokio::time::sleep(std::time::Duration::from_millis(*ms)).await;
+    }
+}

@@ -561,12 +561,14 @@ impl Indexer {
             .await
             .ok_or(IndexError::StagePanicked("embed"))?;
         let copied = match from_remotes {
-            Some(stage) => stage.await??,
-            None => (0, 0),
+            Some(stage) => stage.await,
+            None => Ok(Ok((0, 0))),
         };
+        // A store failure first: it is what the scheduler must see (not a cancel met after it).
         write_result?;
         stages.parse = parsed?;
         let (embedded, busy) = embedded?;
+        let copied = copied??;
         stages.embed = busy;
         Ok(FreshReport {
             blocks_embedded: embedded,

@@ -116,6 +116,11 @@ enum Command {
 
 fn main() -> std::process::ExitCode {
     let cli = Cli::parse();
+    // `hgd index --publish` runs `index`: its failures exit as the client's do (grep's 2).
+    let failure = match cli.command {
+        Command::Index { .. } => std::process::ExitCode::from(2),
+        _ => std::process::ExitCode::FAILURE,
+    };
     // Only the daemon keeps (and rotates) the home's log; other commands log to the terminal.
     let log_file = matches!(cli.command, Command::Daemon)
         .then(|| Home::from_env().ok().map(|home| home.daemon_log()))
@@ -125,7 +130,7 @@ fn main() -> std::process::ExitCode {
         Ok(()) => std::process::ExitCode::SUCCESS,
         Err(e) => {
             eprintln!("hgd-daemon: {e:#}");
-            std::process::ExitCode::FAILURE
+            failure
         }
     }
 }
@@ -350,18 +355,9 @@ fn index_once(
         .build()
         .context("start the async runtime")?;
     let result = runtime.block_on(async move {
-        let embedder = {
-            let runtime_path = embed::runtime_path(&home);
-            let model_dir = home.model_dir();
-            tokio::task::spawn_blocking(move || {
-                Embedder::open(&runtime_path, &model_dir, &EmbedOptions::default())
-            })
-            .await??
-        };
-        let config = embedder.config().clone();
-        let store = Store::open(&home.db_dir(), &config.id(), config.dims).await?;
         let shutdown = CancellationToken::new();
-        let service = Service::start(home.clone(), store, embedder, shutdown.clone()).await?;
+        // It publishes everything itself, once the index is done.
+        let service = start_service(&home, shutdown.clone(), false).await?;
         let outcome = index_and_publish(&service, &path, publish, json).await;
         shutdown.cancel();
         outcome
@@ -396,42 +392,26 @@ async fn index_and_publish(
             }
         }
     }
-    let status = service.blocks_from_remotes();
+    let copied = service.blocks_from_remotes();
     let record = service.record_of(&root);
     let commit = record.and_then(|r| r.indexed_commit).unwrap_or_default();
     let publications = match remotes {
         Some(remotes) => service.publish_to(&root, &remotes, None).await?,
         None => Vec::new(),
     };
+    // The summary goes to stderr; stdout is what `hgd publish` prints, so `hgd index
+    // --publish` prints the same whether or not a daemon ran it.
+    eprintln!(
+        "hgd: indexed {root} at {}: {} blocks embedded, {copied} copied from remotes, in {:.1}s",
+        commit.get(..10).unwrap_or(&commit),
+        service.blocks_embedded(),
+        started.elapsed().as_secs_f64()
+    );
     if json {
-        println!(
-            "{}",
-            serde_json::json!({
-                "repo": root,
-                "commit": commit,
-                "blocks_embedded": service.blocks_embedded(),
-                "blocks_from_remotes": status,
-                "seconds": started.elapsed().as_secs_f64(),
-                "published": publications,
-            })
-        );
+        println!("{}", serde_json::to_string_pretty(&publications)?);
     } else {
-        println!(
-            "indexed {root} at {}: {} blocks embedded, {status} copied from remotes, in {:.1}s",
-            commit.get(..10).unwrap_or(&commit),
-            service.blocks_embedded(),
-            started.elapsed().as_secs_f64()
-        );
         for p in &publications {
-            println!(
-                "published to {} ({}): {} blocks of {} blobs added, {} blobs already there, in {:.1}s",
-                p.remote,
-                p.uri,
-                p.blocks_added,
-                p.blobs_added,
-                p.blobs - p.blobs_added,
-                p.seconds
-            );
+            println!("{p}");
         }
     }
     Ok(())
@@ -467,18 +447,8 @@ fn run_daemon(home: Home) -> Result<()> {
             std::process::id(),
             home.root().display()
         );
-        let embedder = {
-            let runtime_path = embed::runtime_path(&home);
-            let model_dir = home.model_dir();
-            tokio::task::spawn_blocking(move || {
-                Embedder::open(&runtime_path, &model_dir, &EmbedOptions::default())
-            })
-            .await??
-        };
-        let config = embedder.config().clone();
-        let store = Store::open(&home.db_dir(), &config.id(), config.dims).await?;
         let shutdown = CancellationToken::new();
-        let service = Service::start(home.clone(), store, embedder, shutdown.clone()).await?;
+        let service = start_service(&home, shutdown.clone(), true).await?;
         let listener = server::bind(&home)?;
         tokio::spawn(shutdown_on_signal(shutdown));
         server::serve(&home, held, listener, service).await;
@@ -494,6 +464,25 @@ fn run_daemon(home: Home) -> Result<()> {
         );
     }
     Ok(())
+}
+
+/// The embedder (made on a blocking thread: it reads the model), the store and the service.
+async fn start_service(
+    home: &Home,
+    shutdown: CancellationToken,
+    publish_after_jobs: bool,
+) -> Result<std::sync::Arc<Service>> {
+    let embedder = {
+        let runtime_path = embed::runtime_path(home);
+        let model_dir = home.model_dir();
+        tokio::task::spawn_blocking(move || {
+            Embedder::open(&runtime_path, &model_dir, &EmbedOptions::default())
+        })
+        .await??
+    };
+    let config = embedder.config().clone();
+    let store = Store::open(&home.db_dir(), &config.id(), config.dims).await?;
+    Ok(Service::start(home.clone(), store, embedder, shutdown, publish_after_jobs).await?)
 }
 
 /// SIGTERM (a service manager's stop, logout), SIGINT (Ctrl-C in `hgd daemon`) or SIGHUP (the

@@ -12,8 +12,10 @@
 //!   LanceDB `merge_insert` keyed on each block's identity (the table's unenforced primary
 //!   key). Lance commits a version on S3 with a conditional put (`If-None-Match`), so two
 //!   publishers never overwrite each other's manifest; one that loses the race retries against
-//!   the new version, and, since both inserts carry their keys, an insert of a key the other
-//!   just added is a conflict that is retried (and then matches: no duplicate).
+//!   the new version; two inserts at once are a conflict Lance resolves by running the later
+//!   merge again against the new version, where the keys the other added now match: no
+//!   duplicate (`two_publishers_at_once_add_each_block_once`; the same publish as a plain
+//!   append stores every block twice there).
 //!
 //! hgd stores no credentials: they come from the AWS environment variables and profile files
 //! (the default AWS credentials chain), and errors never echo them.
@@ -52,8 +54,9 @@ pub enum RemoteError {
     NoneWritable,
     #[error("cannot identify the model in {0}: {1}")]
     Model(PathBuf, String),
-    #[error("the config file: {0}")]
-    Config(String),
+    /// The local store failed while publishing: not the remote's fault.
+    #[error("reading the blocks to publish: {0}")]
+    Local(#[from] crate::store::StoreError),
 }
 
 impl RemoteError {
@@ -67,11 +70,12 @@ impl RemoteError {
 
 /// Object storage errors are long chains; say first what a user can act on.
 fn explain(message: &str) -> String {
+    // Status texts and S3 error codes only: a bare "403" may be part of an object id.
     let hint = if [
         "InvalidAccessKeyId",
         "SignatureDoesNotMatch",
         "AccessDenied",
-        "403",
+        "403 Forbidden",
     ]
     .iter()
     .any(|m| message.contains(m))
@@ -191,14 +195,7 @@ fn remote_schema(dims: usize) -> SchemaRef {
         Field::new("start_line", DataType::UInt32, false),
         Field::new("end_line", DataType::UInt32, false),
         Field::new("content", DataType::Utf8, false),
-        Field::new(
-            "vector",
-            DataType::FixedSizeList(
-                Arc::new(Field::new("item", DataType::Float32, true)),
-                dims as i32,
-            ),
-            false,
-        ),
+        crate::store::vector_field(dims),
     ]))
 }
 
@@ -252,17 +249,31 @@ impl ModelIdentity {
     }
 }
 
-/// How a remote fared.
+/// How a remote fared. Reads and writes are apart: a bucket readable but not writable still
+/// serves lookups.
 #[derive(Debug, Default)]
 struct Health {
     used: bool,
+    /// The last lookup's failure: lookups rest for [`RETRY_AFTER`].
     failed: Option<(Instant, String)>,
+    /// The last publish's failure, cleared by the next publish that succeeds.
+    publish_failed: Option<String>,
+}
+
+/// What [`RemoteStore::guarded`] runs.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+enum Use {
+    Read,
+    Write,
 }
 
 /// One configured remote, its opened table and its counters.
 pub struct RemoteStore {
     pub spec: Remote,
-    table: tokio::sync::Mutex<Option<Table>>,
+    /// The opened table; never held across network I/O.
+    table: Mutex<Option<Table>>,
+    /// One publish at a time to this remote.
+    publishing: tokio::sync::Mutex<()>,
     health: Mutex<Health>,
     copied: AtomicU64,
     refused: AtomicU64,
@@ -273,7 +284,8 @@ impl RemoteStore {
     fn new(spec: Remote) -> RemoteStore {
         RemoteStore {
             spec,
-            table: tokio::sync::Mutex::new(None),
+            table: Mutex::new(None),
+            publishing: tokio::sync::Mutex::new(()),
             health: Mutex::default(),
             copied: AtomicU64::new(0),
             refused: AtomicU64::new(0),
@@ -293,19 +305,30 @@ impl RemoteStore {
             .is_some_and(|(at, _)| at.elapsed() < RETRY_AFTER)
     }
 
-    fn succeeded(&self) {
+    fn succeeded(&self, work: Use) {
         let mut health = self.health();
         health.used = true;
-        health.failed = None;
+        match work {
+            Use::Read => health.failed = None,
+            Use::Write => health.publish_failed = None,
+        }
     }
 
-    fn failed(&self, error: &RemoteError) {
+    fn failed(&self, work: Use, error: &RemoteError) {
         let mut health = self.health();
         health.used = true;
-        if health.failed.is_none() {
-            tracing::warn!("{error}; jobs embed locally meanwhile");
+        match work {
+            Use::Read => {
+                if health.failed.is_none() {
+                    tracing::warn!("{error}; jobs embed locally meanwhile");
+                }
+                health.failed = Some((Instant::now(), error.to_string()));
+            }
+            Use::Write => {
+                tracing::warn!("publishing: {error}");
+                health.publish_failed = Some(error.to_string());
+            }
         }
-        health.failed = Some((Instant::now(), error.to_string()));
     }
 
     pub fn count_copied(&self, blocks: u64) {
@@ -318,10 +341,11 @@ impl RemoteStore {
 
     fn status(&self) -> RemoteStatus {
         let health = self.health();
-        let (state, error) = match (&health.failed, health.used) {
-            (Some((_, error)), _) => ("unreachable", Some(error.clone())),
-            (None, true) => ("ok", None),
-            (None, false) => ("unused", None),
+        let (state, error) = match (&health.failed, &health.publish_failed, health.used) {
+            (Some((_, error)), _, _) => ("unreachable", Some(error.clone())),
+            (None, Some(error), _) => ("publish failed", Some(error.clone())),
+            (None, None, true) => ("ok", None),
+            (None, None, false) => ("unused", None),
         };
         RemoteStatus {
             name: self.spec.name.clone(),
@@ -364,10 +388,11 @@ impl RemoteStore {
         model: &ModelIdentity,
         create: bool,
     ) -> Result<Option<Table>, RemoteError> {
-        let mut opened = self.table.lock().await;
-        if let Some(table) = opened.as_ref() {
-            return Ok(Some(table.clone()));
+        if let Some(table) = self.opened() {
+            return Ok(Some(table));
         }
+        // Opened without holding the lock: a slow open (a publish's) never holds up a lookup,
+        // which has its own timeout. Two opening at once both succeed; one table is kept.
         let name = &self.spec.name;
         let db = lancedb::connect(&self.spec.uri)
             .storage_options(self.storage_options())
@@ -398,13 +423,18 @@ impl RemoteStore {
             }
             Err(e) => return Err(RemoteError::lance(name, e)),
         };
-        *opened = Some(table.clone());
+        *self.table.lock().unwrap_or_else(|p| p.into_inner()) = Some(table.clone());
         Ok(Some(table))
     }
 
-    /// Runs `work` against the remote within `limit`, recording how it went; a failure drops
-    /// the opened table, so the next use connects again.
-    async fn guarded<T, F>(&self, limit: Duration, work: F) -> Result<T, RemoteError>
+    fn opened(&self) -> Option<Table> {
+        self.table.lock().unwrap_or_else(|p| p.into_inner()).clone()
+    }
+
+    /// Runs `work` against the remote within `limit`, recording how it went; a failure of the
+    /// remote drops the opened table, so the next use connects again (a failure of the local
+    /// store is not the remote's).
+    async fn guarded<T, F>(&self, work_is: Use, limit: Duration, work: F) -> Result<T, RemoteError>
     where
         F: std::future::Future<Output = Result<T, RemoteError>>,
     {
@@ -416,10 +446,11 @@ impl RemoteStore {
             }),
         };
         match &result {
-            Ok(_) => self.succeeded(),
+            Ok(_) => self.succeeded(work_is),
+            Err(RemoteError::Local(_)) => {}
             Err(e) => {
-                self.failed(e);
-                *self.table.lock().await = None;
+                self.failed(work_is, e);
+                *self.table.lock().unwrap_or_else(|p| p.into_inner()) = None;
             }
         }
         result
@@ -432,7 +463,7 @@ impl RemoteStore {
         keys: &[&BlobKey],
     ) -> Result<HashMap<BlobKey, Vec<OfferedBlock>>, RemoteError> {
         let name = self.spec.name.clone();
-        self.guarded(LOOKUP_TIMEOUT, async {
+        self.guarded(Use::Read, LOOKUP_TIMEOUT, async {
             let Some(table) = self.table(model, false).await? else {
                 return Ok(HashMap::new());
             };
@@ -521,9 +552,10 @@ impl RemoteStore {
             return Err(RemoteError::ReadOnly(self.spec.name.clone()));
         }
         let name = self.spec.name.clone();
+        let _one_at_a_time = self.publishing.lock().await;
         // No overall timeout: a large first publish takes as long as its bytes take; each
         // request has the connection's own timeouts.
-        self.guarded(Duration::from_secs(24 * 3600), async {
+        self.guarded(Use::Write, Duration::from_secs(24 * 3600), async {
             let table = self
                 .table(model, true)
                 .await?
@@ -543,9 +575,7 @@ impl RemoteStore {
                 if missing.is_empty() {
                     continue;
                 }
-                let rows = rows_of(missing)
-                    .await
-                    .map_err(|e| RemoteError::lance(&name, format!("reading local blocks: {e}")))?;
+                let rows = rows_of(missing).await?;
                 blobs += rows.iter().map(BlockRow::key).collect::<HashSet<_>>().len() as u64;
                 pending.extend(rows);
                 if pending.len() >= PUBLISH_ROWS {
@@ -553,6 +583,7 @@ impl RemoteStore {
                     pending.clear();
                 }
             }
+            crate::fault::pause_before_publish_insert().await;
             blocks += self.insert(&table, model, &pending).await?;
             tracing::debug!(
                 "remote {name} lacked {lacked} of {} blobs; {blocks} blocks inserted",
@@ -570,7 +601,7 @@ impl RemoteStore {
     /// publishers duplicated rows), reading the key column whole: for tests and inspection.
     pub async fn count_rows(&self, model: &ModelIdentity) -> Result<(u64, u64), RemoteError> {
         let name = self.spec.name.clone();
-        self.guarded(Duration::from_secs(600), async {
+        self.guarded(Use::Read, Duration::from_secs(600), async {
             let Some(table) = self.table(model, false).await? else {
                 return Ok((0, 0));
             };
@@ -610,6 +641,10 @@ impl RemoteStore {
         let schema = batch.schema();
         let mut merge = table.merge_insert(&["key"]);
         merge.when_not_matched_insert_all();
+        // Concurrent inserts of one key are detected (and retried, then matched) only on
+        // Lance's plan that does not use an index on the key: keep it so, should `key` ever
+        // get one.
+        merge.use_index(false);
         let result = merge
             .execute(Box::new(RecordBatchIterator::new(vec![Ok(batch)], schema)))
             .await
@@ -721,13 +756,7 @@ fn remote_batch(model: &ModelIdentity, rows: &[BlockRow]) -> Result<RecordBatch,
     if values.len() != rows.len() * model.dims {
         return Err("a local row has a vector of the wrong length".into());
     }
-    let vectors = FixedSizeListArray::try_new(
-        Arc::new(Field::new("item", DataType::Float32, true)),
-        model.dims as i32,
-        Arc::new(Float32Array::from(values)),
-        None,
-    )
-    .map_err(|e| e.to_string())?;
+    let vectors = crate::store::vector_array(values, model.dims).map_err(|e| e.to_string())?;
     let fingerprint = &model.fingerprint;
     RecordBatch::try_new(
         remote_schema(model.dims),
@@ -758,7 +787,7 @@ pub struct Remotes {
     model_dir: PathBuf,
     model_id: String,
     dims: usize,
-    identity: tokio::sync::OnceCell<Result<ModelIdentity, String>>,
+    identity: tokio::sync::OnceCell<ModelIdentity>,
     loaded: Mutex<Loaded>,
 }
 
@@ -819,17 +848,16 @@ impl Remotes {
     /// The identity of the model this daemon embeds with (its files are read once).
     pub async fn identity(&self) -> Result<ModelIdentity, RemoteError> {
         let (dir, id, dims) = (self.model_dir.clone(), self.model_id.clone(), self.dims);
+        // Kept once known; a failure (a model file being replaced) is tried again next time.
+        let model_dir = self.model_dir.clone();
         self.identity
-            .get_or_init(|| async move {
-                tokio::task::spawn_blocking(move || {
-                    ModelIdentity::of(&dir, &id, dims).map_err(|e| e.to_string())
-                })
-                .await
-                .unwrap_or_else(|e| Err(e.to_string()))
+            .get_or_try_init(|| async move {
+                tokio::task::spawn_blocking(move || ModelIdentity::of(&dir, &id, dims))
+                    .await
+                    .unwrap_or_else(|e| Err(RemoteError::Model(model_dir, e.to_string())))
             })
             .await
-            .clone()
-            .map_err(|e| RemoteError::Model(self.model_dir.clone(), e))
+            .cloned()
     }
 
     /// What the remotes offer for `keys`, asked a few hundred at a time, each key from the first

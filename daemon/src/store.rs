@@ -352,6 +352,31 @@ pub fn quote(s: &str) -> String {
     format!("'{}'", s.replace('\'', "''"))
 }
 
+/// The `vector` column: `dims` 32-bit floats per row.
+pub fn vector_field(dims: usize) -> Field {
+    Field::new(
+        "vector",
+        DataType::FixedSizeList(
+            Arc::new(Field::new("item", DataType::Float32, true)),
+            dims as i32,
+        ),
+        false,
+    )
+}
+
+/// A `vector` column of `dims` floats per row from all rows' values in sequence.
+pub fn vector_array(
+    values: Vec<f32>,
+    dims: usize,
+) -> std::result::Result<FixedSizeListArray, arrow_schema::ArrowError> {
+    FixedSizeListArray::try_new(
+        Arc::new(Field::new("item", DataType::Float32, true)),
+        dims as i32,
+        Arc::new(Float32Array::from(values)),
+        None,
+    )
+}
+
 fn blocks_schema(dims: usize) -> SchemaRef {
     Arc::new(Schema::new(vec![
         Field::new("repo", DataType::Utf8, false),
@@ -364,14 +389,7 @@ fn blocks_schema(dims: usize) -> SchemaRef {
         Field::new("end_line", DataType::UInt32, false),
         Field::new("content", DataType::Utf8, false),
         Field::new("text", DataType::Utf8, false),
-        Field::new(
-            "vector",
-            DataType::FixedSizeList(
-                Arc::new(Field::new("item", DataType::Float32, true)),
-                dims as i32,
-            ),
-            false,
-        ),
+        vector_field(dims),
     ]))
 }
 
@@ -1100,12 +1118,7 @@ impl Store {
                 r.vector.iter().copied()
             })
             .collect();
-        let vectors = FixedSizeListArray::try_new(
-            Arc::new(Field::new("item", DataType::Float32, true)),
-            self.dims as i32,
-            Arc::new(Float32Array::from(values)),
-            None,
-        )?;
+        let vectors = vector_array(values, self.dims)?;
         Ok(RecordBatch::try_new(
             blocks_schema(self.dims),
             vec![

@@ -114,6 +114,9 @@ impl Remote {
             return Err("the uri must hold no credentials or options: credentials come from the AWS environment variables or profile files".into());
         }
         if let Some(endpoint) = &self.endpoint {
+            if endpoint.contains('@') {
+                return Err("the endpoint must hold no credentials: they come from the AWS environment variables or profile files".into());
+            }
             if !(endpoint.starts_with("http://") || endpoint.starts_with("https://")) {
                 return Err(format!("endpoint {endpoint:?} is not an http(s):// URL"));
             }

@@ -206,10 +206,30 @@ pub struct Publication {
     pub uri: String,
     /// Distinct blobs (with their language) of HEAD's files that have blocks.
     pub blobs: u64,
-    /// Of those, the blobs the remote lacked and now has.
+    /// Of those, the blobs the remote lacked when asked, whose blocks were sent (a publisher
+    /// racing this one may have added some of them first: `blocks_added` counts only rows
+    /// this publish inserted).
     pub blobs_added: u64,
     pub blocks_added: u64,
     pub seconds: f64,
+}
+
+impl std::fmt::Display for Publication {
+    /// The line `hgd publish` prints.
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        write!(
+            f,
+            "published {} at {} to {} ({}): {} blocks of {} blobs added, {} blobs already there, in {:.1}s",
+            self.repo,
+            self.commit.get(..10).unwrap_or(&self.commit),
+            self.remote,
+            self.uri,
+            self.blocks_added,
+            self.blobs_added,
+            self.blobs - self.blobs_added,
+            self.seconds
+        )
+    }
 }
 
 /// A remote as `hgd status` shows it.
@@ -219,16 +239,18 @@ pub struct RemoteStatus {
     pub uri: String,
     pub read_only: bool,
     pub publish: bool,
-    /// `unused` (not asked since the daemon started), `ok`, or `unreachable` (jobs embed
-    /// locally until it is tried again, a minute after its last failure).
+    /// `unused` (not asked since the daemon started), `ok`, `unreachable` (its last lookup
+    /// failed: jobs embed locally until it is asked again, a minute later) or `publish failed`
+    /// (lookups work; the last publish did not).
     pub state: String,
-    /// Its last failure, while it is unreachable.
+    /// The failure behind `unreachable` or `publish failed`.
     #[serde(default, skip_serializing_if = "Option::is_none")]
     pub error: Option<String>,
     /// Blocks copied from it instead of embedded, since the daemon started.
     pub blocks_copied: u64,
-    /// Blocks it offered that were refused (content that does not match the blob, another
-    /// model's rows) and embedded here instead.
+    /// Blocks of blobs it offered whose rows did not match what hgd cuts from the blob (lines,
+    /// kind, name, content, vector length), embedded here instead. (Another model's rows are
+    /// never offered: lookups ask for this model's only.)
     pub blocks_refused: u64,
     pub blocks_published: u64,
 }

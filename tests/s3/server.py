@@ -1,5 +1,5 @@
 """A real S3 API server on loopback for hgd's tests and benchmarks (PyPI `moto[server]`, pinned
-in scripts/s3-server.sh). It checks credentials: an IAM user with a key and a policy allowing S3
+in scripts/s3-venv.sh). It checks credentials: an IAM user with a key and a policy allowing S3
 is made first (before authentication starts), and a bucket. Prints one JSON line
 {"endpoint", "bucket", "access_key", "secret_key"} and serves until killed.
 

@@ -475,6 +475,15 @@ impl S3Server {
         format!("s3://{}/{prefix}", self.bucket)
     }
 
+    /// Stops the server (SIGSTOP): connections are accepted and never answered.
+    pub fn pause(&mut self) {
+        if let Some(child) = &self.child {
+            let _ = Command::new("kill")
+                .args(["-STOP", &child.id().to_string()])
+                .status();
+        }
+    }
+
     /// Kills the server at once (SIGKILL): requests after this are refused.
     pub fn kill(&mut self) {
         if let Some(mut child) = self.child.take() {

@@ -78,15 +78,16 @@ fn stored_blocks(hgd: &Hgd, repo: &GitRepo) -> u64 {
         .expect("blocks")
 }
 
-/// `hgd index --publish --json` with no daemon running; returns its JSON.
-fn index_and_publish(hgd: &Hgd, repo: &GitRepo) -> serde_json::Value {
+/// `hgd index --publish --json` with no daemon running; returns what it published (one entry
+/// per remote) and its summary line on stderr.
+fn index_and_publish(hgd: &Hgd, repo: &GitRepo) -> (serde_json::Value, String) {
     let out = hgd.hgd(&repo.path(), &["index", "--publish", "--json"]);
-    assert!(
-        out.status.success(),
-        "hgd index --publish: {}",
-        String::from_utf8_lossy(&out.stderr)
-    );
-    serde_json::from_slice(&out.stdout).expect("--json prints JSON")
+    let stderr = String::from_utf8_lossy(&out.stderr).into_owned();
+    assert!(out.status.success(), "hgd index --publish: {stderr}");
+    (
+        serde_json::from_slice(&out.stdout).expect("--json prints JSON"),
+        stderr,
+    )
 }
 
 #[test]
@@ -97,22 +98,22 @@ fn a_published_index_is_copied_in_another_home_with_the_same_results() {
     ci.add_remote("team", &server, "hgd", &[]);
 
     // CI: one process indexes, publishes and exits.
-    let published = index_and_publish(&ci, &repo);
+    let (published, summary) = index_and_publish(&ci, &repo);
     assert!(
-        published["blocks_embedded"].as_u64() > Some(0),
-        "{published:#}"
+        summary.contains("blocks embedded, 0 copied from remotes"),
+        "{summary}"
     );
-    let added = published["published"][0]["blocks_added"]
-        .as_u64()
-        .expect("blocks_added");
+    let added = published[0]["blocks_added"].as_u64().expect("blocks_added");
     assert!(added > 0, "{published:#}");
     assert!(
         !ci.socket().exists(),
         "index --publish left a daemon running"
     );
 
-    // A laptop: its first index copies everything and embeds nothing.
+    // A laptop: its first index copies everything and embeds nothing. Its daemon runs before
+    // the remote is added: it reads the config file again when the file changes.
     let laptop = Hgd::new().with_s3_credentials(&server);
+    assert!(laptop.hgd(&repo.path(), &["list"]).status.success());
     laptop.add_remote("team", &server, "hgd", &["--read-only"]);
     laptop.index(&repo.path());
     let status = laptop.status(&repo.path());
@@ -148,8 +149,8 @@ fn a_remote_killed_mid_job_leaves_the_job_to_embed_locally_and_loses_nothing() {
     let repo = repo_with(10);
     let ci = Hgd::new().with_s3_credentials(&server);
     ci.add_remote("team", &server, "hgd", &[]);
-    let published = index_and_publish(&ci, &repo);
-    let copied_first = published["published"][0]["blocks_added"].as_u64().unwrap();
+    let (published, _) = index_and_publish(&ci, &repo);
+    let copied_first = published[0]["blocks_added"].as_u64().unwrap();
 
     // Files nobody published: the job asks the remote two files at a time while it embeds them.
     write_modules(&repo, "b", 150);
@@ -186,16 +187,55 @@ fn a_remote_killed_mid_job_leaves_the_job_to_embed_locally_and_loses_nothing() {
 }
 
 #[test]
+fn a_remote_that_does_not_answer_is_given_up_after_a_short_timeout() {
+    let mut server = S3Server::start();
+    let repo = repo_with(4);
+    let ci = Hgd::new().with_s3_credentials(&server);
+    ci.add_remote("team", &server, "hgd", &[]);
+    index_and_publish(&ci, &repo);
+
+    // Stopped, not killed: connections are accepted and never answered.
+    server.pause();
+    let laptop = Hgd::new().with_s3_credentials(&server);
+    laptop.add_remote("team", &server, "hgd", &[]);
+    let started = std::time::Instant::now();
+    let out = laptop
+        .hgd_within(
+            &repo.path(),
+            &["index"],
+            &[],
+            std::time::Duration::from_secs(90),
+        )
+        .expect("indexing waited for a remote that does not answer");
+    assert!(
+        out.status.success(),
+        "{}",
+        String::from_utf8_lossy(&out.stderr)
+    );
+    let remote = remote_status(&laptop, &repo.path(), "team");
+    assert_eq!(remote["state"], "unreachable", "{remote:#}");
+    assert!(
+        remote["error"]
+            .as_str()
+            .is_some_and(|e| e.contains("did not answer within 5 s")),
+        "{remote:#}"
+    );
+    assert!(laptop.status(&repo.path())["blocks_embedded"].as_u64() > Some(0));
+    eprintln!("indexed past a silent remote in {:?}", started.elapsed());
+    laptop.assert_consistent(&repo.path());
+}
+
+#[test]
 fn two_publishers_at_once_add_each_block_once() {
     let server = S3Server::start();
     let repo = repo_with(15);
     let homes: Vec<Hgd> = (0..2)
         .map(|_| {
-            // One blob per question: both publishers are still asking (and both find every
-            // blob missing) when either inserts, so their inserts race.
+            // Each publisher waits 3 s between finding what the remote lacks and inserting it:
+            // both find every blob missing, and their inserts race.
             let hgd = Hgd::new()
                 .with_s3_credentials(&server)
-                .with_env("HGD_REMOTE_LOOKUP_BLOBS", "1")
+                .with_env("HGD_FAULT_PUBLISH_PAUSE_MS", "3000")
                 .with_env("HGD_LOG", "info,hgd_daemon::remote=debug");
             hgd.add_remote("team", &server, "hgd", &[]);
             hgd.index(&repo.path());

@@ -93,7 +93,10 @@ fn error_reply(e: &ServiceError) -> Response {
         ServiceError::NotTracked(_) | ServiceError::Busy(_) | ServiceError::Forgetting(_) => {
             ErrorCode::BadRequest
         }
-        // The remote's own failure (credentials, network), not the daemon's.
+        // The remote's own failure (credentials, network, a name), not the daemon's.
+        ServiceError::Remote(
+            crate::remote::RemoteError::Model(..) | crate::remote::RemoteError::Local(_),
+        ) => ErrorCode::Internal,
         ServiceError::Remote(_) => ErrorCode::BadRequest,
         _ => ErrorCode::Internal,
     };

@@ -146,6 +146,12 @@ pub struct Service {
     index_rules: Mutex<HashMap<String, String>>,
     /// A check of the store for damaged tables is running (see [`Service::suspect_store`]).
     repairing: std::sync::atomic::AtomicBool,
+    /// Remotes with `publish = true` get each job's changed files (off in a one-shot
+    /// `hgd-daemon index --publish`, which publishes everything itself).
+    publish_after_jobs: bool,
+    /// Paths of finished jobs not yet published by the background publisher, by repository.
+    publish_pending: Mutex<HashMap<String, std::collections::BTreeSet<String>>>,
+    publisher_running: std::sync::atomic::AtomicBool,
     pub shutdown: CancellationToken,
 }
 
@@ -159,6 +165,7 @@ impl Service {
         store: Store,
         embedder: Embedder,
         shutdown: CancellationToken,
+        publish_after_jobs: bool,
     ) -> Result<Arc<Service>, ServiceError> {
         let store = Arc::new(store);
         let embedder = Arc::new(embedder);
@@ -230,6 +237,9 @@ impl Service {
             persist_lock: tokio::sync::Mutex::new(()),
             index_rules: Mutex::new(index_rules),
             repairing: std::sync::atomic::AtomicBool::new(false),
+            publish_after_jobs,
+            publish_pending: Mutex::new(HashMap::new()),
+            publisher_running: std::sync::atomic::AtomicBool::new(false),
             shutdown,
         });
         if records_lost {

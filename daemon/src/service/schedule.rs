@@ -381,17 +381,53 @@ impl Service {
     /// Remotes configured with `publish = true` get the blocks of the files a job changed, in
     /// the background (a slow remote does not hold up the queue); a failure is logged and
     /// shown by `hgd status`, and the next `hgd publish` sends what was missed.
+    /// Jobs that end while a publish runs add their paths to what the next one sends, so at
+    /// most one background publish runs, whatever the rate of commits.
     fn publish_after_job(self: &Arc<Self>, root: &str, paths: Vec<String>) {
-        let remotes = self.remotes.publishing();
-        if remotes.is_empty() {
+        if !self.publish_after_jobs || self.remotes.publishing().is_empty() {
             return;
         }
-        let (service, root) = (self.clone(), root.to_owned());
+        self.lock_publish_pending()
+            .entry(root.to_owned())
+            .or_default()
+            .extend(paths);
+        if self.publisher_running.swap(true, Ordering::AcqRel) {
+            return; // the running publisher takes them
+        }
+        let service = self.clone();
         tokio::spawn(async move {
-            if let Err(e) = service.publish_to(&root, &remotes, Some(&paths)).await {
-                tracing::warn!("publishing {root} failed: {e}");
+            loop {
+                let pending = std::mem::take(&mut *service.lock_publish_pending());
+                if pending.is_empty() {
+                    service.publisher_running.store(false, Ordering::Release);
+                    // A job may have added paths after the take and seen us running.
+                    if service.lock_publish_pending().is_empty()
+                        || service.publisher_running.swap(true, Ordering::AcqRel)
+                    {
+                        return;
+                    }
+                    continue;
+                }
+                let remotes = service.remotes.publishing();
+                for (root, paths) in pending {
+                    let paths: Vec<String> = paths.into_iter().collect();
+                    if let Err(e) = service.publish_to(&root, &remotes, Some(&paths)).await {
+                        tracing::warn!("publishing {root} failed: {e}");
+                    }
+                }
             }
         });
+    }
+
+    fn lock_publish_pending(
+        &self,
+    ) -> std::sync::MutexGuard<
+        '_,
+        std::collections::HashMap<String, std::collections::BTreeSet<String>>,
+    > {
+        self.publish_pending
+            .lock()
+            .unwrap_or_else(|p| p.into_inner())
     }
 
     /// Retries failed jobs by themselves, so indexing resumes once the cause is gone (disk space
