@@ -431,3 +431,42 @@ fn remotes_are_added_listed_and_removed_in_the_config_file() {
     assert_eq!(out.status.code(), Some(2));
     assert!(String::from_utf8_lossy(&out.stderr).contains("aws_secret_access_key"));
 }
+
+#[test]
+fn a_daemon_configured_to_publish_sends_each_jobs_new_blocks() {
+    let server = S3Server::start();
+    let repo = repo_with(5);
+    let dev = Hgd::new().with_s3_credentials(&server);
+    dev.add_remote("team", &server, "hgd", &["--publish"]);
+    let published_reaches = |blocks: u64| {
+        let deadline = std::time::Instant::now() + std::time::Duration::from_secs(60);
+        loop {
+            let remote = remote_status(&dev, &repo.path(), "team");
+            if remote["blocks_published"].as_u64() == Some(blocks) {
+                return;
+            }
+            assert!(
+                std::time::Instant::now() < deadline,
+                "not published: {remote:#}\n{}",
+                dev.log()
+            );
+            std::thread::sleep(std::time::Duration::from_millis(100));
+        }
+    };
+    dev.index(&repo.path());
+    let first = stored_blocks(&dev, &repo);
+    published_reaches(first);
+    // A commit: only its new blocks are sent.
+    write_modules(&repo, "c", 2);
+    repo.commit_all("two more");
+    dev.index(&repo.path());
+    let all = stored_blocks(&dev, &repo);
+    assert!(all > first);
+    published_reaches(all);
+
+    let laptop = Hgd::new().with_s3_credentials(&server);
+    laptop.add_remote("team", &server, "hgd", &["--read-only"]);
+    laptop.index(&repo.path());
+    assert_eq!(laptop.status(&repo.path())["blocks_embedded"], 0);
+    assert_eq!(answers(&laptop, &repo), answers(&dev, &repo));
+}
