@@ -877,7 +877,12 @@ fn status(home: &Home, json: bool) -> Result<ExitCode> {
             remote.blocks_published
         ));
         if let Some(error) = &remote.error {
-            lines.push(format!("  error: {error} (jobs embed locally meanwhile)"));
+            lines.push(match remote.state.as_str() {
+                "unreachable" => format!("  error: {error} (jobs embed locally meanwhile)"),
+                _ => format!(
+                    "  error: {error} (lookups still work; `hgd publish` sends what was missed)"
+                ),
+            });
         }
     }
     print_lines(lines)?;

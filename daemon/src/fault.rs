@@ -21,17 +21,20 @@ pub fn panic_if_asked(stage: &str, path: &str) {
     }
 }
 
-/// `HGD_FAULT_PUBLISH_PAUSE_MS=N`: a publish waits N ms between finding what the remote lacks
-/// and inserting it, so two publishers started together both find every blob missing and
-/// their inserts race (the test of concurrent publishers).
-pub async fn pause_before_publish_insert() {
-    static PAUSE: OnceLock<Option<u64>> = OnceLock::new();
-    let pause = PAUSE.get_or_init(|| {
-        std::env::var("HGD_FAULT_PUBLISH_PAUSE_MS")
+/// `HGD_FAULT_PUBLISH_INSERT_AT_MS=T` (milliseconds since the Unix epoch): a publish that has
+/// found what the remote lacks waits until T to insert it, so two publishers given the same T
+/// insert at the same instant and their commits race (the test of concurrent publishers).
+pub async fn wait_to_insert_if_asked() {
+    static AT: OnceLock<Option<u64>> = OnceLock::new();
+    let at = AT.get_or_init(|| {
+        std::env::var("HGD_FAULT_PUBLISH_INSERT_AT_MS")
             .ok()
             .and_then(|v| v.parse().ok())
     });
-    if let Some(ms) = pause {
-        tokio::time::sleep(std::time::Duration::from_millis(*ms)).await;
+    if let Some(at) = at {
+        let now = std::time::SystemTime::now()
+            .duration_since(std::time::UNIX_EPOCH)
+            .map_or(0, |d| d.as_millis() as u64);
+        tokio::time::sleep(std::time::Duration::from_millis(at.saturating_sub(now))).await;
     }
 }

@@ -116,7 +116,8 @@ pub fn lookup_blobs() -> usize {
         .filter(|&n: &usize| n > 0)
         .unwrap_or(LOOKUP_BLOBS)
 }
-/// Rows per `merge_insert` when publishing: each is one commit (one new version) on the remote.
+/// Rows gathered before a `merge_insert` when publishing (each is one commit, one new version
+/// on the remote); the rest go in one last commit.
 const PUBLISH_ROWS: usize = 4096;
 /// Identifies how hgd turns a block into the text it embeds (`indexer::embed_text`): vectors
 /// made by another form are another model's.
@@ -583,7 +584,7 @@ impl RemoteStore {
                     pending.clear();
                 }
             }
-            crate::fault::pause_before_publish_insert().await;
+            crate::fault::wait_to_insert_if_asked().await;
             blocks += self.insert(&table, model, &pending).await?;
             tracing::debug!(
                 "remote {name} lacked {lacked} of {} blobs; {blocks} blocks inserted",
@@ -651,6 +652,12 @@ impl RemoteStore {
             .map_err(|e| RemoteError::lance(name, e))?;
         self.published
             .fetch_add(result.num_inserted_rows, Ordering::Relaxed);
+        tracing::debug!(
+            "remote {name}: {} of {} rows inserted in {} attempts",
+            result.num_inserted_rows,
+            rows.len(),
+            result.num_attempts
+        );
         Ok(result.num_inserted_rows)
     }
 

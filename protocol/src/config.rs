@@ -311,3 +311,43 @@ fn relative_to(file: &Path, path: PathBuf) -> PathBuf {
         _ => path,
     }
 }
+
+#[cfg(test)]
+mod tests {
+    use super::Remote;
+
+    fn remote(uri: &str, endpoint: Option<&str>) -> Remote {
+        Remote {
+            name: "team".into(),
+            uri: uri.into(),
+            endpoint: endpoint.map(str::to_owned),
+            region: None,
+            allow_http: true,
+            read_only: false,
+            publish: false,
+        }
+    }
+
+    #[test]
+    fn remotes_hold_no_credentials_and_only_s3_locations() {
+        assert!(remote("s3://bucket/hgd", Some("http://127.0.0.1:9000"))
+            .validate()
+            .is_ok());
+        for (uri, endpoint) in [
+            ("s3://KEY:SECRET@bucket/hgd", None),
+            ("s3://bucket/hgd?access_key=KEY", None),
+            ("s3://bucket/hgd", Some("https://KEY:SECRET@minio.local")),
+            ("gs://bucket/hgd", None),
+            ("s3:///hgd", None),
+            ("s3://bucket/hgd", Some("minio.local:9000")),
+        ] {
+            assert!(
+                remote(uri, endpoint).validate().is_err(),
+                "{uri} {endpoint:?}"
+            );
+        }
+        let mut named = remote("s3://bucket/hgd", None);
+        named.name = "a b".into();
+        assert!(named.validate().is_err());
+    }
+}

@@ -231,42 +231,45 @@ fn two_publishers_at_once_add_each_block_once() {
     let repo = repo_with(15);
     let homes: Vec<Hgd> = (0..2)
         .map(|_| {
-            // Each publisher waits 3 s between finding what the remote lacks and inserting it:
-            // both find every blob missing, and their inserts race.
-            let hgd = Hgd::new()
-                .with_s3_credentials(&server)
-                .with_env("HGD_FAULT_PUBLISH_PAUSE_MS", "3000")
-                .with_env("HGD_LOG", "info,hgd_daemon::remote=debug");
+            let hgd = Hgd::new().with_s3_credentials(&server);
             hgd.add_remote("team", &server, "hgd", &[]);
-            hgd.index(&repo.path());
             hgd
         })
         .collect();
-    let blocks = stored_blocks(&homes[0], &repo);
+    // Two CI jobs at once: each indexes, finds every blob missing, and (told to) inserts at the
+    // same instant, so their commits race.
+    let insert_at = std::time::SystemTime::now()
+        .duration_since(std::time::UNIX_EPOCH)
+        .unwrap()
+        .as_millis()
+        + 15_000;
     let running: Vec<_> = homes
         .iter()
         .map(|hgd| {
             hgd.command("hgd")
                 .current_dir(repo.path())
-                .args(["publish", "--json"])
+                .args(["index", "--publish", "--json"])
+                .env("HGD_FAULT_PUBLISH_INSERT_AT_MS", insert_at.to_string())
+                .env("HGD_LOG", "warn,hgd_daemon::remote=debug")
                 .stdin(Stdio::null())
                 .stdout(Stdio::piped())
                 .stderr(Stdio::piped())
                 .spawn()
-                .expect("start hgd publish")
+                .expect("start hgd index --publish")
         })
         .collect();
     let mut added = 0;
+    let mut logs = Vec::new();
     for child in running {
         let out = child.wait_with_output().unwrap();
-        assert!(
-            out.status.success(),
-            "{}",
-            String::from_utf8_lossy(&out.stderr)
-        );
+        let log = String::from_utf8_lossy(&out.stderr).into_owned();
+        assert!(out.status.success(), "{log}");
         let published: serde_json::Value = serde_json::from_slice(&out.stdout).unwrap();
         added += published[0]["blocks_added"].as_u64().unwrap();
+        logs.push(log);
     }
+    homes[0].index(&repo.path());
+    let blocks = stored_blocks(&homes[0], &repo);
     assert_eq!(added, blocks, "each block added once between the two");
     let out = homes[0]
         .command("hgd-daemon")
@@ -281,12 +284,18 @@ fn two_publishers_at_once_add_each_block_once() {
     let counted: serde_json::Value = serde_json::from_slice(&out.stdout).unwrap();
     assert_eq!(counted["rows"].as_u64(), Some(blocks), "{counted}");
     assert_eq!(counted["keys"].as_u64(), Some(blocks), "{counted}");
-    let raced = homes
-        .iter()
-        .filter(|h| h.log().contains("lacked 15 of 15 blobs"))
-        .count();
-    // Otherwise this test would not have tested a race.
-    assert_eq!(raced, 2, "both publishers found every blob missing");
+    // Otherwise this test would not have tested a race: both found every blob missing, and
+    // one insert met the other's commit and ran again (Lance's retry after a conflict).
+    for log in &logs {
+        assert!(log.contains("lacked 15 of 15 blobs"), "{log}");
+    }
+    assert!(
+        logs.iter().any(|log| log
+            .lines()
+            .any(|l| l.contains("rows inserted in") && !l.ends_with("in 1 attempts"))),
+        "no insert was retried: the two commits did not meet\n{}",
+        logs.join("\n")
+    );
 }
 
 #[test]
@@ -436,7 +445,9 @@ fn remotes_are_added_listed_and_removed_in_the_config_file() {
 fn a_daemon_configured_to_publish_sends_each_jobs_new_blocks() {
     let server = S3Server::start();
     let repo = repo_with(5);
-    let dev = Hgd::new().with_s3_credentials(&server);
+    let dev = Hgd::new()
+        .with_s3_credentials(&server)
+        .with_env("HGD_LOG", "info,hgd_daemon::remote=debug");
     dev.add_remote("team", &server, "hgd", &["--publish"]);
     let published_reaches = |blocks: u64| {
         let deadline = std::time::Instant::now() + std::time::Duration::from_secs(60);
@@ -463,6 +474,11 @@ fn a_daemon_configured_to_publish_sends_each_jobs_new_blocks() {
     let all = stored_blocks(&dev, &repo);
     assert!(all > first);
     published_reaches(all);
+    assert!(
+        dev.log().contains("lacked 2 of 2 blobs"),
+        "the second publish asked about more than the commit's files\n{}",
+        dev.log()
+    );
 
     let laptop = Hgd::new().with_s3_credentials(&server);
     laptop.add_remote("team", &server, "hgd", &["--read-only"]);

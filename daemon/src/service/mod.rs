@@ -429,7 +429,8 @@ impl Service {
 
 impl Service {
     /// Adds to each of `remotes` the blocks of HEAD's files in `root` (those at `paths`, or
-    /// all) that it lacks. The repository must be indexed: publish what is stored.
+    /// all) that it lacks. The repository must be indexed: publish what is stored. Every remote
+    /// is tried; if any failed, the first failure is returned (the others' are logged).
     pub async fn publish_to(
         &self,
         root: &str,
@@ -450,17 +451,31 @@ impl Service {
             .collect();
         keys.sort_by(|a, b| (&a.oid, &a.language).cmp(&(&b.oid, &b.language)));
         keys.dedup();
+        if keys.is_empty() {
+            return Ok(Vec::new()); // a job that only removed files: nothing to send
+        }
         let model = self.remotes.identity().await?;
         let mut out = Vec::new();
+        let mut failure = None;
         for remote in remotes {
             let started = Instant::now();
             let store = self.store.clone();
-            let (blobs_added, blocks_added) = remote
+            let published = remote
                 .publish(&model, &keys, move |keys| {
                     let store = store.clone();
                     async move { store.head_blocks_of(&keys).await }
                 })
-                .await?;
+                .await;
+            let (blobs_added, blocks_added) = match published {
+                Ok(added) => added,
+                Err(e) => {
+                    if failure.is_some() {
+                        tracing::warn!("publishing {root}: {e}");
+                    }
+                    failure.get_or_insert(e);
+                    continue;
+                }
+            };
             let seconds = started.elapsed().as_secs_f64();
             tracing::info!(
                 "published {root} at {commit} to {}: {blocks_added} blocks of {blobs_added} new blobs ({} blobs looked at) in {seconds:.1}s",
@@ -478,7 +493,10 @@ impl Service {
                 seconds,
             });
         }
-        Ok(out)
+        match failure {
+            Some(e) => Err(e.into()),
+            None => Ok(out),
+        }
     }
 
     /// Stops tracking the repository at or containing `path` (which may no longer exist),

@@ -411,8 +411,18 @@ impl Service {
                 let remotes = service.remotes.publishing();
                 for (root, paths) in pending {
                     let paths: Vec<String> = paths.into_iter().collect();
-                    if let Err(e) = service.publish_to(&root, &remotes, Some(&paths)).await {
-                        tracing::warn!("publishing {root} failed: {e}");
+                    // Its own task: a panic (in Lance) fails this publish, not the publisher.
+                    let publish = {
+                        let (service, remotes, root) =
+                            (service.clone(), remotes.clone(), root.clone());
+                        tokio::spawn(async move {
+                            service.publish_to(&root, &remotes, Some(&paths)).await
+                        })
+                    };
+                    match publish.await {
+                        Ok(Ok(_)) => {}
+                        Ok(Err(e)) => tracing::warn!("publishing {root} failed: {e}"),
+                        Err(e) => tracing::error!("publishing {root} stopped: {e}"),
                     }
                 }
             }
