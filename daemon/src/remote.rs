@@ -233,20 +233,9 @@ impl ModelIdentity {
         })
     }
 
-    /// The table of this model's blocks on a remote.
+    /// The table of this model's blocks on a remote: named as the local one.
     fn table_name(&self) -> String {
-        let safe: String = self
-            .id
-            .chars()
-            .map(|c| {
-                if c.is_ascii_alphanumeric() || c == '-' {
-                    c
-                } else {
-                    '_'
-                }
-            })
-            .collect();
-        format!("blocks_{safe}")
+        crate::store::table_name(&self.id)
     }
 }
 

@@ -403,7 +403,7 @@ fn repos_schema() -> SchemaRef {
 }
 
 /// Table names allow `[A-Za-z0-9_-.]`; model names may hold anything.
-fn table_name(model_id: &str) -> String {
+pub(crate) fn table_name(model_id: &str) -> String {
     let safe: String = model_id
         .chars()
         .map(|c| {
