@@ -119,6 +119,19 @@ pub fn lookup_blobs() -> usize {
 /// Rows gathered before a `merge_insert` when publishing (each is one commit, one new version
 /// on the remote); the rest go in one last commit.
 const PUBLISH_ROWS: usize = 4096;
+/// Small fragments on a remote that make a publisher merge them (`HGD_REMOTE_COMPACT_FRAGMENTS`
+/// overrides: tests make it small).
+fn compact_after() -> usize {
+    std::env::var("HGD_REMOTE_COMPACT_FRAGMENTS")
+        .ok()
+        .and_then(|v| v.parse().ok())
+        .filter(|&n: &usize| n > 0)
+        .unwrap_or(64)
+}
+
+/// Versions of a remote older than this are removed when it is compacted.
+const PRUNE_OLDER_THAN_HOURS: i64 = 1;
+
 /// Identifies how hgd turns a block into the text it embeds (`indexer::embed_text`): vectors
 /// made by another form are another model's.
 const EMBED_FORM: u32 = 1;
@@ -580,7 +593,7 @@ impl RemoteStore {
                 keys.len()
             );
             if blocks > 0 {
-                self.index_blob_column(&table).await;
+                self.maintain(&table).await;
             }
             Ok((blobs, blocks))
         })
@@ -648,6 +661,52 @@ impl RemoteStore {
             result.num_attempts
         );
         Ok(result.num_inserted_rows)
+    }
+
+    /// After a publish that added rows, keeps lookups fast; best effort (a failure is logged,
+    /// the rows are in). Each publish adds small fragments and a version: once
+    /// [`compact_after`] small fragments have gathered they are merged, and versions older than
+    /// [`PRUNE_OLDER_THAN_HOURS`] are removed (readers always read the latest version, and a
+    /// commit that meets the merge is retried by Lance). Then the `oid` index is made or
+    /// brought up to date.
+    async fn maintain(&self, table: &Table) {
+        let name = &self.spec.name;
+        let small = match table.stats().await {
+            Ok(stats) => stats.fragment_stats.num_small_fragments,
+            Err(e) => {
+                tracing::debug!("remote {name}: reading its statistics: {e}");
+                0
+            }
+        };
+        if small >= compact_after() {
+            let started = Instant::now();
+            let compacted = table
+                .optimize(lancedb::table::OptimizeAction::Compact {
+                    options: Default::default(),
+                    remap_options: None,
+                })
+                .await;
+            let pruned = match compacted {
+                Ok(_) => {
+                    table
+                        .optimize(lancedb::table::OptimizeAction::Prune {
+                            older_than: lancedb::table::Duration::try_hours(PRUNE_OLDER_THAN_HOURS),
+                            delete_unverified: Some(false),
+                            error_if_tagged_old_versions: None,
+                        })
+                        .await
+                }
+                Err(e) => Err(e),
+            };
+            match pruned {
+                Ok(_) => tracing::info!(
+                    "remote {name}: merged {small} small fragments in {:.1?}",
+                    started.elapsed()
+                ),
+                Err(e) => tracing::warn!("remote {name}: merging its small fragments: {e}"),
+            }
+        }
+        self.index_blob_column(table).await;
     }
 
     /// A B-tree index on `oid`, so a lookup reads a few rows, not the column; kept current

@@ -445,9 +445,11 @@ fn remotes_are_added_listed_and_removed_in_the_config_file() {
 fn a_daemon_configured_to_publish_sends_each_jobs_new_blocks() {
     let server = S3Server::start();
     let repo = repo_with(5);
+    // Two small fragments (two publishes) are enough to merge them.
     let dev = Hgd::new()
         .with_s3_credentials(&server)
-        .with_env("HGD_LOG", "info,hgd_daemon::remote=debug");
+        .with_env("HGD_LOG", "info,hgd_daemon::remote=debug")
+        .with_env("HGD_REMOTE_COMPACT_FRAGMENTS", "2");
     dev.add_remote("team", &server, "hgd", &["--publish"]);
     let published_reaches = |blocks: u64| {
         let deadline = std::time::Instant::now() + std::time::Duration::from_secs(60);
@@ -479,6 +481,24 @@ fn a_daemon_configured_to_publish_sends_each_jobs_new_blocks() {
         "the second publish asked about more than the commit's files\n{}",
         dev.log()
     );
+    // Merging follows the insert in the same background publish.
+    let deadline = std::time::Instant::now() + std::time::Duration::from_secs(60);
+    while !dev.log().contains("merged 2 small fragments") {
+        assert!(
+            std::time::Instant::now() < deadline,
+            "the second publish did not merge the remote's fragments\n{}",
+            dev.log()
+        );
+        std::thread::sleep(std::time::Duration::from_millis(100));
+    }
+    let out = dev
+        .command("hgd-daemon")
+        .args(["remote-rows", "team"])
+        .output()
+        .unwrap();
+    let counted: serde_json::Value = serde_json::from_slice(&out.stdout).unwrap();
+    assert_eq!(counted["rows"].as_u64(), Some(all), "{counted}");
+    assert_eq!(counted["keys"].as_u64(), Some(all), "{counted}");
 
     let laptop = Hgd::new().with_s3_credentials(&server);
     laptop.add_remote("team", &server, "hgd", &["--read-only"]);
