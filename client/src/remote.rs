@@ -6,15 +6,19 @@
 use anyhow::{bail, Context, Result};
 use hgd_protocol::config::{Config, Remote};
 
-/// The config file and its text ("" when it does not exist yet).
-fn read_config() -> Result<(std::path::PathBuf, String)> {
+/// The config file, its text ("" when it does not exist yet) and that text as a document to
+/// edit.
+fn read_config() -> Result<(std::path::PathBuf, String, toml_edit::DocumentMut)> {
     let path = Config::path().context("no config folder: set HGD_CONFIG to a file")?;
     let text = match std::fs::read_to_string(&path) {
         Ok(text) => text,
         Err(e) if e.kind() == std::io::ErrorKind::NotFound => String::new(),
         Err(e) => return Err(e).with_context(|| format!("read {}", path.display())),
     };
-    Ok((path, text))
+    let doc = text
+        .parse()
+        .with_context(|| format!("{} is not valid TOML", path.display()))?;
+    Ok((path, text, doc))
 }
 
 /// Writes `text` in one rename, then reads the whole file back as hgd does; a file hgd would
@@ -41,10 +45,7 @@ pub fn add(remote: &Remote) -> Result<Vec<String>> {
     remote
         .validate()
         .map_err(|problem| anyhow::anyhow!("remote {}: {problem}", remote.name))?;
-    let (path, old) = read_config()?;
-    let mut doc: toml_edit::DocumentMut = old
-        .parse()
-        .with_context(|| format!("{} is not valid TOML", path.display()))?;
+    let (path, old, mut doc) = read_config()?;
     let remotes = doc
         .entry("remote")
         .or_insert_with(|| {
@@ -90,10 +91,7 @@ pub fn add(remote: &Remote) -> Result<Vec<String>> {
 }
 
 pub fn remove(name: &str) -> Result<Vec<String>> {
-    let (path, old) = read_config()?;
-    let mut doc: toml_edit::DocumentMut = old
-        .parse()
-        .with_context(|| format!("{} is not valid TOML", path.display()))?;
+    let (path, old, mut doc) = read_config()?;
     let removed = doc
         .get_mut("remote")
         .and_then(|r| r.as_table_mut())

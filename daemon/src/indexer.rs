@@ -214,25 +214,15 @@ pub fn embed_rows(
     } else {
         embedder.embed_documents(&texts)?
     };
-    let mut vectors = vectors.into_iter();
-    let mut texts = texts.into_iter();
     let mut rows = Vec::with_capacity(texts.len());
+    let mut embedded = texts.into_iter().zip(vectors);
     for parsed in files {
-        for block in parsed.blocks {
-            rows.push(BlockRow {
-                repo: root.to_owned(),
-                path: parsed.path.clone(),
-                oid: parsed.oid.clone(),
-                language: parsed.language.name().to_owned(),
-                kind: block.kind,
-                name: block.name,
-                start_line: block.start_line,
-                end_line: block.end_line,
-                content: block.content,
-                text: texts.next().unwrap_or_default(),
-                vector: vectors.next().unwrap_or_default(),
-            });
-        }
+        let blocks = parsed.blocks.len();
+        rows.extend(rows_with_vectors(
+            root,
+            parsed,
+            embedded.by_ref().take(blocks),
+        ));
     }
     Ok(rows)
 }
@@ -585,8 +575,8 @@ struct FreshReport {
     blocks_from_remotes: u64,
 }
 
-/// Files gathered per lookup at most, and how long the stage waits for the parser to fill a
-/// group (parsing is much faster than embedding, so groups are usually full).
+/// How long the remote stage waits for the parser to fill a group of files to look up
+/// (parsing is much faster than embedding, so groups are usually full).
 const GATHER_WAIT: std::time::Duration = std::time::Duration::from_millis(20);
 
 /// The remote stage of a job: asks the remotes for parsed files a group at a time; files a
@@ -656,7 +646,12 @@ async fn copy_from_remotes(
             };
             match vectors {
                 Some(vectors) => {
-                    let rows = rows_with_vectors(&root, parsed, vectors);
+                    let texts: Vec<String> = parsed
+                        .blocks
+                        .iter()
+                        .map(|b| embed_text(&parsed.path, b))
+                        .collect();
+                    let rows = rows_with_vectors(&root, parsed, texts.into_iter().zip(vectors));
                     let n = rows.len() as u64;
                     files += 1;
                     blocks += n;
@@ -676,8 +671,12 @@ async fn copy_from_remotes(
     Ok((files, blocks))
 }
 
-/// The rows of a parsed file with vectors made elsewhere (one per block, in block order).
-fn rows_with_vectors(root: &str, parsed: Parsed, vectors: Vec<Vec<f32>>) -> Vec<BlockRow> {
+/// The rows of a parsed file from each block's embedded text and vector, in block order.
+fn rows_with_vectors(
+    root: &str,
+    parsed: Parsed,
+    embedded: impl IntoIterator<Item = (String, Vec<f32>)>,
+) -> Vec<BlockRow> {
     let Parsed {
         path,
         oid,
@@ -686,10 +685,10 @@ fn rows_with_vectors(root: &str, parsed: Parsed, vectors: Vec<Vec<f32>>) -> Vec<
     } = parsed;
     blocks
         .into_iter()
-        .zip(vectors)
-        .map(|(block, vector)| BlockRow {
+        .zip(embedded)
+        .map(|(block, (text, vector))| BlockRow {
             repo: root.to_owned(),
-            text: embed_text(&path, &block),
+            text,
             path: path.clone(),
             oid: oid.clone(),
             language: language.name().to_owned(),

@@ -471,7 +471,7 @@ impl RemoteStore {
                 return Ok(HashMap::new());
             };
             let wanted: HashSet<&BlobKey> = keys.iter().copied().collect();
-            let batches: Vec<RecordBatch> = table
+            let query = table
                 .query()
                 .only_if(blob_filter(&model.fingerprint, keys))
                 .select(Select::columns(&[
@@ -485,13 +485,8 @@ impl RemoteStore {
                     "end_line",
                     "content",
                     "vector",
-                ]))
-                .execute()
-                .await
-                .map_err(|e| RemoteError::lance(&name, e))?
-                .try_collect()
-                .await
-                .map_err(|e| RemoteError::lance(&name, e))?;
+                ]));
+            let batches = collect(&name, query).await?;
             let mut out: HashMap<BlobKey, Vec<OfferedBlock>> = HashMap::new();
             for batch in &batches {
                 for (key, block) in offered_of(batch).map_err(|e| RemoteError::lance(&name, e))? {
@@ -512,31 +507,9 @@ impl RemoteStore {
         model: &ModelIdentity,
         keys: &[&BlobKey],
     ) -> Result<HashSet<BlobKey>, RemoteError> {
-        let name = &self.spec.name;
-        let batches: Vec<RecordBatch> = table
-            .query()
-            .only_if(blob_filter(&model.fingerprint, keys))
-            .select(Select::columns(&["oid", "language"]))
-            .execute()
+        crate::store::keys_in(table, Some(blob_filter(&model.fingerprint, keys)))
             .await
-            .map_err(|e| RemoteError::lance(name, e))?
-            .try_collect()
-            .await
-            .map_err(|e| RemoteError::lance(name, e))?;
-        let mut out = HashSet::new();
-        for batch in &batches {
-            let (oids, languages) = (
-                strings(batch, "oid").map_err(|e| RemoteError::lance(name, e))?,
-                strings(batch, "language").map_err(|e| RemoteError::lance(name, e))?,
-            );
-            for i in 0..batch.num_rows() {
-                out.insert(BlobKey {
-                    oid: oids.value(i).to_owned(),
-                    language: languages.value(i).to_owned(),
-                });
-            }
-        }
-        Ok(out)
+            .map_err(|e| RemoteError::lance(&self.spec.name, e))
     }
 
     /// Adds to the remote the blocks of those `keys` it lacks, reading them with `rows_of`
@@ -608,15 +581,8 @@ impl RemoteStore {
             let Some(table) = self.table(model, false).await? else {
                 return Ok((0, 0));
             };
-            let batches: Vec<RecordBatch> = table
-                .query()
-                .select(Select::columns(&["key"]))
-                .execute()
-                .await
-                .map_err(|e| RemoteError::lance(&name, e))?
-                .try_collect()
-                .await
-                .map_err(|e| RemoteError::lance(&name, e))?;
+            let query = table.query().select(Select::columns(&["key"]));
+            let batches = collect(&name, query).await?;
             let mut keys = HashSet::new();
             let mut rows = 0u64;
             for batch in &batches {
@@ -739,9 +705,25 @@ impl RemoteStore {
 
 /// `model = … AND oid IN (…)`.
 fn blob_filter(model: &str, keys: &[&BlobKey]) -> String {
-    let oids: HashSet<&str> = keys.iter().map(|k| k.oid.as_str()).collect();
-    let list = oids.into_iter().map(quote).collect::<Vec<_>>().join(",");
-    format!("model = {} AND oid IN ({list})", quote(model))
+    format!(
+        "model = {} AND oid IN ({})",
+        quote(model),
+        crate::store::oid_list(keys.iter().copied())
+    )
+}
+
+/// Runs a query on a remote's table and collects its batches.
+async fn collect(
+    name: &str,
+    query: lancedb::query::Query,
+) -> Result<Vec<RecordBatch>, RemoteError> {
+    query
+        .execute()
+        .await
+        .map_err(|e| RemoteError::lance(name, e))?
+        .try_collect()
+        .await
+        .map_err(|e| RemoteError::lance(name, e))
 }
 
 fn strings<'b>(batch: &'b RecordBatch, name: &str) -> Result<&'b StringArray, String> {

@@ -76,6 +76,16 @@ pub struct BlockRow {
 }
 
 impl BlockRow {
+    /// Where and what the block is within its blob: one stored copy per cut is enough.
+    fn cut(&self) -> (u32, u32, String, String) {
+        (
+            self.start_line,
+            self.end_line,
+            self.kind.clone(),
+            self.name.clone(),
+        )
+    }
+
     pub fn key(&self) -> BlobKey {
         BlobKey {
             oid: self.oid.clone(),
@@ -350,6 +360,12 @@ struct Tables {
 /// SQL string literal.
 pub fn quote(s: &str) -> String {
     format!("'{}'", s.replace('\'', "''"))
+}
+
+/// The distinct object ids of `keys` as an SQL list (for `oid IN (…)`).
+pub fn oid_list<'k>(keys: impl IntoIterator<Item = &'k BlobKey>) -> String {
+    let oids: HashSet<&str> = keys.into_iter().map(|k| k.oid.as_str()).collect();
+    oids.into_iter().map(quote).collect::<Vec<_>>().join(",")
 }
 
 /// The `vector` column: `dims` 32-bit floats per row.
@@ -777,12 +793,7 @@ impl Store {
         let wanted: HashSet<&BlobKey> = keys.iter().collect();
         let mut out = HashSet::new();
         for chunk in keys.chunks(500) {
-            let list = chunk
-                .iter()
-                .map(|k| quote(&k.oid))
-                .collect::<Vec<_>>()
-                .join(",");
-            let filter = format!("oid IN ({list})");
+            let filter = format!("oid IN ({})", oid_list(chunk));
             for table in [&self.blocks(), &self.overlay(), &self.retired()] {
                 out.extend(
                     keys_in(table, Some(filter.clone()))
@@ -831,12 +842,7 @@ impl Store {
         for batch in &batches {
             for row in rows_of(batch)? {
                 // The same blob may be stored under several paths; one copy of each block is enough.
-                if seen.insert((
-                    row.start_line,
-                    row.end_line,
-                    row.kind.clone(),
-                    row.name.clone(),
-                )) {
+                if seen.insert(row.cut()) {
                     rows.push(row);
                 }
             }
@@ -851,25 +857,11 @@ impl Store {
         let mut rows = Vec::new();
         let mut seen = HashSet::new();
         for chunk in keys.chunks(500) {
-            let list = chunk
-                .iter()
-                .map(|k| quote(&k.oid))
-                .collect::<HashSet<_>>()
-                .into_iter()
-                .collect::<Vec<_>>()
-                .join(",");
-            for batch in filtered(&self.blocks(), &format!("oid IN ({list})")).await? {
+            let filter = format!("oid IN ({})", oid_list(chunk));
+            for batch in filtered(&self.blocks(), &filter).await? {
                 for row in rows_of(&batch)? {
                     let key = row.key();
-                    if wanted.contains(&key)
-                        && seen.insert((
-                            key,
-                            row.start_line,
-                            row.end_line,
-                            row.kind.clone(),
-                            row.name.clone(),
-                        ))
-                    {
+                    if wanted.contains(&key) && seen.insert((row.cut(), key)) {
                         rows.push(row);
                     }
                 }
@@ -1160,7 +1152,7 @@ const SCALAR_INDEXED: [&str; 1] = ["oid"];
 const RETIRED_MAX_ROWS: usize = 200_000;
 
 /// The blob keys of the rows of `table` matching `filter`.
-async fn keys_in(table: &Table, filter: Option<String>) -> Result<HashSet<BlobKey>> {
+pub(crate) async fn keys_in(table: &Table, filter: Option<String>) -> Result<HashSet<BlobKey>> {
     let mut query = table.query().select(Select::columns(&["oid", "language"]));
     if let Some(filter) = filter {
         query = query.only_if(filter);

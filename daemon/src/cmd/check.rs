@@ -5,24 +5,21 @@ use std::sync::Arc;
 
 use hgd_protocol::{ErrorCode, Response};
 
-use super::{error_reply, wait_for_job};
+use super::{indexed_root, Indexed};
 use crate::server::Replies;
 use crate::service::Service;
 
 pub async fn run(service: &Arc<Service>, path: &str, replies: &mut Replies<'_>) -> bool {
-    let crate::service::Ensured {
-        located, freshness, ..
-    } = match service.ensure_indexed(Path::new(path), true).await {
-        Ok(found) => found,
-        Err(e) => return replies.send(&error_reply(&e)).await,
+    let root = match indexed_root(service, path, true, replies).await {
+        Ok(Indexed { root, waited }) => {
+            // A failed job is what a check reports, not a reason to skip it.
+            if let Err(e) = waited {
+                tracing::warn!("checking {root} after a failed job: {e}");
+            }
+            root
+        }
+        Err(sent) => return sent,
     };
-    let root = located.root.to_string_lossy().into_owned();
-    match wait_for_job(service, &root, freshness, replies).await {
-        Ok(true) => {}
-        Ok(false) => return false,
-        // A failed job is what a check reports, not a reason to skip it.
-        Err(e) => tracing::warn!("checking {root} after a failed job: {e}"),
-    }
     let Some(record) = service.record_of(&root) else {
         return replies
             .send(&Response::error(

@@ -1,11 +1,10 @@
 //! `index`: track a folder of a repository and (optionally) wait until HEAD is indexed there.
 
-use std::path::Path;
 use std::sync::Arc;
 
 use hgd_protocol::Response;
 
-use super::{error_reply, wait_for_job};
+use super::{error_reply, indexed_root, Indexed};
 use crate::server::Replies;
 use crate::service::Service;
 
@@ -16,20 +15,11 @@ pub async fn run(
     replies: &mut Replies<'_>,
 ) -> bool {
     // An explicit `hgd index` retries a failed job at once and reports its failure.
-    let crate::service::Ensured {
-        located, freshness, ..
-    } = match service.ensure_indexed(Path::new(path), true).await {
-        Ok(found) => found,
-        Err(e) => return replies.send(&error_reply(&e)).await,
+    let root = match indexed_root(service, path, wait, replies).await {
+        Ok(Indexed { waited: Err(e), .. }) => return replies.send(&error_reply(&e)).await,
+        Ok(Indexed { root, .. }) => root,
+        Err(sent) => return sent,
     };
-    let root = located.root.to_string_lossy().into_owned();
-    if wait {
-        match wait_for_job(service, &root, freshness, replies).await {
-            Ok(true) => {}
-            Ok(false) => return false,
-            Err(e) => return replies.send(&error_reply(&e)).await,
-        }
-    }
     let statuses = service.repo_statuses().await;
     let status = statuses.iter().find(|s| s.root == root);
     replies

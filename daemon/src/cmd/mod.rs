@@ -103,6 +103,43 @@ fn error_reply(e: &ServiceError) -> Response {
     Response::error(code, e.to_string())
 }
 
+/// What [`indexed_root`] found: the repository's root, and how waiting for its job ended
+/// (`Err`: the job failed; `Ok` also when not asked to wait).
+struct Indexed {
+    root: String,
+    waited: Result<(), ServiceError>,
+}
+
+/// Makes sure `path`'s repository is tracked and (with `wait`) waits for the job bringing it to
+/// HEAD, with progress lines; an explicit request retries a failed job at once. `Err(sent)`:
+/// already answered (an error was sent, or the client went away: `false`).
+async fn indexed_root(
+    service: &Service,
+    path: &str,
+    wait: bool,
+    replies: &mut Replies<'_>,
+) -> Result<Indexed, bool> {
+    let crate::service::Ensured {
+        located, freshness, ..
+    } = match service
+        .ensure_indexed(std::path::Path::new(path), true)
+        .await
+    {
+        Ok(found) => found,
+        Err(e) => return Err(replies.send(&error_reply(&e)).await),
+    };
+    let root = located.root.to_string_lossy().into_owned();
+    let waited = match wait {
+        true => match wait_for_job(service, &root, freshness, replies).await {
+            Ok(true) => Ok(()),
+            Ok(false) => return Err(false),
+            Err(e) => Err(e),
+        },
+        false => Ok(()),
+    };
+    Ok(Indexed { root, waited })
+}
+
 /// Waits, with progress lines, for the job `freshness` asks to wait for, if any. `Ok(false)`: the
 /// client went away; `Err`: the job failed.
 async fn wait_for_job(

@@ -1,12 +1,11 @@
 //! `publish`: bring a repository up to date, then add the blocks of HEAD's files that the
 //! remotes lack.
 
-use std::path::Path;
 use std::sync::Arc;
 
 use hgd_protocol::{ErrorCode, Response};
 
-use super::{error_reply, wait_for_job};
+use super::{error_reply, indexed_root, Indexed};
 use crate::server::Replies;
 use crate::service::{Service, ServiceError};
 
@@ -25,18 +24,11 @@ pub async fn run(
                 .await
         }
     };
-    let crate::service::Ensured {
-        located, freshness, ..
-    } = match service.ensure_indexed(Path::new(path), true).await {
-        Ok(found) => found,
-        Err(e) => return replies.send(&error_reply(&e)).await,
+    let root = match indexed_root(service, path, true, replies).await {
+        Ok(Indexed { waited: Err(e), .. }) => return replies.send(&error_reply(&e)).await,
+        Ok(Indexed { root, .. }) => root,
+        Err(sent) => return sent,
     };
-    let root = located.root.to_string_lossy().into_owned();
-    match wait_for_job(service, &root, freshness, replies).await {
-        Ok(true) => {}
-        Ok(false) => return false,
-        Err(e) => return replies.send(&error_reply(&e)).await,
-    }
     // Its own task, so a client that goes away does not stop it half way.
     let task = {
         let (service, root) = (service.clone(), root.clone());
