@@ -183,7 +183,7 @@ impl LazySession {
     ) -> Result<T, EmbedError> {
         let mut slot = self.slot.lock().unwrap_or_else(|p| p.into_inner());
         if slot.is_none() {
-            let (session, _) = build_session(environment, onnx, self.threads, self.purpose)?;
+            let (session, _) = build_session(environment, onnx, self.threads, self.purpose, &[])?;
             *slot = Some((session, Instant::now()));
         }
         let (session, used) = slot.as_mut().expect("made above");
@@ -214,6 +214,16 @@ impl LazySession {
 struct Encoded {
     ids: Vec<i64>,
     type_ids: Vec<i64>,
+}
+
+impl From<&tokenizers::Encoding> for Encoded {
+    fn from(encoding: &tokenizers::Encoding) -> Encoded {
+        let wide = |values: &[u32]| values.iter().map(|&i| i64::from(i)).collect();
+        Encoded {
+            ids: wide(encoding.get_ids()),
+            type_ids: wide(encoding.get_type_ids()),
+        }
+    }
 }
 
 impl Embedder {
@@ -261,8 +271,18 @@ impl Embedder {
         let _ = rayon::ThreadPoolBuilder::new()
             .thread_name(|i| format!("hgd-tokenize-{i}"))
             .build_global();
+        // Texts of different lengths padded into one batch, on which a rewritten query model
+        // must give the original's outputs.
+        let probe: Vec<Encoded> = [
+            "where is the configuration file read",
+            "fn parse_arguments(args: &[String]) -> Result<Options, Error> { todo!() }",
+        ]
+        .iter()
+        .filter_map(|text| tokenizer.encode(*text, true).ok())
+        .map(|encoding| Encoded::from(&encoding))
+        .collect();
         let (query_session, fixed_shapes) =
-            build_session(&environment, &onnx, query_threads, Purpose::Query)?;
+            build_session(&environment, &onnx, query_threads, Purpose::Query, &probe)?;
         let has_token_type_ids = query_session
             .inputs()
             .iter()
@@ -391,17 +411,7 @@ impl Embedder {
                 .encode_batch(inputs, true)
                 .map_err(EmbedError::Encode)?
         };
-        Ok(encodings
-            .iter()
-            .map(|encoding| Encoded {
-                ids: encoding.get_ids().iter().map(|&i| i64::from(i)).collect(),
-                type_ids: encoding
-                    .get_type_ids()
-                    .iter()
-                    .map(|&i| i64::from(i))
-                    .collect(),
-            })
-            .collect())
+        Ok(encodings.iter().map(Encoded::from).collect())
     }
 
     fn embed_encoded(
@@ -442,40 +452,11 @@ impl Embedder {
         let longest = items.iter().map(|e| e.ids.len()).max().unwrap_or(1).max(1);
         let seq = padded_len(longest, self.fixed_shapes);
         let rows = items.len();
-        let mut ids = vec![0i64; rows * seq];
-        let mut mask = vec![0i64; rows * seq];
-        let mut types = vec![0i64; rows * seq];
-        for (r, item) in items.iter().enumerate() {
-            let at = r * seq;
-            ids[at..at + item.ids.len()].copy_from_slice(&item.ids);
-            mask[at..at + item.ids.len()].fill(1);
-            types[at..at + item.type_ids.len()].copy_from_slice(&item.type_ids);
-        }
-        let shape = [rows, seq];
-        let mut inputs: Vec<(&str, ort::session::SessionInputValue)> = vec![
-            (
-                "input_ids",
-                ort::value::Tensor::from_array((shape, ids))
-                    .map_err(ort_err)?
-                    .into(),
-            ),
-            (
-                "attention_mask",
-                ort::value::Tensor::from_array((shape, mask.clone()))
-                    .map_err(ort_err)?
-                    .into(),
-            ),
-        ];
-        if self.has_token_type_ids {
-            inputs.push((
-                "token_type_ids",
-                ort::value::Tensor::from_array((shape, types))
-                    .map_err(ort_err)?
-                    .into(),
-            ));
-        }
-        let outputs = session.run(inputs).map_err(ort_err)?;
-        let (out_shape, data) = outputs[0].try_extract_tensor::<f32>().map_err(ort_err)?;
+        let Hidden {
+            shape: out_shape,
+            values: data,
+            mask,
+        } = hidden_states(session, items, seq, self.has_token_type_ids)?;
         let dims = *out_shape.last().unwrap_or(&0) as usize;
         if dims != self.config.dims {
             return Err(EmbedError::Dims {
@@ -503,6 +484,63 @@ impl Embedder {
     }
 }
 
+/// A model's output for a padded batch.
+struct Hidden {
+    shape: Vec<i64>,
+    values: Vec<f32>,
+    /// The attention mask it was given: 1 for a token, 0 for padding.
+    mask: Vec<i64>,
+}
+
+/// The model's output for `items` padded to `seq` tokens.
+fn hidden_states(
+    session: &mut Session,
+    items: &[&Encoded],
+    seq: usize,
+    has_token_type_ids: bool,
+) -> Result<Hidden, EmbedError> {
+    let rows = items.len();
+    let mut ids = vec![0i64; rows * seq];
+    let mut mask = vec![0i64; rows * seq];
+    let mut types = vec![0i64; rows * seq];
+    for (r, item) in items.iter().enumerate() {
+        let at = r * seq;
+        ids[at..at + item.ids.len()].copy_from_slice(&item.ids);
+        mask[at..at + item.ids.len()].fill(1);
+        types[at..at + item.type_ids.len()].copy_from_slice(&item.type_ids);
+    }
+    let shape = [rows, seq];
+    let mut inputs: Vec<(&str, ort::session::SessionInputValue)> = vec![
+        (
+            "input_ids",
+            ort::value::Tensor::from_array((shape, ids))
+                .map_err(ort_err)?
+                .into(),
+        ),
+        (
+            "attention_mask",
+            ort::value::Tensor::from_array((shape, mask.clone()))
+                .map_err(ort_err)?
+                .into(),
+        ),
+    ];
+    if has_token_type_ids {
+        inputs.push((
+            "token_type_ids",
+            ort::value::Tensor::from_array((shape, types))
+                .map_err(ort_err)?
+                .into(),
+        ));
+    }
+    let outputs = session.run(inputs).map_err(ort_err)?;
+    let (out_shape, data) = outputs[0].try_extract_tensor::<f32>().map_err(ort_err)?;
+    Ok(Hidden {
+        shape: out_shape.to_vec(),
+        values: data.to_vec(),
+        mask,
+    })
+}
+
 /// What a session is for.
 #[derive(Clone, Copy, PartialEq, Eq)]
 enum Purpose {
@@ -518,6 +556,7 @@ fn build_session(
     onnx: &Path,
     threads: usize,
     purpose: Purpose,
+    probe: &[Encoded],
 ) -> Result<(Session, bool), EmbedError> {
     let mut builder = Session::builder(environment)
         .map_err(ort_err)?
@@ -587,6 +626,11 @@ fn build_session(
     for (bytes, what) in candidates.into_iter().flatten() {
         match builder.commit_from_memory(&bytes) {
             Ok(session) => {
+                let (session, what) = if purpose == Purpose::Query && !accelerated {
+                    with_fused_attention(&mut builder, session, &bytes, what, probe)
+                } else {
+                    (session, what)
+                };
                 // Sessions for indexing come and go with jobs; the query session's lines, at the
                 // daemon's start, say which provider and model it runs.
                 if purpose == Purpose::Query {
@@ -605,6 +649,78 @@ fn build_session(
     // From the file, so that a model with external data files finds them beside it.
     let session = builder.commit_from_file(onnx).map_err(ort_err)?;
     Ok((session, accelerated))
+}
+
+/// The query session with each layer's attention as one operator (`onnx_rewrite::fused_attention`)
+/// when that loads and gives the same outputs as `session` on `probe` (texts padded in one
+/// batch), else `session` as it is. `HGD_MODEL_FUSED=0` keeps it as it is (a diagnostic, and
+/// how the tests compare the two).
+fn with_fused_attention(
+    builder: &mut ort::session::builder::SessionBuilder,
+    mut session: Session,
+    bytes: &[u8],
+    what: String,
+    probe: &[Encoded],
+) -> (Session, String) {
+    if probe.is_empty() || std::env::var("HGD_MODEL_FUSED").is_ok_and(|v| v == "0") {
+        return (session, what);
+    }
+    let fused = match crate::onnx_rewrite::fused_attention(bytes) {
+        Ok(Some(fused)) => fused,
+        Ok(None) => return (session, what),
+        Err(e) => {
+            tracing::warn!("attention left as it is: {e}");
+            return (session, what);
+        }
+    };
+    let mut candidate = match builder.commit_from_memory(&fused) {
+        Ok(candidate) => candidate,
+        Err(e) => {
+            tracing::warn!("attention left as it is: the fused model did not load ({e})");
+            return (session, what);
+        }
+    };
+    match outputs_agree(&mut session, &mut candidate, probe) {
+        Ok(true) => (
+            candidate,
+            format!("{what}; attention in one operator per layer"),
+        ),
+        Ok(false) => {
+            tracing::warn!("attention left as it is: the fused model's outputs differ");
+            (session, what)
+        }
+        Err(e) => {
+            tracing::warn!("attention left as it is: comparing the models failed ({e})");
+            (session, what)
+        }
+    }
+}
+
+/// Whether two sessions of one model give the same hidden states, within float rounding, at every
+/// token of `probe` padded into one batch (padding positions are ignored: pooling skips them).
+fn outputs_agree(a: &mut Session, b: &mut Session, probe: &[Encoded]) -> Result<bool, EmbedError> {
+    let items: Vec<&Encoded> = probe.iter().collect();
+    let seq = items.iter().map(|e| e.ids.len()).max().unwrap_or(1).max(1);
+    let type_ids = a.inputs().iter().any(|i| i.name() == "token_type_ids");
+    let a = hidden_states(a, &items, seq, type_ids)?;
+    let b = hidden_states(b, &items, seq, type_ids)?;
+    if a.shape != b.shape || a.shape.len() != 3 {
+        return Ok(false);
+    }
+    let dims = a.shape[2] as usize;
+    Ok(a.mask
+        .iter()
+        .enumerate()
+        .filter(|(_, &m)| m == 1)
+        .all(|(t, _)| {
+            let (x, y) = (
+                &a.values[t * dims..(t + 1) * dims],
+                &b.values[t * dims..(t + 1) * dims],
+            );
+            x.iter()
+                .zip(y)
+                .all(|(p, q)| (p - q).abs() <= 1e-3 * (1.0 + p.abs()))
+        }))
 }
 
 impl Purpose {

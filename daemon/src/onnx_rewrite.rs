@@ -28,6 +28,7 @@ const MODEL_GRAPH: u64 = 7;
 const MODEL_OPSET_IMPORT: u64 = 8;
 const GRAPH_NODE: u64 = 1;
 const GRAPH_INITIALIZER: u64 = 5;
+const GRAPH_INPUT: u64 = 11;
 const GRAPH_OUTPUT: u64 = 12;
 const NODE_INPUT: u64 = 1;
 const NODE_OUTPUT: u64 = 2;
@@ -182,6 +183,7 @@ struct Model<'a> {
     nodes: Vec<Node>,
     stored: HashMap<String, Stored>,
     graph_outputs: Vec<String>,
+    graph_inputs: Vec<String>,
     /// Every value name in use, so new ones do not collide.
     taken: HashSet<String>,
     /// Operator domains the rewritten nodes need, to import at version 1.
@@ -192,14 +194,25 @@ struct Model<'a> {
 struct Stored {
     dims: Vec<u64>,
     data_type: u64,
+    /// The values of a small tensor (up to [`SMALL`] bytes) as little-endian bytes, for the
+    /// constants a rewrite reads (a scale, a shape).
+    small: Option<Vec<u8>>,
 }
+
+/// Largest stored tensor whose values are read, in bytes.
+const SMALL: usize = 64;
 
 const TENSOR_DIMS: u64 = 1;
 const TENSOR_DATA_TYPE: u64 = 2;
 const TENSOR_NAME: u64 = 8;
 const TENSOR_DATA_LOCATION: u64 = 14;
+const TENSOR_FLOAT_DATA: u64 = 4;
+const TENSOR_INT64_DATA: u64 = 7;
+const TENSOR_RAW_DATA: u64 = 9;
 const FLOAT: u64 = 1;
 const INT8: u64 = 3;
+const INT32: u64 = 6;
+const INT64: u64 = 7;
 
 impl<'a> Model<'a> {
     /// `None` for models the rewrites leave alone: no graph, subgraphs (If, Loop, Scan may read
@@ -232,6 +245,11 @@ impl<'a> Model<'a> {
             .filter(|f| f.number == GRAPH_OUTPUT && f.wire == LEN)
             .filter_map(|f| value_name(f.payload))
             .collect();
+        let graph_inputs: Vec<String> = graph
+            .iter()
+            .filter(|f| f.number == GRAPH_INPUT && f.wire == LEN)
+            .filter_map(|f| value_name(f.payload))
+            .collect();
         let taken = nodes
             .iter()
             .flat_map(|n| n.inputs.iter().chain(&n.outputs).cloned())
@@ -245,6 +263,7 @@ impl<'a> Model<'a> {
             nodes,
             stored,
             graph_outputs,
+            graph_inputs,
             taken,
             domains: Vec::new(),
         }))
@@ -271,6 +290,29 @@ impl<'a> Model<'a> {
         self.stored
             .get(name)
             .filter(|_| self.producer(name).is_none())
+    }
+
+    /// The value of a stored `f32` tensor of one element.
+    fn scalar_f32(&self, name: &str) -> Option<f32> {
+        let stored = self.stored(name)?;
+        let bytes = stored.small.as_deref()?;
+        (stored.data_type == FLOAT && stored.dims.iter().product::<u64>() == 1 && bytes.len() == 4)
+            .then(|| f32::from_le_bytes(bytes.try_into().expect("4 bytes")))
+    }
+
+    /// The values of a stored `int64` tensor of at most one dimension.
+    fn ints(&self, name: &str) -> Option<Vec<i64>> {
+        let stored = self.stored(name)?;
+        let bytes = stored.small.as_deref()?;
+        let count = stored.dims.iter().product::<u64>() as usize;
+        (stored.data_type == INT64 && stored.dims.len() <= 1 && bytes.len() == count * 8).then(
+            || {
+                bytes
+                    .chunks_exact(8)
+                    .map(|c| i64::from_le_bytes(c.try_into().expect("8 bytes")))
+                    .collect()
+            },
+        )
     }
 
     /// A value name not yet in use, derived from `base`.
@@ -461,6 +503,365 @@ pub fn integer_matmuls(model: &[u8]) -> Result<Option<Vec<u8>>> {
 /// ONNX Runtime's own operators.
 const MICROSOFT: &str = "com.microsoft";
 
+/// The graph input holding each text's attention mask (1 for a token, 0 for padding).
+const ATTENTION_MASK: &str = "attention_mask";
+
+/// One self-attention block found by [`fused_attention`].
+struct Attention {
+    /// Projections of the hidden states, `[batch, tokens, hidden]` each.
+    query: String,
+    key: String,
+    value: String,
+    heads: u64,
+    scale: f32,
+    /// The node computing the block's result (`[batch, tokens, hidden]`), and every node of the
+    /// block before it.
+    last: usize,
+    inner: Vec<usize>,
+}
+
+/// The model with each self-attention block written out in standard operators (split into
+/// heads, scaled products, a mask added, softmax, a product with the values, heads joined)
+/// turned into one ONNX Runtime `MultiHeadAttention` reading the same query, key and value
+/// projections and the graph's `attention_mask` as the keys' padding mask; or `None` when it
+/// has no such block. A query's embedding runs ~25 nodes per layer as one kernel, and the mask
+/// arithmetic they shared is left unused and dropped.
+///
+/// The pattern is matched on the operators and their wiring (the heads' split and join, a
+/// softmax over the last axis, the scales as stored constants); what the dropped mask arithmetic
+/// computed is not proven equal to a padding mask here, so the caller compares the rewritten
+/// model's outputs with the original's on a padded batch before using it.
+pub fn fused_attention(model: &[u8]) -> Result<Option<Vec<u8>>> {
+    let Some(mut m) = Model::parse(model)? else {
+        return Ok(None);
+    };
+    if !m.graph_inputs.iter().any(|i| i == ATTENTION_MASK) {
+        return Ok(None);
+    }
+    let blocks: Vec<Attention> = (0..m.nodes.len())
+        .filter_map(|at| attention_block(&m, at))
+        .collect();
+    // Blocks must not share nodes (each is replaced whole).
+    let mut seen = HashSet::new();
+    if blocks.is_empty()
+        || !blocks
+            .iter()
+            .flat_map(|b| b.inner.iter().chain([&b.last]))
+            .all(|&i| seen.insert(i))
+    {
+        return Ok(None);
+    }
+    let mask = m.fresh(ATTENTION_MASK, "int32");
+    let cast = Node {
+        inputs: vec![ATTENTION_MASK.into()],
+        outputs: vec![mask.clone()],
+        name: m.fresh(ATTENTION_MASK, "cast"),
+        op_type: "Cast".into(),
+        domain: String::new(),
+        rest: int_attribute_bytes("to", INT32 as i64),
+    };
+    let mut fused: HashMap<usize, Node> = HashMap::new();
+    for block in &blocks {
+        let outputs = m.nodes[block.last].outputs.clone();
+        let mut rest = int_attribute_bytes("num_heads", block.heads as i64);
+        rest.extend(float_attribute_bytes("scale", block.scale));
+        let node = Node {
+            inputs: vec![
+                block.query.clone(),
+                block.key.clone(),
+                block.value.clone(),
+                String::new(),
+                mask.clone(),
+            ],
+            name: m.fresh(&outputs[0], "attention"),
+            outputs,
+            op_type: "MultiHeadAttention".into(),
+            domain: MICROSOFT.into(),
+            rest,
+        };
+        fused.insert(block.last, node);
+    }
+    let dropped: HashSet<usize> = blocks.iter().flat_map(|b| b.inner.clone()).collect();
+    let removed: HashSet<String> = dropped
+        .iter()
+        .flat_map(|&i| m.nodes[i].outputs.clone())
+        .collect();
+    let nodes = std::mem::take(&mut m.nodes);
+    // The cast reads a graph input only, so it may come first.
+    m.nodes = std::iter::once(cast)
+        .chain(
+            nodes
+                .into_iter()
+                .enumerate()
+                .filter(|(i, _)| !dropped.contains(i))
+                .map(|(i, node)| fused.remove(&i).unwrap_or(node)),
+        )
+        .collect();
+    drop_unused(&mut m);
+    // Values of a block may be read outside it only by what fusing left unused (the shapes its
+    // own reshapes were computed from); anything else still reading one means the block was not
+    // self-contained, and the model is left as it is.
+    let still_read = m
+        .nodes
+        .iter()
+        .flat_map(|n| n.inputs.iter())
+        .chain(m.graph_outputs.iter())
+        .any(|v| removed.contains(v));
+    if still_read {
+        return Ok(None);
+    }
+    if !m.domains.contains(&MICROSOFT) {
+        m.domains.push(MICROSOFT);
+    }
+    Ok(Some(m.encode()))
+}
+
+/// The attention block whose softmax is node `at`, if it has the shape [`fused_attention`]
+/// rewrites.
+fn attention_block(m: &Model, at: usize) -> Option<Attention> {
+    let softmax = &m.nodes[at];
+    if !softmax.is("Softmax", 1)
+        || !matches!(
+            signed(int_attribute(&softmax.rest, "axis")?),
+            Some(-1) | Some(3)
+        )
+    {
+        return None;
+    }
+    let mut inner = vec![at];
+    // Scores plus the mask: Add(MatMul(q, k^T), mask), in either order.
+    let add_at = m.producer(&softmax.inputs[0])?;
+    let add = &m.nodes[add_at];
+    if !add.is("Add", 2) {
+        return None;
+    }
+    inner.push(add_at);
+    let scores_at = add
+        .inputs
+        .iter()
+        .filter_map(|i| m.producer(i))
+        .find(|&p| m.nodes[p].is("MatMul", 2))?;
+    inner.push(scores_at);
+    let scores = &m.nodes[scores_at];
+    let (query4, query_scale) = scaled(m, &scores.inputs[0], &mut inner)?;
+    let (key_t, key_scale) = scaled(m, &scores.inputs[1], &mut inner)?;
+    let query = split_heads(m, &query4, &mut inner)?;
+    // The keys, transposed for the product: any chain of reshapes and transposes from the
+    // projection (the exporter's varies).
+    let mut value = key_t;
+    let key = loop {
+        let Some(p) = m.producer(&value) else {
+            break value;
+        };
+        let node = &m.nodes[p];
+        if !(node.is("Reshape", 2) || node.is("Transpose", 1)) {
+            break value;
+        }
+        inner.push(p);
+        value = node.inputs[0].clone();
+    };
+    // The softmax's result, or that with NaN (a row of masked keys only) set to 0.
+    let mut probabilities = softmax.outputs[0].clone();
+    if m.readers(&probabilities) == 2 {
+        let isnan_at = m
+            .nodes
+            .iter()
+            .position(|n| n.is("IsNaN", 1) && n.inputs[0] == probabilities)?;
+        let where_at = only_reader(m, &m.nodes[isnan_at].outputs[0], "Where")?;
+        let select = &m.nodes[where_at];
+        if select.inputs.len() != 3
+            || select.inputs[0] != m.nodes[isnan_at].outputs[0]
+            || select.inputs[2] != probabilities
+        {
+            return None;
+        }
+        inner.extend([isnan_at, where_at]);
+        probabilities = select.outputs[0].clone();
+    }
+    let context_at = only_reader(m, &probabilities, "MatMul")?;
+    let context = &m.nodes[context_at];
+    if context.inputs[0] != probabilities {
+        return None;
+    }
+    inner.push(context_at);
+    let value_proj = split_heads(m, &context.inputs[1], &mut inner)?;
+    // Heads joined: Reshape(Transpose(context, [0, 2, 1, 3]), [batch, tokens, hidden]).
+    let join_at = only_reader(m, &context.outputs[0], "Transpose")?;
+    if perm(&m.nodes[join_at]) != Some(vec![0, 2, 1, 3]) {
+        return None;
+    }
+    inner.push(join_at);
+    let last = only_reader(m, &m.nodes[join_at].outputs[0], "Reshape")?;
+    if m.nodes[last].inputs[0] != m.nodes[join_at].outputs[0] {
+        return None;
+    }
+    let heads = heads(m, &value_proj)?;
+    Some(Attention {
+        query,
+        key,
+        value: value_proj,
+        heads,
+        scale: query_scale * key_scale,
+        last,
+        inner,
+    })
+}
+
+/// `(x, c)` when `value` is `Mul(x, c)` with `c` a stored `f32` scalar, else `(value, 1)`.
+fn scaled(m: &Model, value: &str, inner: &mut Vec<usize>) -> Option<(String, f32)> {
+    if let Some(p) = m.producer(value).filter(|&p| m.nodes[p].is("Mul", 2)) {
+        let mul = &m.nodes[p];
+        for (x, c) in [(0, 1), (1, 0)] {
+            if let Some(scale) = m.scalar_f32(&mul.inputs[c]) {
+                inner.push(p);
+                return Some((mul.inputs[x].clone(), scale));
+            }
+        }
+        return None;
+    }
+    Some((value.to_owned(), 1.0))
+}
+
+/// The projection `p` when `value` is `Transpose(Reshape(p, [batch, tokens, heads, size]),
+/// [0, 2, 1, 3])`.
+fn split_heads(m: &Model, value: &str, inner: &mut Vec<usize>) -> Option<String> {
+    let transpose_at = m.producer(value)?;
+    let transpose = &m.nodes[transpose_at];
+    if !transpose.is("Transpose", 1) || perm(transpose) != Some(vec![0, 2, 1, 3]) {
+        return None;
+    }
+    let reshape_at = m.producer(&transpose.inputs[0])?;
+    let reshape = &m.nodes[reshape_at];
+    if !reshape.is("Reshape", 2) {
+        return None;
+    }
+    inner.extend([transpose_at, reshape_at]);
+    Some(reshape.inputs[0].clone())
+}
+
+/// How many heads the projection `value` is split into: from the split's target shape
+/// (`[batch, tokens, heads, size]`, with one of heads and size stored as a constant, the other
+/// possibly -1) and the projection's width.
+fn heads(m: &Model, projection: &str) -> Option<u64> {
+    let reshape = m
+        .nodes
+        .iter()
+        .find(|n| n.is("Reshape", 2) && n.inputs[0] == projection)?;
+    let shape = &reshape.inputs[1];
+    let dims: Vec<Option<i64>> = match m.ints(shape) {
+        Some(dims) => dims.into_iter().map(Some).collect(),
+        None => {
+            // Computed: Concat of one-value pieces.
+            let concat = &m.nodes[m.producer(shape)?];
+            if concat.op_type != "Concat" {
+                return None;
+            }
+            concat
+                .inputs
+                .iter()
+                .map(|piece| m.ints(piece).filter(|v| v.len() == 1).map(|v| v[0]))
+                .collect()
+        }
+    };
+    let [_, _, heads, size] = dims[..] else {
+        return None;
+    };
+    match (heads, size) {
+        (Some(h), _) if h > 0 => Some(h as u64),
+        (_, Some(size)) if size > 0 => {
+            let width = width(m, projection)?;
+            (width % size as u64 == 0).then(|| width / size as u64)
+        }
+        _ => None,
+    }
+}
+
+/// The last dimension of a projection: of its stored bias (`Add(x, bias[n])`) or weight matrix
+/// (`[k, n]`).
+fn width(m: &Model, value: &str) -> Option<u64> {
+    let node = &m.nodes[m.producer(value)?];
+    node.inputs.iter().find_map(|i| {
+        let stored = m.stored(i)?;
+        match (node.op_type.as_str(), &stored.dims[..]) {
+            ("Add", [n]) => Some(*n),
+            ("MatMul" | "DynamicQuantizeMatMul", [_, n]) => Some(*n),
+            _ => None,
+        }
+    })
+}
+
+/// The one node reading `value`, when it is a standard `op` and nothing else reads it.
+fn only_reader(m: &Model, value: &str, op: &str) -> Option<usize> {
+    if m.readers(value) != 1 {
+        return None;
+    }
+    let at = m
+        .nodes
+        .iter()
+        .position(|n| n.inputs.iter().any(|i| i == value))?;
+    let node = &m.nodes[at];
+    (node.op_type == op && (node.domain.is_empty() || node.domain == "ai.onnx")).then_some(at)
+}
+
+/// A Transpose's `perm`.
+fn perm(node: &Node) -> Option<Vec<i64>> {
+    ints_attribute(&node.rest, "perm")
+}
+
+/// Drops nodes none of whose outputs is read or returned, until none is left.
+fn drop_unused(m: &mut Model) {
+    loop {
+        let read: HashSet<&String> = m
+            .nodes
+            .iter()
+            .flat_map(|n| n.inputs.iter())
+            .chain(m.graph_outputs.iter())
+            .collect();
+        let unused: Vec<usize> = (0..m.nodes.len())
+            .filter(|&i| m.nodes[i].outputs.iter().all(|o| !read.contains(o)))
+            .collect();
+        if unused.is_empty() {
+            return;
+        }
+        let mut at = 0;
+        m.nodes.retain(|_| {
+            at += 1;
+            !unused.contains(&(at - 1))
+        });
+    }
+}
+
+/// An encoded integer attribute (NodeProto field 5).
+fn int_attribute_bytes(name: &str, value: i64) -> Vec<u8> {
+    let mut attribute = Vec::new();
+    put_bytes(&mut attribute, 1, name.as_bytes());
+    put_varint(&mut attribute, 3 << 3); // i
+    put_varint(&mut attribute, value as u64);
+    put_varint(&mut attribute, 20 << 3); // type = INT
+    put_varint(&mut attribute, 2);
+    let mut out = Vec::new();
+    put_bytes(&mut out, NODE_ATTRIBUTE, &attribute);
+    out
+}
+
+/// An encoded float attribute (NodeProto field 5).
+fn float_attribute_bytes(name: &str, value: f32) -> Vec<u8> {
+    let mut attribute = Vec::new();
+    put_bytes(&mut attribute, 1, name.as_bytes());
+    put_varint(&mut attribute, (2 << 3) | 5); // f, fixed32
+    attribute.extend_from_slice(&value.to_le_bytes());
+    put_varint(&mut attribute, 20 << 3); // type = FLOAT
+    put_varint(&mut attribute, 1);
+    let mut out = Vec::new();
+    put_bytes(&mut out, NODE_ATTRIBUTE, &attribute);
+    out
+}
+
+/// An attribute's varint read as the signed integer it encodes.
+fn signed(value: Option<u64>) -> Option<i64> {
+    value.map(|v| v as i64)
+}
+
 /// `(mul, cast)` when `value` is `Mul(Cast(codes), scale)` and each of the two results is read
 /// once (by the caller's node).
 fn dequantized(m: &Model, value: &str) -> Option<(usize, usize)> {
@@ -507,9 +908,24 @@ fn stored_tensors(graph: &[Field]) -> Result<Option<HashMap<String, Stored>>> {
         let mut name = None;
         let mut dims = Vec::new();
         let mut data_type = 0;
+        let mut values = Vec::new();
         for t in fields(f.payload)? {
             match (t.number, t.wire) {
                 (TENSOR_NAME, LEN) => name = String::from_utf8(t.payload.to_vec()).ok(),
+                (TENSOR_RAW_DATA, LEN) => values.extend_from_slice(t.payload),
+                // Packed repeated float (fixed32, little-endian as raw data is).
+                (TENSOR_FLOAT_DATA, LEN) => values.extend_from_slice(t.payload),
+                (TENSOR_FLOAT_DATA, 5) => values.extend_from_slice(&t.whole[t.whole.len() - 4..]),
+                // Packed repeated int64 (varints).
+                (TENSOR_INT64_DATA, LEN) => {
+                    let mut at = 0;
+                    while at < t.payload.len() && values.len() <= SMALL {
+                        values.extend_from_slice(&varint(t.payload, &mut at)?.to_le_bytes());
+                    }
+                }
+                (TENSOR_INT64_DATA, 0) => {
+                    values.extend_from_slice(&varint_value(&t).unwrap_or(0).to_le_bytes())
+                }
                 (TENSOR_DATA_LOCATION, 0) if varint_value(&t) == Some(1) => return Ok(None),
                 (TENSOR_DATA_TYPE, 0) => data_type = varint_value(&t).unwrap_or(0),
                 (TENSOR_DIMS, 0) => dims.extend(varint_value(&t)),
@@ -524,7 +940,15 @@ fn stored_tensors(graph: &[Field]) -> Result<Option<HashMap<String, Stored>>> {
             }
         }
         if let Some(name) = name {
-            stored.insert(name, Stored { dims, data_type });
+            let small = (values.len() <= SMALL).then_some(values);
+            stored.insert(
+                name,
+                Stored {
+                    dims,
+                    data_type,
+                    small,
+                },
+            );
         }
     }
     Ok(Some(stored))
@@ -584,6 +1008,39 @@ fn int_attribute(rest: &[u8], name: &str) -> Option<Option<u64>> {
         }
     }
     Some(None)
+}
+
+/// The integer-list attribute `name` (AttributeProto `ints` = 8, packed or not), `None` when it
+/// is absent or cannot be read.
+fn ints_attribute(rest: &[u8], name: &str) -> Option<Vec<i64>> {
+    for f in fields(rest)
+        .ok()?
+        .iter()
+        .filter(|f| f.number == NODE_ATTRIBUTE && f.wire == LEN)
+    {
+        let attribute = fields(f.payload).ok()?;
+        if !attribute
+            .iter()
+            .any(|a| a.number == 1 && a.payload == name.as_bytes())
+        {
+            continue;
+        }
+        let mut values = Vec::new();
+        for a in attribute.iter().filter(|a| a.number == 8) {
+            match a.wire {
+                0 => values.push(varint_value(a)? as i64),
+                LEN => {
+                    let mut at = 0;
+                    while at < a.payload.len() {
+                        values.push(varint(a.payload, &mut at).ok()? as i64);
+                    }
+                }
+                _ => return None,
+            }
+        }
+        return Some(values);
+    }
+    None
 }
 
 /// The value of a varint field.
@@ -815,6 +1272,149 @@ mod tests {
         put_bytes(&mut original, MODEL_OPSET_IMPORT, &opset);
         let rewritten = integer_matmuls(&original).unwrap().expect("rewritten");
         assert_eq!(imports(&rewritten), [MICROSOFT]);
+    }
+
+    /// A model with graph inputs, and stored tensors with their values (little-endian bytes).
+    fn model_with_values(
+        nodes: &[Node],
+        stored: &[(&str, &[u64], u64, Vec<u8>)],
+        inputs: &[&str],
+        outputs: &[&str],
+    ) -> Vec<u8> {
+        let mut graph = Vec::new();
+        for n in nodes {
+            put_bytes(&mut graph, GRAPH_NODE, &n.encode());
+        }
+        for (name, dims, data_type, values) in stored {
+            let mut tensor = Vec::new();
+            for &d in *dims {
+                put_varint(&mut tensor, 1 << 3);
+                put_varint(&mut tensor, d);
+            }
+            put_varint(&mut tensor, TENSOR_DATA_TYPE << 3);
+            put_varint(&mut tensor, *data_type);
+            put_bytes(&mut tensor, TENSOR_NAME, name.as_bytes());
+            put_bytes(&mut tensor, TENSOR_RAW_DATA, values);
+            put_bytes(&mut graph, GRAPH_INITIALIZER, &tensor);
+        }
+        for input in inputs {
+            let mut value = Vec::new();
+            put_bytes(&mut value, 1, input.as_bytes());
+            put_bytes(&mut graph, GRAPH_INPUT, &value);
+        }
+        for output in outputs {
+            let mut value = Vec::new();
+            put_bytes(&mut value, 1, output.as_bytes());
+            put_bytes(&mut graph, GRAPH_OUTPUT, &value);
+        }
+        let mut out = Vec::new();
+        put_varint(&mut out, 1 << 3);
+        put_varint(&mut out, 10);
+        put_bytes(&mut out, MODEL_GRAPH, &graph);
+        out
+    }
+
+    /// `node` with the integer-list attribute `name` = `values`.
+    fn with_ints(mut node: Node, name: &str, values: &[i64]) -> Node {
+        let mut attribute = Vec::new();
+        put_bytes(&mut attribute, 1, name.as_bytes());
+        for &v in values {
+            put_varint(&mut attribute, 8 << 3); // ints, unpacked
+            put_varint(&mut attribute, v as u64);
+        }
+        put_bytes(&mut node.rest, NODE_ATTRIBUTE, &attribute);
+        node
+    }
+
+    fn int64s(values: &[i64]) -> Vec<u8> {
+        values.iter().flat_map(|v| v.to_le_bytes()).collect()
+    }
+
+    /// One self-attention block as exporters write it (4 heads of 8), its padding mask computed
+    /// from `attention_mask`, returning `out`.
+    fn attention() -> Vec<Node> {
+        let perm = [0, 2, 1, 3];
+        vec![
+            node("Relu", &["x"], &["q"]),
+            node("Relu", &["x"], &["k"]),
+            node("Relu", &["x"], &["v"]),
+            with_int(node("Cast", &["attention_mask"], &["mask_f"]), "to", FLOAT),
+            node("Mul", &["mask_f", "big"], &["mask_bias"]),
+            node("Reshape", &["q", "heads"], &["q4"]),
+            with_ints(node("Transpose", &["q4"], &["qt"]), "perm", &perm),
+            node("Mul", &["qt", "quarter_root"], &["qs"]),
+            node("Reshape", &["k", "heads"], &["k4"]),
+            with_ints(node("Transpose", &["k4"], &["kt"]), "perm", &[0, 2, 3, 1]),
+            node("Mul", &["kt", "quarter_root"], &["ks"]),
+            node("MatMul", &["qs", "ks"], &["scores"]),
+            node("Add", &["scores", "mask_bias"], &["masked"]),
+            with_int(node("Softmax", &["masked"], &["p"]), "axis", u64::MAX),
+            node("Reshape", &["v", "heads"], &["v4"]),
+            with_ints(node("Transpose", &["v4"], &["vt"]), "perm", &perm),
+            node("MatMul", &["p", "vt"], &["context"]),
+            with_ints(node("Transpose", &["context"], &["joined"]), "perm", &perm),
+            node("Reshape", &["joined", "width"], &["out"]),
+        ]
+    }
+
+    fn attention_model(nodes: &[Node], inputs: &[&str], outputs: &[&str]) -> Vec<u8> {
+        let stored: Vec<(&str, &[u64], u64, Vec<u8>)> = vec![
+            ("heads", &[4], INT64, int64s(&[0, 0, 4, 8])),
+            ("width", &[3], INT64, int64s(&[0, 0, 32])),
+            ("quarter_root", &[], FLOAT, 0.5f32.to_le_bytes().to_vec()),
+            ("big", &[], FLOAT, (-1e4f32).to_le_bytes().to_vec()),
+        ];
+        model_with_values(nodes, &stored, inputs, outputs)
+    }
+
+    #[test]
+    fn a_self_attention_block_becomes_one_operator() {
+        let original = attention_model(&attention(), &["x", "attention_mask"], &["out"]);
+        let rewritten = fused_attention(&original).unwrap().expect("rewritten");
+        let nodes = nodes_of(&rewritten);
+        let ops: Vec<&str> = nodes.iter().map(|n| n.op_type.as_str()).collect();
+        // The mask arithmetic the block alone read is gone.
+        assert_eq!(ops, ["Cast", "Relu", "Relu", "Relu", "MultiHeadAttention"]);
+        let (cast, fused) = (&nodes[0], &nodes[4]);
+        assert_eq!(cast.inputs, ["attention_mask"]);
+        assert_eq!(int_attribute(&cast.rest, "to"), Some(Some(INT32)));
+        assert_eq!(fused.domain, MICROSOFT);
+        assert_eq!(fused.inputs, ["q", "k", "v", "", cast.outputs[0].as_str()]);
+        assert_eq!(fused.outputs, ["out"]);
+        assert_eq!(int_attribute(&fused.rest, "num_heads"), Some(Some(4)));
+        let scale = 0.25f32.to_le_bytes();
+        assert!(fused.rest.windows(4).any(|w| w == scale), "scale 0.5 x 0.5");
+        assert_eq!(imports(&rewritten), [MICROSOFT]);
+        assert!(fused_attention(&rewritten).unwrap().is_none());
+    }
+
+    #[test]
+    fn attention_that_is_read_elsewhere_or_has_no_mask_input_is_left_alone() {
+        let fuses = |nodes: &[Node], inputs: &[&str], outputs: &[&str]| {
+            fused_attention(&attention_model(nodes, inputs, outputs))
+                .unwrap()
+                .is_some()
+        };
+        let inputs = ["x", "attention_mask"];
+        assert!(fuses(&attention(), &inputs, &["out"]));
+        // No attention_mask input to give the operator.
+        assert!(!fuses(&attention(), &["x", "mask"], &["out"]));
+        // The probabilities or the scores are returned or read by another node.
+        assert!(!fuses(&attention(), &inputs, &["out", "p"]));
+        let mut shared = attention();
+        shared.push(node("Relu", &["scores"], &["elsewhere"]));
+        assert!(!fuses(&shared, &inputs, &["out", "elsewhere"]));
+        // A softmax over another axis, or heads not joined back.
+        let mut other_axis = attention();
+        other_axis[13] = with_int(node("Softmax", &["masked"], &["p"]), "axis", 2);
+        assert!(!fuses(&other_axis, &inputs, &["out"]));
+        let mut unjoined = attention();
+        unjoined[17] = with_ints(
+            node("Transpose", &["context"], &["joined"]),
+            "perm",
+            &[0, 1, 2, 3],
+        );
+        assert!(!fuses(&unjoined, &inputs, &["out"]));
     }
 
     /// The operator domains a model imports.

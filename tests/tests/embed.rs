@@ -121,6 +121,42 @@ fn queries_use_integer_products_close_to_the_exact_vectors() {
     assert_eq!(one[0], integer[1]);
 }
 
+/// The query model runs each layer's attention as one ONNX Runtime operator, which must give the
+/// vectors of the model as exported (`HGD_MODEL_FUSED=0`), and the daemon checks that on a padded
+/// batch before using it.
+#[test]
+fn fused_attention_gives_queries_the_same_vectors() {
+    let queries = [
+        "compute the checksum of a file",
+        "where are users fetched from the API",
+        "render rows as a table",
+        "x",
+    ];
+    let (fused, log) = embed_with_log(&Hgd::new(), &queries, &["--query"]);
+    assert!(
+        log.contains("model for queries: ")
+            && log.contains("; attention in one operator per layer"),
+        "{log}"
+    );
+    let (unfused, log) = embed_with_log(
+        &Hgd::new().with_env("HGD_MODEL_FUSED", "0"),
+        &queries,
+        &["--query"],
+    );
+    assert!(!log.contains("attention in one operator"), "{log}");
+    for (i, (a, b)) in fused.iter().zip(&unfused).enumerate() {
+        let max_diff = a
+            .iter()
+            .zip(b)
+            .map(|(x, y)| (x - y).abs())
+            .fold(0f32, f32::max);
+        assert!(
+            max_diff < 1e-5,
+            "query {i}: fused attention changed the vector by {max_diff}"
+        );
+    }
+}
+
 #[test]
 fn a_query_about_hashing_ranks_the_sha256_function_first() {
     let hgd = Hgd::new();
