@@ -627,7 +627,7 @@ fn build_session(
         match builder.commit_from_memory(&bytes) {
             Ok(session) => {
                 let (session, what) = if purpose == Purpose::Query && !accelerated {
-                    with_fused_attention(&mut builder, session, &bytes, what, probe)
+                    with_fused_operators(&mut builder, session, &bytes, what, probe)
                 } else {
                     (session, what)
                 };
@@ -651,11 +651,11 @@ fn build_session(
     Ok((session, accelerated))
 }
 
-/// The query session with each layer's attention as one operator (`onnx_rewrite::fused_attention`)
-/// when that loads and gives the same outputs as `session` on `probe` (texts padded in one
-/// batch), else `session` as it is. `HGD_MODEL_FUSED=0` keeps it as it is (a diagnostic, and
-/// how the tests compare the two).
-fn with_fused_attention(
+/// The query session with each layer's attention and GELU as single ONNX Runtime operators
+/// (`onnx_rewrite::fused_attention`, `fused_gelu`) when that loads and
+/// gives the same outputs as `session` on `probe` (texts padded in one batch), else `session` as
+/// it is. `HGD_MODEL_FUSED=0` keeps it as it is (a diagnostic, and how the tests compare the two).
+fn with_fused_operators(
     builder: &mut ort::session::builder::SessionBuilder,
     mut session: Session,
     bytes: &[u8],
@@ -665,32 +665,47 @@ fn with_fused_attention(
     if probe.is_empty() || std::env::var("HGD_MODEL_FUSED").is_ok_and(|v| v == "0") {
         return (session, what);
     }
-    let fused = match crate::onnx_rewrite::fused_attention(bytes) {
-        Ok(Some(fused)) => fused,
-        Ok(None) => return (session, what),
-        Err(e) => {
-            tracing::warn!("attention left as it is: {e}");
-            return (session, what);
+    type Rewrite = fn(&[u8]) -> Result<Option<Vec<u8>>, crate::onnx_rewrite::RewriteError>;
+    let rewrites: [(Rewrite, &str); 2] = [
+        (crate::onnx_rewrite::fused_attention, "attention"),
+        (crate::onnx_rewrite::fused_gelu, "GELU"),
+    ];
+    let mut fused: Option<Vec<u8>> = None;
+    let mut done = Vec::new();
+    for (rewrite, name) in rewrites {
+        match rewrite(fused.as_deref().unwrap_or(bytes)) {
+            Ok(Some(rewritten)) => {
+                fused = Some(rewritten);
+                done.push(name);
+            }
+            Ok(None) => {}
+            Err(e) => {
+                tracing::warn!("operators left unfused: {e}");
+                return (session, what);
+            }
         }
+    }
+    let Some(fused) = fused else {
+        return (session, what);
     };
     let mut candidate = match builder.commit_from_memory(&fused) {
         Ok(candidate) => candidate,
         Err(e) => {
-            tracing::warn!("attention left as it is: the fused model did not load ({e})");
+            tracing::warn!("operators left unfused: the fused model did not load ({e})");
             return (session, what);
         }
     };
     match outputs_agree(&mut session, &mut candidate, probe) {
         Ok(true) => (
             candidate,
-            format!("{what}; attention in one operator per layer"),
+            format!("{what}; fused operators: {}", done.join(", ")),
         ),
         Ok(false) => {
-            tracing::warn!("attention left as it is: the fused model's outputs differ");
+            tracing::warn!("operators left unfused: the fused model's outputs differ");
             (session, what)
         }
         Err(e) => {
-            tracing::warn!("attention left as it is: comparing the models failed ({e})");
+            tracing::warn!("operators left unfused: comparing the models failed ({e})");
             (session, what)
         }
     }

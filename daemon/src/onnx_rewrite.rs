@@ -503,6 +503,70 @@ pub fn integer_matmuls(model: &[u8]) -> Result<Option<Vec<u8>>> {
 /// ONNX Runtime's own operators.
 const MICROSOFT: &str = "com.microsoft";
 
+/// The model with each GELU written out as `x * 0.5 * (1 + erf(x / sqrt 2))` (the exporter's
+/// `Mul(x, Mul(0.5, Add(Erf(Div(x, sqrt 2)), 1)))`, operands in either order) turned into ONNX
+/// Runtime's `Gelu(x)`, which computes the same formula in one kernel; or `None` when it has none.
+pub fn fused_gelu(model: &[u8]) -> Result<Option<Vec<u8>>> {
+    let Some(mut m) = Model::parse(model)? else {
+        return Ok(None);
+    };
+    let mut changed = false;
+    loop {
+        let found = (0..m.nodes.len()).find_map(|at| gelu(&m, at));
+        let Some((at, x, dropped)) = found else {
+            break;
+        };
+        let outputs = m.nodes[at].outputs.clone();
+        let node = Node {
+            inputs: vec![x],
+            name: m.fresh(&outputs[0], "gelu"),
+            outputs,
+            op_type: "Gelu".into(),
+            domain: MICROSOFT.into(),
+            rest: Vec::new(),
+        };
+        replace(&mut m, at, [node], dropped);
+        if !m.domains.contains(&MICROSOFT) {
+            m.domains.push(MICROSOFT);
+        }
+        changed = true;
+    }
+    Ok(changed.then(|| m.encode()))
+}
+
+/// `(at, x, [the inner nodes])` when node `at` ends a GELU of `x` as [`fused_gelu`] describes,
+/// each inner value read once.
+fn gelu(m: &Model, at: usize) -> Option<(usize, String, [usize; 4])> {
+    let outer = &m.nodes[at];
+    if !outer.is("Mul", 2) {
+        return None;
+    }
+    let near = |value: &str, expected: f32| {
+        m.scalar_f32(value)
+            .is_some_and(|v| (v - expected).abs() <= 1e-6 * expected.abs())
+    };
+    // One operand of a two-input node produced by a standard `op` read only there, and the other.
+    let split = |node: &Node, op: &str, inputs: usize| -> Option<(usize, String)> {
+        [(0, 1), (1, 0)].iter().find_map(|&(a, b)| {
+            let p = m.producer(&node.inputs[a])?;
+            (m.nodes[p].is(op, inputs) && m.readers(&node.inputs[a]) == 1)
+                .then(|| (p, node.inputs[b].clone()))
+        })
+    };
+    let (inner_at, x) = split(outer, "Mul", 2)?;
+    let (add_at, half) = split(&m.nodes[inner_at], "Add", 2)?;
+    let (erf_at, one) = split(&m.nodes[add_at], "Erf", 1)?;
+    let div_at = m.producer(&m.nodes[erf_at].inputs[0])?;
+    let div = &m.nodes[div_at];
+    let fits = near(&half, 0.5)
+        && near(&one, 1.0)
+        && div.is("Div", 2)
+        && m.readers(&div.outputs[0]) == 1
+        && div.inputs[0] == x
+        && near(&div.inputs[1], std::f32::consts::SQRT_2);
+    fits.then_some((at, x, [inner_at, add_at, erf_at, div_at]))
+}
+
 /// The graph input holding each text's attention mask (1 for a token, 0 for padding).
 const ATTENTION_MASK: &str = "attention_mask";
 
@@ -1415,6 +1479,57 @@ mod tests {
             &[0, 1, 2, 3],
         );
         assert!(!fuses(&unjoined, &inputs, &["out"]));
+    }
+
+    /// GELU as the exporter writes it, `out = Mul(x, Mul(half, Add(Erf(Div(x, root2)), one)))`,
+    /// with these constants.
+    fn gelu_model(root2: f32, half: f32, nodes: &[Node], outputs: &[&str]) -> Vec<u8> {
+        let stored: Vec<(&str, &[u64], u64, Vec<u8>)> = vec![
+            ("root2", &[], FLOAT, root2.to_le_bytes().to_vec()),
+            ("half", &[], FLOAT, half.to_le_bytes().to_vec()),
+            ("one", &[], FLOAT, 1f32.to_le_bytes().to_vec()),
+        ];
+        model_with_values(nodes, &stored, &["input"], outputs)
+    }
+
+    fn gelu_nodes() -> Vec<Node> {
+        vec![
+            node("Relu", &["input"], &["x"]),
+            node("Div", &["x", "root2"], &["scaled"]),
+            node("Erf", &["scaled"], &["erf"]),
+            node("Add", &["erf", "one"], &["plus_one"]),
+            node("Mul", &["half", "plus_one"], &["halved"]),
+            node("Mul", &["x", "halved"], &["out"]),
+        ]
+    }
+
+    #[test]
+    fn a_gelu_written_out_becomes_one_operator() {
+        let sqrt2 = std::f32::consts::SQRT_2;
+        let rewritten = fused_gelu(&gelu_model(sqrt2, 0.5, &gelu_nodes(), &["out"]))
+            .unwrap()
+            .expect("rewritten");
+        let nodes = nodes_of(&rewritten);
+        let ops: Vec<&str> = nodes.iter().map(|n| n.op_type.as_str()).collect();
+        assert_eq!(ops, ["Relu", "Gelu"]);
+        assert_eq!(
+            (nodes[1].inputs.as_slice(), nodes[1].outputs.as_slice()),
+            (&["x".to_string()][..], &["out".to_string()][..])
+        );
+        assert_eq!(nodes[1].domain, MICROSOFT);
+        // Other constants compute another function; an inner value read elsewhere must stay.
+        for (root2, half) in [(2.0, 0.5), (sqrt2, 0.4)] {
+            assert!(
+                fused_gelu(&gelu_model(root2, half, &gelu_nodes(), &["out"]))
+                    .unwrap()
+                    .is_none()
+            );
+        }
+        assert!(
+            fused_gelu(&gelu_model(sqrt2, 0.5, &gelu_nodes(), &["out", "erf"]))
+                .unwrap()
+                .is_none()
+        );
     }
 
     /// The operator domains a model imports.

@@ -121,11 +121,11 @@ fn queries_use_integer_products_close_to_the_exact_vectors() {
     assert_eq!(one[0], integer[1]);
 }
 
-/// The query model runs each layer's attention as one ONNX Runtime operator, which must give the
-/// vectors of the model as exported (`HGD_MODEL_FUSED=0`), and the daemon checks that on a padded
+/// The query model runs each layer's attention and GELU as single ONNX Runtime operators,
+/// which must give the vectors of the model as exported (`HGD_MODEL_FUSED=0`), and the daemon checks that on a padded
 /// batch before using it.
 #[test]
-fn fused_attention_gives_queries_the_same_vectors() {
+fn fused_operators_give_queries_the_same_vectors() {
     let queries = [
         "compute the checksum of a file",
         "where are users fetched from the API",
@@ -134,8 +134,7 @@ fn fused_attention_gives_queries_the_same_vectors() {
     ];
     let (fused, log) = embed_with_log(&Hgd::new(), &queries, &["--query"]);
     assert!(
-        log.contains("model for queries: ")
-            && log.contains("; attention in one operator per layer"),
+        log.contains("model for queries: ") && log.contains("; fused operators: attention, GELU"),
         "{log}"
     );
     let (unfused, log) = embed_with_log(
@@ -143,7 +142,7 @@ fn fused_attention_gives_queries_the_same_vectors() {
         &queries,
         &["--query"],
     );
-    assert!(!log.contains("attention in one operator"), "{log}");
+    assert!(!log.contains("fused operators"), "{log}");
     for (i, (a, b)) in fused.iter().zip(&unfused).enumerate() {
         let max_diff = a
             .iter()
@@ -152,7 +151,7 @@ fn fused_attention_gives_queries_the_same_vectors() {
             .fold(0f32, f32::max);
         assert!(
             max_diff < 1e-5,
-            "query {i}: fused attention changed the vector by {max_diff}"
+            "query {i}: fused operators changed the vector by {max_diff}"
         );
     }
 }
