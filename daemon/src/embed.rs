@@ -283,6 +283,9 @@ impl Embedder {
         .collect();
         let (query_session, fixed_shapes) =
             build_session(&environment, &onnx, query_threads, Purpose::Query, &probe)?;
+        // Loading read the model into memory, rewrote it and, to check the fused operators,
+        // made a second session: all freed now, and given back rather than kept resident.
+        crate::memory::return_free_memory();
         let has_token_type_ids = query_session
             .inputs()
             .iter()
