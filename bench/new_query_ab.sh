@@ -1,7 +1,8 @@
 #!/usr/bin/env bash
 # Two builds side by side on new queries: each build's daemon runs on its own copy of an index
 # left by bench/quality.sh (HOME_SRC), every benchmark query of REPO is asked of both in turn
-# (new to each), then again (repeated), with `rg` on its first word in the same loop.
+# (new to each; the two builds in alternating order), then again (repeated), with `rg` on its
+# first word in the same loop.
 # Usage: bench/new_query_ab.sh HOME_SRC REPO SUBDIR BIN_A BIN_B [ROUNDS]
 #   e.g. bench/new_query_ab.sh /tmp/hgd-bench-v3 click src/click /tmp/old ~/.cache/hgd/target/debug 3
 set -u
@@ -38,14 +39,20 @@ def run(cmd, env=None):
     return (time.perf_counter() - t) * 1000
 ea, eb = dict(os.environ, HGD_HOME=ha), dict(os.environ, HGD_HOME=hb)
 res = {k: [] for k in ["A new", "B new", "A repeated", "B repeated", "rg"]}
+n = 0
 for r in range(rounds):
     for q in qs:
         qq = q if r == 0 else f"{q} {r}"
-        res["A new"].append(run([a + "/hgd", "search", "--json", "-n", "10", qq], ea))
-        res["B new"].append(run([b + "/hgd", "search", "--json", "-n", "10", qq], eb))
+        # Whichever build runs first after rg pays for the caches it left: alternate the order.
+        order = [("A", a, ea), ("B", b, eb)]
+        if n % 2:
+            order.reverse()
+        n += 1
+        for name, bin_, env in order:
+            res[f"{name} new"].append(run([bin_ + "/hgd", "search", "--json", "-n", "10", qq], env))
         res["rg"].append(run(["rg", "-i", "-n", q.split()[0], "."]))
-        res["A repeated"].append(run([a + "/hgd", "search", "--json", "-n", "10", qq], ea))
-        res["B repeated"].append(run([b + "/hgd", "search", "--json", "-n", "10", qq], eb))
+        for name, bin_, env in order:
+            res[f"{name} repeated"].append(run([bin_ + "/hgd", "search", "--json", "-n", "10", qq], env))
 print(f"A = {a}\nB = {b}")
 for k, xs in res.items():
     xs = sorted(xs)
