@@ -49,5 +49,6 @@ def ms(v, u):
     return {"ns": float(v) / 1e6, "µs": float(v) / 1000, "s": float(v) * 1000}.get(u, float(v))
 parts = [[ms(v, u) for v, u in re.findall(r"([0-9.]+)(ms|µs|ns|s)\b", l)[-3:]] for l in lines]
 for i, name in enumerate(["index check (locate, HEAD)", "overlay (watcher sync)", "embedding wait + ranking"]):
-    print(f"  daemon, new queries: {name:32s} median {statistics.median(p[i] for p in parts):.2f} ms")
+    if parts:  # the daemon's debug log (HGD_LOG) has the split
+        print(f"  daemon, new queries: {name:32s} median {statistics.median(p[i] for p in parts):.2f} ms")
 PY

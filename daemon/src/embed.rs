@@ -273,9 +273,14 @@ impl Embedder {
             .build_global();
         // Texts of different lengths padded into one batch, on which a rewritten query model
         // must give the original's outputs.
+        // The last, ~80 tokens, for attention over more than the short ones (a probe at the
+        // model's limit of 256 made the daemon's start 0.5 s longer).
+        let long =
+            "for (i, row) in rows.iter().enumerate() { total += row.len() * i; } ".repeat(3);
         let probe: Vec<Encoded> = [
             "where is the configuration file read",
             "fn parse_arguments(args: &[String]) -> Result<Options, Error> { todo!() }",
+            long.as_str(),
         ]
         .iter()
         .filter_map(|text| tokenizer.encode(*text, true).ok())
@@ -284,7 +289,7 @@ impl Embedder {
         let (query_session, fixed_shapes) =
             build_session(&environment, &onnx, query_threads, Purpose::Query, &probe)?;
         // Loading read the model into memory, rewrote it and, to check the fused operators,
-        // made a second session: all freed now, and given back rather than kept resident.
+        // made two more sessions: all freed now, and given back rather than kept resident.
         crate::memory::return_free_memory();
         let has_token_type_ids = query_session
             .inputs()
@@ -455,39 +460,40 @@ impl Embedder {
         let longest = items.iter().map(|e| e.ids.len()).max().unwrap_or(1).max(1);
         let seq = padded_len(longest, self.fixed_shapes);
         let rows = items.len();
-        let Hidden {
-            shape: out_shape,
-            values: data,
-            mask,
-        } = hidden_states(session, items, seq, self.has_token_type_ids)?;
-        let dims = *out_shape.last().unwrap_or(&0) as usize;
-        if dims != self.config.dims {
-            return Err(EmbedError::Dims {
-                expected: self.config.dims,
-                actual: dims,
-            });
-        }
-        let vectors: Vec<Vec<f32>> = match out_shape.len() {
-            // Already pooled: [batch, dims].
-            2 => data.chunks(dims).map(<[f32]>::to_vec).collect(),
-            // Per token: [batch, seq, dims].
-            _ => (0..rows)
-                .map(|r| {
-                    let hidden = &data[r * seq * dims..(r + 1) * seq * dims];
-                    pool(
-                        hidden,
-                        &mask[r * seq..(r + 1) * seq],
-                        dims,
-                        self.config.pooling,
-                    )
-                })
-                .collect(),
-        };
-        Ok(vectors.into_iter().map(normalise).collect())
+        let pooling = self.config.pooling;
+        let expected = self.config.dims;
+        with_hidden_states(
+            session,
+            items,
+            seq,
+            self.has_token_type_ids,
+            |out_shape, data, mask| {
+                let dims = *out_shape.last().unwrap_or(&0) as usize;
+                if dims != expected {
+                    return Err(EmbedError::Dims {
+                        expected,
+                        actual: dims,
+                    });
+                }
+                let vectors: Vec<Vec<f32>> = match out_shape.len() {
+                    // Already pooled: [batch, dims].
+                    2 => data.chunks(dims).map(<[f32]>::to_vec).collect(),
+                    // Per token: [batch, seq, dims].
+                    _ => (0..rows)
+                        .map(|r| {
+                            let hidden = &data[r * seq * dims..(r + 1) * seq * dims];
+                            pool(hidden, &mask[r * seq..(r + 1) * seq], dims, pooling)
+                        })
+                        .collect(),
+                };
+                Ok(vectors.into_iter().map(normalise).collect())
+            },
+        )
     }
 }
 
 /// A model's output for a padded batch.
+#[derive(Debug)]
 struct Hidden {
     shape: Vec<i64>,
     values: Vec<f32>,
@@ -495,13 +501,25 @@ struct Hidden {
     mask: Vec<i64>,
 }
 
-/// The model's output for `items` padded to `seq` tokens.
-fn hidden_states(
+impl Hidden {
+    fn copy(shape: &[i64], values: &[f32], mask: &[i64]) -> Result<Hidden, EmbedError> {
+        Ok(Hidden {
+            shape: shape.to_vec(),
+            values: values.to_vec(),
+            mask: mask.to_vec(),
+        })
+    }
+}
+
+/// `read` applied to the model's output for `items` padded to `seq` tokens: its shape, its
+/// values, and the attention mask given.
+fn with_hidden_states<T>(
     session: &mut Session,
     items: &[&Encoded],
     seq: usize,
     has_token_type_ids: bool,
-) -> Result<Hidden, EmbedError> {
+    read: impl FnOnce(&[i64], &[f32], &[i64]) -> Result<T, EmbedError>,
+) -> Result<T, EmbedError> {
     let rows = items.len();
     let mut ids = vec![0i64; rows * seq];
     let mut mask = vec![0i64; rows * seq];
@@ -537,11 +555,7 @@ fn hidden_states(
     }
     let outputs = session.run(inputs).map_err(ort_err)?;
     let (out_shape, data) = outputs[0].try_extract_tensor::<f32>().map_err(ort_err)?;
-    Ok(Hidden {
-        shape: out_shape.to_vec(),
-        values: data.to_vec(),
-        mask,
-    })
+    read(&out_shape[..], data, &mask)
 }
 
 /// What a session is for.
@@ -614,26 +628,33 @@ fn build_session(
         // A read error is reported by the load below.
         std::fs::read(onnx).ok()
     };
-    let rewrite = |integer: bool| match rewrite_model(bytes.as_deref()?, integer) {
-        Ok(rewritten) => rewritten,
-        Err(e) => {
-            tracing::warn!("{}: {e}; loading it as it is", onnx.display());
-            None
-        }
-    };
-    let mut candidates = vec![rewrite(integer)];
+    // Fused operators for queries on CPU, once shown to compute what the exporter's graph does.
+    let fused = purpose == Purpose::Query
+        && !accelerated
+        && !std::env::var("HGD_MODEL_FUSED").is_ok_and(|v| v == "0")
+        && bytes
+            .as_deref()
+            .is_some_and(|model| fusions_hold(&mut builder, model, probe));
+    let rewrite =
+        |integer: bool, fused: bool| match rewrite_model(bytes.as_deref()?, integer, fused) {
+            Ok(rewritten) => rewritten,
+            Err(e) => {
+                tracing::warn!("{}: {e}; loading it as it is", onnx.display());
+                None
+            }
+        };
+    let mut candidates = Vec::new();
+    if fused {
+        candidates.push(rewrite(integer, true));
+    }
+    candidates.push(rewrite(integer, false));
     if integer {
         // Should ONNX Runtime refuse the integer operator, the exact rewrite still saves memory.
-        candidates.push(rewrite(false));
+        candidates.push(rewrite(false, false));
     }
     for (bytes, what) in candidates.into_iter().flatten() {
         match builder.commit_from_memory(&bytes) {
             Ok(session) => {
-                let (session, what) = if purpose == Purpose::Query && !accelerated {
-                    with_fused_operators(&mut builder, session, &bytes, what, probe)
-                } else {
-                    (session, what)
-                };
                 // Sessions for indexing come and go with jobs; the query session's lines, at the
                 // daemon's start, say which provider and model it runs.
                 if purpose == Purpose::Query {
@@ -652,93 +673,6 @@ fn build_session(
     // From the file, so that a model with external data files finds them beside it.
     let session = builder.commit_from_file(onnx).map_err(ort_err)?;
     Ok((session, accelerated))
-}
-
-/// The query session with each layer's attention and GELU as single ONNX Runtime operators
-/// (`onnx_rewrite::fused_attention`, `fused_gelu`) when that loads and
-/// gives the same outputs as `session` on `probe` (texts padded in one batch), else `session` as
-/// it is. `HGD_MODEL_FUSED=0` keeps it as it is (a diagnostic, and how the tests compare the two).
-fn with_fused_operators(
-    builder: &mut ort::session::builder::SessionBuilder,
-    mut session: Session,
-    bytes: &[u8],
-    what: String,
-    probe: &[Encoded],
-) -> (Session, String) {
-    if probe.is_empty() || std::env::var("HGD_MODEL_FUSED").is_ok_and(|v| v == "0") {
-        return (session, what);
-    }
-    type Rewrite = fn(&[u8]) -> Result<Option<Vec<u8>>, crate::onnx_rewrite::RewriteError>;
-    let rewrites: [(Rewrite, &str); 2] = [
-        (crate::onnx_rewrite::fused_attention, "attention"),
-        (crate::onnx_rewrite::fused_gelu, "GELU"),
-    ];
-    let mut fused: Option<Vec<u8>> = None;
-    let mut done = Vec::new();
-    for (rewrite, name) in rewrites {
-        match rewrite(fused.as_deref().unwrap_or(bytes)) {
-            Ok(Some(rewritten)) => {
-                fused = Some(rewritten);
-                done.push(name);
-            }
-            Ok(None) => {}
-            Err(e) => {
-                tracing::warn!("operators left unfused: {e}");
-                return (session, what);
-            }
-        }
-    }
-    let Some(fused) = fused else {
-        return (session, what);
-    };
-    let mut candidate = match builder.commit_from_memory(&fused) {
-        Ok(candidate) => candidate,
-        Err(e) => {
-            tracing::warn!("operators left unfused: the fused model did not load ({e})");
-            return (session, what);
-        }
-    };
-    match outputs_agree(&mut session, &mut candidate, probe) {
-        Ok(true) => (
-            candidate,
-            format!("{what}; fused operators: {}", done.join(", ")),
-        ),
-        Ok(false) => {
-            tracing::warn!("operators left unfused: the fused model's outputs differ");
-            (session, what)
-        }
-        Err(e) => {
-            tracing::warn!("operators left unfused: comparing the models failed ({e})");
-            (session, what)
-        }
-    }
-}
-
-/// Whether two sessions of one model give the same hidden states, within float rounding, at every
-/// token of `probe` padded into one batch (padding positions are ignored: pooling skips them).
-fn outputs_agree(a: &mut Session, b: &mut Session, probe: &[Encoded]) -> Result<bool, EmbedError> {
-    let items: Vec<&Encoded> = probe.iter().collect();
-    let seq = items.iter().map(|e| e.ids.len()).max().unwrap_or(1).max(1);
-    let type_ids = a.inputs().iter().any(|i| i.name() == "token_type_ids");
-    let a = hidden_states(a, &items, seq, type_ids)?;
-    let b = hidden_states(b, &items, seq, type_ids)?;
-    if a.shape != b.shape || a.shape.len() != 3 {
-        return Ok(false);
-    }
-    let dims = a.shape[2] as usize;
-    Ok(a.mask
-        .iter()
-        .enumerate()
-        .filter(|(_, &m)| m == 1)
-        .all(|(t, _)| {
-            let (x, y) = (
-                &a.values[t * dims..(t + 1) * dims],
-                &b.values[t * dims..(t + 1) * dims],
-            );
-            x.iter()
-                .zip(y)
-                .all(|(p, q)| (p - q).abs() <= 1e-3 * (1.0 + p.abs()))
-        }))
 }
 
 impl Purpose {
@@ -776,21 +710,144 @@ fn integer_products_are_exact_enough() -> bool {
 fn rewrite_model(
     model: &[u8],
     integer: bool,
+    fused: bool,
 ) -> Result<Option<(Vec<u8>, String)>, crate::onnx_rewrite::RewriteError> {
     let mut what = Vec::new();
     let mut current = None;
     if let Some(rewritten) = crate::onnx_rewrite::gather_before_dequantize(model)? {
-        what.push("table lookups fetch 8-bit codes before scaling them");
+        what.push("table lookups fetch 8-bit codes before scaling them".to_owned());
         current = Some(rewritten);
     }
     if integer {
         let from = current.as_deref().unwrap_or(model);
         if let Some(rewritten) = crate::onnx_rewrite::integer_matmuls(from)? {
-            what.push("products with weight matrices in 8-bit integers");
+            what.push("products with weight matrices in 8-bit integers".to_owned());
+            current = Some(rewritten);
+        }
+    }
+    if fused {
+        if let Some((rewritten, names)) = fuse_operators(current.as_deref().unwrap_or(model))? {
+            what.push(format!("fused operators: {}", names.join(", ")));
             current = Some(rewritten);
         }
     }
     Ok(current.map(|bytes| (bytes, what.join("; "))))
+}
+
+/// A model's bytes after operator fusions, and which fusions applied.
+type FusedModel = (Vec<u8>, Vec<&'static str>);
+
+/// The model with each layer's attention and GELU as single ONNX Runtime operators
+/// (`onnx_rewrite::fused_attention`, `fused_gelu`), and which of them were fused; `None` when
+/// neither was.
+fn fuse_operators(model: &[u8]) -> Result<Option<FusedModel>, crate::onnx_rewrite::RewriteError> {
+    type Rewrite = fn(&[u8]) -> Result<Option<Vec<u8>>, crate::onnx_rewrite::RewriteError>;
+    let rewrites: [(Rewrite, &str); 2] = [
+        (crate::onnx_rewrite::fused_attention, "attention"),
+        (crate::onnx_rewrite::fused_gelu, "GELU"),
+    ];
+    let mut fused: Option<Vec<u8>> = None;
+    let mut names = Vec::new();
+    for (rewrite, name) in rewrites {
+        if let Some(rewritten) = rewrite(fused.as_deref().unwrap_or(model))? {
+            fused = Some(rewritten);
+            names.push(name);
+        }
+    }
+    Ok(fused.map(|bytes| (bytes, names)))
+}
+
+/// Whether the fused operators compute what the exporter's graph does: the model with only the
+/// exact rewrites, with and without them, must give the same hidden states on `probe` (texts of
+/// different lengths padded into one batch), within float rounding. Checked on the exact model,
+/// where a last-bit difference stays one; in 8-bit integer products it could round a value to
+/// the next integer. `HGD_MODEL_FUSED=0` skips the fusions (a diagnostic, and how the tests
+/// compare).
+fn fusions_hold(
+    builder: &mut ort::session::builder::SessionBuilder,
+    model: &[u8],
+    probe: &[Encoded],
+) -> bool {
+    let lengths: std::collections::HashSet<usize> = probe.iter().map(|e| e.ids.len()).collect();
+    if lengths.len() < 2 {
+        return false;
+    }
+    let exact = match rewrite_model(model, false, false) {
+        Ok(Some((bytes, _))) => bytes,
+        Ok(None) => model.to_vec(),
+        Err(_) => return false,
+    };
+    let fused = match fuse_operators(&exact) {
+        Ok(Some((bytes, _))) => bytes,
+        Ok(None) => return false,
+        Err(e) => {
+            tracing::warn!("operators left unfused: {e}");
+            return false;
+        }
+    };
+    let compared = (|| {
+        // Made and dropped once, at start: without graph optimisations (no constant folding of
+        // the weights to f32, which costs most of a session's making) and on every core.
+        let cores = std::thread::available_parallelism().map_or(1, NonZeroUsize::get);
+        let mut builder = builder
+            .clone()
+            .with_optimization_level(ort::session::builder::GraphOptimizationLevel::Disable)
+            .map_err(ort_err)?
+            .with_intra_threads(cores)
+            .map_err(ort_err)?;
+        let mut unfused = builder.commit_from_memory(&exact).map_err(ort_err)?;
+        let mut fused = builder.commit_from_memory(&fused).map_err(ort_err)?;
+        let items: Vec<&Encoded> = probe.iter().collect();
+        let seq = items.iter().map(|e| e.ids.len()).max().unwrap_or(1);
+        let type_ids = unfused
+            .inputs()
+            .iter()
+            .any(|i| i.name() == "token_type_ids");
+        let a = with_hidden_states(&mut unfused, &items, seq, type_ids, Hidden::copy)?;
+        let b = with_hidden_states(&mut fused, &items, seq, type_ids, Hidden::copy)?;
+        Ok::<_, EmbedError>(same_hidden_states(&a, &b))
+    })();
+    match compared {
+        Ok(true) => true,
+        Ok(false) => {
+            tracing::warn!("operators left unfused: the fused model's outputs differ");
+            false
+        }
+        Err(e) => {
+            tracing::warn!("operators left unfused: comparing the models failed ({e})");
+            false
+        }
+    }
+}
+
+/// Whether two outputs for one padded batch agree within float rounding at every token (padding
+/// positions are ignored: pooling skips them); false when there is no token to compare.
+fn same_hidden_states(a: &Hidden, b: &Hidden) -> bool {
+    if a.shape != b.shape || a.shape.len() != 3 || a.mask != b.mask {
+        return false;
+    }
+    let dims = a.shape[2] as usize;
+    let tokens = a.mask.len();
+    if dims == 0 || a.values.len() != tokens * dims || b.values.len() != tokens * dims {
+        return false;
+    }
+    let mut compared = 0;
+    for t in (0..tokens).filter(|&t| a.mask[t] == 1) {
+        let (x, y) = (
+            &a.values[t * dims..(t + 1) * dims],
+            &b.values[t * dims..(t + 1) * dims],
+        );
+        // NaN compares unequal, so it fails too.
+        if !x
+            .iter()
+            .zip(y)
+            .all(|(p, q)| (p - q).abs() <= 1e-3 * (1.0 + p.abs()))
+        {
+            return false;
+        }
+        compared += 1;
+    }
+    compared > 0
 }
 
 /// Sequence length a batch is padded to. On accelerators a few fixed lengths keep the compiled-shape
@@ -838,6 +895,42 @@ fn normalise(mut v: Vec<f32>) -> Vec<f32> {
 #[cfg(test)]
 mod tests {
     use super::*;
+
+    fn hidden(values: &[f32], mask: &[i64]) -> Hidden {
+        Hidden {
+            shape: vec![1, mask.len() as i64, (values.len() / mask.len()) as i64],
+            values: values.to_vec(),
+            mask: mask.to_vec(),
+        }
+    }
+
+    #[test]
+    fn hidden_states_agree_at_tokens_within_rounding_only() {
+        let a = hidden(&[1.0, -2.0, 3.0, 4.0, 7.0, 7.0], &[1, 1, 0]);
+        // Rounding-sized differences agree; padding positions may differ in any way.
+        let b = hidden(&[1.0004, -2.0, 3.0, 4.002, -50.0, f32::NAN], &[1, 1, 0]);
+        assert!(same_hidden_states(&a, &b));
+        // A real difference, NaN at a token, another mask or shape: not the same.
+        assert!(!same_hidden_states(
+            &a,
+            &hidden(&[1.01, -2.0, 3.0, 4.0, 7.0, 7.0], &[1, 1, 0])
+        ));
+        assert!(!same_hidden_states(
+            &a,
+            &hidden(&[1.0, f32::NAN, 3.0, 4.0, 7.0, 7.0], &[1, 1, 0])
+        ));
+        assert!(!same_hidden_states(
+            &a,
+            &hidden(&[1.0, -2.0, 3.0, 4.0, 7.0, 7.0], &[1, 1, 1])
+        ));
+        assert!(!same_hidden_states(
+            &a,
+            &hidden(&[1.0, -2.0, 3.0, 4.0, 7.0, 7.0, 0.0, 0.0], &[1, 1, 0, 0])
+        ));
+        // Nothing compared proves nothing.
+        let empty = hidden(&[1.0, 2.0], &[0]);
+        assert!(!same_hidden_states(&empty, &empty));
+    }
 
     #[test]
     fn mean_pooling_ignores_padding() {
