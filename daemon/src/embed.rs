@@ -275,8 +275,7 @@ impl Embedder {
         // must give the original's outputs.
         // The last, ~80 tokens, for attention over more than the short ones (a probe at the
         // model's limit of 256 made the daemon's start 0.5 s longer).
-        let long =
-            "for (i, row) in rows.iter().enumerate() { total += row.len() * i; } ".repeat(3);
+        let long = "for (i, row) in rows.iter().enumerate() { total += row.len() * i; } ".repeat(3);
         let probe: Vec<Encoded> = [
             "where is the configuration file read",
             "fn parse_arguments(args: &[String]) -> Result<Options, Error> { todo!() }",
