@@ -271,9 +271,8 @@ impl Embedder {
         let _ = rayon::ThreadPoolBuilder::new()
             .thread_name(|i| format!("hgd-tokenize-{i}"))
             .build_global();
-        // Texts of different lengths padded into one batch, on which a rewritten query model
-        // must give the original's outputs.
-        // The last, ~80 tokens, for attention over more than the short ones (a probe at the
+        // Texts of different lengths padded into one batch, on which the exact model with the
+        // fused operators must give its outputs without them. The last, ~80 tokens, for attention over more than the short ones (a probe at the
         // model's limit of 256 made the daemon's start 0.5 s longer).
         let long = "for (i, row) in rows.iter().enumerate() { total += row.len() * i; } ".repeat(3);
         let probe: Vec<Encoded> = [
@@ -627,13 +626,18 @@ fn build_session(
         // A read error is reported by the load below.
         std::fs::read(onnx).ok()
     };
-    // Fused operators for queries on CPU, once shown to compute what the exporter's graph does.
-    let fused = purpose == Purpose::Query
+    // Fused operators for queries on CPU, once shown to compute what the exporter's graph does;
+    // `HGD_MODEL_FUSED=0` leaves them out (a diagnostic, and how the tests compare).
+    let checked = if purpose == Purpose::Query
         && !accelerated
         && !std::env::var("HGD_MODEL_FUSED").is_ok_and(|v| v == "0")
-        && bytes
+    {
+        bytes
             .as_deref()
-            .is_some_and(|model| fusions_hold(&mut builder, model, probe));
+            .and_then(|model| fusions_hold(&builder, model, probe))
+    } else {
+        None
+    };
     let rewrite =
         |integer: bool, fused: bool| match rewrite_model(bytes.as_deref()?, integer, fused) {
             Ok(rewritten) => rewritten,
@@ -642,13 +646,28 @@ fn build_session(
                 None
             }
         };
+    // A fused variant is tried only where the fusions found the same blocks as in the checked
+    // model.
+    let fused = |integer: bool| {
+        let candidate = rewrite(integer, true)?;
+        let counts = crate::onnx_rewrite::operator_counts(&candidate.0, &FUSED_OPERATORS).ok()?;
+        if Some(&counts) == checked.as_ref() {
+            Some(candidate)
+        } else {
+            tracing::warn!("operators left unfused: they fuse other blocks in the served model");
+            None
+        }
+    };
     let mut candidates = Vec::new();
-    if fused {
-        candidates.push(rewrite(integer, true));
+    if checked.is_some() {
+        candidates.push(fused(integer));
     }
     candidates.push(rewrite(integer, false));
     if integer {
         // Should ONNX Runtime refuse the integer operator, the exact rewrite still saves memory.
+        if checked.is_some() {
+            candidates.push(fused(false));
+        }
         candidates.push(rewrite(false, false));
     }
     for (bytes, what) in candidates.into_iter().flatten() {
@@ -756,33 +775,42 @@ fn fuse_operators(model: &[u8]) -> Result<Option<FusedModel>, crate::onnx_rewrit
     Ok(fused.map(|bytes| (bytes, names)))
 }
 
+/// The operators the fusions make, counted to tell that two variants of a model fused alike.
+const FUSED_OPERATORS: [&str; 2] = ["MultiHeadAttention", "Gelu"];
+
 /// Whether the fused operators compute what the exporter's graph does: the model with only the
 /// exact rewrites, with and without them, must give the same hidden states on `probe` (texts of
 /// different lengths padded into one batch), within float rounding. Checked on the exact model,
 /// where a last-bit difference stays one; in 8-bit integer products it could round a value to
-/// the next integer. `HGD_MODEL_FUSED=0` skips the fusions (a diagnostic, and how the tests
-/// compare).
+/// the next integer. `Some(how many of each of FUSED_OPERATORS the fused model has)` when they
+/// do.
 fn fusions_hold(
-    builder: &mut ort::session::builder::SessionBuilder,
+    builder: &ort::session::builder::SessionBuilder,
     model: &[u8],
     probe: &[Encoded],
-) -> bool {
+) -> Option<Vec<usize>> {
     let lengths: std::collections::HashSet<usize> = probe.iter().map(|e| e.ids.len()).collect();
     if lengths.len() < 2 {
-        return false;
+        tracing::warn!("operators left unfused: the probe texts are all of one length");
+        return None;
     }
+    let unfused = |e: &dyn std::fmt::Display| {
+        tracing::warn!("operators left unfused: {e}");
+        None
+    };
     let exact = match rewrite_model(model, false, false) {
         Ok(Some((bytes, _))) => bytes,
         Ok(None) => model.to_vec(),
-        Err(_) => return false,
+        Err(e) => return unfused(&e),
     };
     let fused = match fuse_operators(&exact) {
         Ok(Some((bytes, _))) => bytes,
-        Ok(None) => return false,
-        Err(e) => {
-            tracing::warn!("operators left unfused: {e}");
-            return false;
-        }
+        Ok(None) => return None,
+        Err(e) => return unfused(&e),
+    };
+    let counts = match crate::onnx_rewrite::operator_counts(&fused, &FUSED_OPERATORS) {
+        Ok(counts) => counts,
+        Err(e) => return unfused(&e),
     };
     let compared = (|| {
         // Made and dropped once, at start: without graph optimisations (no constant folding of
@@ -807,15 +835,14 @@ fn fusions_hold(
         Ok::<_, EmbedError>(same_hidden_states(&a, &b))
     })();
     match compared {
-        Ok(true) => true,
+        Ok(true) => Some(counts),
         Ok(false) => {
-            tracing::warn!("operators left unfused: the fused model's outputs differ");
-            false
+            tracing::warn!(
+                "operators left unfused: the fused model's outputs differ (or are not per token)"
+            );
+            None
         }
-        Err(e) => {
-            tracing::warn!("operators left unfused: comparing the models failed ({e})");
-            false
-        }
+        Err(e) => unfused(&format!("comparing the models failed ({e})")),
     }
 }
 

@@ -13,7 +13,8 @@
 //! - [`fused_attention`] and [`fused_gelu`]: each layer's self-attention and GELU, written out in
 //!   standard operators, become one ONNX Runtime operator each (for queries, about 0.5 ms less).
 //!   The attention pattern cannot prove what its dropped mask arithmetic computed, so the
-//!   embedder uses the fused model only after comparing it with the unfused one.
+//!   embedder uses the fusions only after the exact model with them has matched it without them,
+//!   and only where they fuse the same blocks in the model it serves.
 //!
 //! The model is edited at the protobuf wire level (ModelProto → GraphProto → NodeProto), touching
 //! only the nodes of the pattern (and, after a fusion, nodes nothing reads any more) and copying
@@ -572,6 +573,18 @@ fn gelu(m: &Model, at: usize) -> Option<(usize, String, [usize; 4])> {
         && div.inputs[0] == x
         && near(&div.inputs[1], std::f32::consts::SQRT_2);
     fits.then_some((at, x, [inner_at, add_at, erf_at, div_at]))
+}
+
+/// How many nodes of each of `ops` the model has (0 for a model the rewrites cannot read), so
+/// the embedder can tell that a fusion found the same blocks in two variants of a model.
+pub fn operator_counts(model: &[u8], ops: &[&str]) -> Result<Vec<usize>> {
+    let Some(m) = Model::parse(model)? else {
+        return Ok(vec![0; ops.len()]);
+    };
+    Ok(ops
+        .iter()
+        .map(|op| m.nodes.iter().filter(|n| n.op_type == *op).count())
+        .collect())
 }
 
 /// The graph input holding each text's attention mask (1 for a token, 0 for padding).
@@ -1661,6 +1674,58 @@ mod tests {
                 .unwrap()
                 .is_none()
         );
+    }
+
+    #[test]
+    fn only_small_stored_tensors_keep_their_values() {
+        let nodes = [node("Relu", &["x"], &["out"])];
+        let ints: Vec<i64> = (0..8).collect();
+        let stored: Vec<StoredValues> = vec![
+            ("eight_ints", &[8], INT64, int64s(&ints)),
+            (
+                "nine_ints",
+                &[9],
+                INT64,
+                int64s(&(0..9).collect::<Vec<i64>>()),
+            ),
+            ("scale", &[], FLOAT, 0.25f32.to_le_bytes().to_vec()),
+        ];
+        let model = model_with_values(&nodes, &stored, &["x"], &["out"]);
+        let top = fields(&model).unwrap();
+        let graph = fields(
+            top.iter()
+                .find(|f| f.number == MODEL_GRAPH)
+                .unwrap()
+                .payload,
+        )
+        .unwrap();
+        let stored = stored_tensors(&graph).unwrap().unwrap();
+        assert_eq!(
+            stored["eight_ints"].small.as_deref(),
+            Some(&int64s(&ints)[..])
+        );
+        assert_eq!(stored["nine_ints"].small, None, "72 bytes is not small");
+        assert_eq!(
+            stored["scale"].small.as_deref(),
+            Some(&0.25f32.to_le_bytes()[..])
+        );
+        // Packed int64 varints: small when they decode to at most 64 bytes, whole or not at all.
+        let mut graph_bytes = Vec::new();
+        for (name, count) in [("packed8", 8u64), ("packed9", 9)] {
+            let mut tensor = Vec::new();
+            put_varint(&mut tensor, TENSOR_DIMS << 3); // varint
+            put_varint(&mut tensor, count);
+            put_varint(&mut tensor, TENSOR_DATA_TYPE << 3);
+            put_varint(&mut tensor, INT64);
+            put_bytes(&mut tensor, TENSOR_NAME, name.as_bytes());
+            let varints: Vec<u8> = (0..count as u8).collect();
+            put_bytes(&mut tensor, TENSOR_INT64_DATA, &varints);
+            put_bytes(&mut graph_bytes, GRAPH_INITIALIZER, &tensor);
+        }
+        let graph = fields(&graph_bytes).unwrap();
+        let stored = stored_tensors(&graph).unwrap().unwrap();
+        assert_eq!(stored["packed8"].small.as_ref().map(Vec::len), Some(64));
+        assert_eq!(stored["packed9"].small, None);
     }
 
     /// The operator domains a model imports.
