@@ -638,39 +638,37 @@ fn build_session(
     } else {
         None
     };
-    let rewrite =
-        |integer: bool, fused: bool| match rewrite_model(bytes.as_deref()?, integer, fused) {
-            Ok(rewritten) => rewritten,
+    // The variants to try, most rewritten first, each made only if the one before did not load:
+    // should ONNX Runtime refuse the integer operator, the exact rewrites still save memory.
+    let variants: &[(bool, bool)] = if integer {
+        &[(true, true), (true, false), (false, true), (false, false)]
+    } else {
+        &[(false, true), (false, false)]
+    };
+    let candidates = variants.iter().filter_map(|&(integer, fused)| {
+        if fused && checked.is_none() {
+            return None;
+        }
+        let candidate = match rewrite_model(bytes.as_deref()?, integer, fused) {
+            Ok(rewritten) => rewritten?,
             Err(e) => {
                 tracing::warn!("{}: {e}; loading it as it is", onnx.display());
-                None
+                return None;
             }
         };
-    // A fused variant is tried only where the fusions found the same blocks as in the checked
-    // model.
-    let fused = |integer: bool| {
-        let candidate = rewrite(integer, true)?;
-        let counts = crate::onnx_rewrite::operator_counts(&candidate.0, &FUSED_OPERATORS).ok()?;
-        if Some(&counts) == checked.as_ref() {
-            Some(candidate)
-        } else {
-            tracing::warn!("operators left unfused: they fuse other blocks in the served model");
-            None
+        // A fused variant only where the fusions found the same blocks as in the checked model.
+        if fused {
+            let counts = crate::onnx_rewrite::operator_counts(&candidate.0, &FUSED_OPERATORS);
+            if counts.ok().as_ref() != checked.as_ref() {
+                tracing::warn!(
+                    "operators left unfused: they fuse other blocks in the served model"
+                );
+                return None;
+            }
         }
-    };
-    let mut candidates = Vec::new();
-    if checked.is_some() {
-        candidates.push(fused(integer));
-    }
-    candidates.push(rewrite(integer, false));
-    if integer {
-        // Should ONNX Runtime refuse the integer operator, the exact rewrite still saves memory.
-        if checked.is_some() {
-            candidates.push(fused(false));
-        }
-        candidates.push(rewrite(false, false));
-    }
-    for (bytes, what) in candidates.into_iter().flatten() {
+        Some(candidate)
+    });
+    for (bytes, what) in candidates {
         match builder.commit_from_memory(&bytes) {
             Ok(session) => {
                 // Sessions for indexing come and go with jobs; the query session's lines, at the

@@ -5,7 +5,7 @@
 use std::path::Path;
 use std::process::{Command, Stdio};
 
-use hgd_tests::{GitRepo, Hgd, S3Server};
+use hgd_tests::{ok, GitRepo, Hgd, S3Server};
 
 const TOPICS: [(&str, &str); 10] = [
     ("parse_config", "import configparser\n    c = configparser.ConfigParser()\n    c.read(path)\n    return dict(c['main'])"),
@@ -127,12 +127,7 @@ fn a_published_index_is_copied_in_another_home_with_the_same_results() {
 
     // Publishing again adds nothing; a read-only remote is refused.
     let out = ci.hgd(&repo.path(), &["publish", "--json"]);
-    assert!(
-        out.status.success(),
-        "{}",
-        String::from_utf8_lossy(&out.stderr)
-    );
-    let again: serde_json::Value = serde_json::from_slice(&out.stdout).unwrap();
+    let again: serde_json::Value = serde_json::from_str(&ok(&out)).unwrap();
     assert_eq!(again[0]["blocks_added"], 0, "{again:#}");
     let out = laptop.hgd(&repo.path(), &["publish"]);
     assert_eq!(out.status.code(), Some(2));
@@ -207,11 +202,7 @@ fn a_remote_that_does_not_answer_is_given_up_after_a_short_timeout() {
             std::time::Duration::from_secs(90),
         )
         .expect("indexing waited for a remote that does not answer");
-    assert!(
-        out.status.success(),
-        "{}",
-        String::from_utf8_lossy(&out.stderr)
-    );
+    ok(&out);
     let remote = remote_status(&laptop, &repo.path(), "team");
     assert_eq!(remote["state"], "unreachable", "{remote:#}");
     assert!(
@@ -276,12 +267,7 @@ fn two_publishers_at_once_add_each_block_once() {
         .args(["remote-rows", "team"])
         .output()
         .unwrap();
-    assert!(
-        out.status.success(),
-        "{}",
-        String::from_utf8_lossy(&out.stderr)
-    );
-    let counted: serde_json::Value = serde_json::from_slice(&out.stdout).unwrap();
+    let counted: serde_json::Value = serde_json::from_str(&ok(&out)).unwrap();
     assert_eq!(counted["rows"].as_u64(), Some(blocks), "{counted}");
     assert_eq!(counted["keys"].as_u64(), Some(blocks), "{counted}");
     // Otherwise this test would not have tested a race: both found every blob missing, and
@@ -391,11 +377,7 @@ fn remotes_are_added_listed_and_removed_in_the_config_file() {
         "eu-west-1",
         "--read-only",
     ]);
-    assert!(
-        out.status.success(),
-        "{}",
-        String::from_utf8_lossy(&out.stderr)
-    );
+    ok(&out);
     let out = run(&["remote", "add", "team", "s3://other/x"]);
     assert_eq!(
         out.status.code(),
@@ -411,11 +393,7 @@ fn remotes_are_added_listed_and_removed_in_the_config_file() {
     assert!(text.starts_with("# my settings\nresults = 7\n"), "{text}");
     // `hgd config` still reads the file, with the remote.
     let out = run(&["config"]);
-    assert!(
-        out.status.success(),
-        "{}",
-        String::from_utf8_lossy(&out.stderr)
-    );
+    ok(&out);
 
     let out = run(&["remote", "remove", "team"]);
     assert!(out.status.success());
