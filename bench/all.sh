@@ -20,7 +20,7 @@ mono="${MONO:-$index_home-mono}"
 export REPOS_DIR="$repos_dir"
 source scripts/env.sh
 set +e
-cargo build --workspace --bins --quiet || exit 2
+hgd_build --quiet || exit 2
 # Frozen copies: nothing rebuilds them while the figures are taken.
 frozen="$(mktemp -d /tmp/hgd-all-bin.XXXXXX)"
 trap 'rm -rf "$frozen"' EXIT

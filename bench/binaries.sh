@@ -3,7 +3,7 @@
 # home made by the benchmark shares them instead of installing its own.
 source "$(dirname "${BASH_SOURCE[0]}")/../scripts/env.sh"
 set +e
-if [ -n "${BIN:-}" ]; then HGD_BIN="$BIN"; else cargo build --workspace --bins --quiet; fi
+if [ -n "${BIN:-}" ]; then HGD_BIN="$BIN"; else hgd_build --quiet; fi
 export PATH="$HGD_BIN:$PATH"
 HGD_MODEL_DIR="$(hgd-daemon model-dir)"
 HGD_ORT_DYLIB="$(ls "$(dirname "$(dirname "$HGD_MODEL_DIR")")"/runtime/libonnxruntime* | head -1)"

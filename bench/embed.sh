@@ -7,7 +7,7 @@ cd "$here"
 source scripts/env.sh
 threads="${1:-2}"
 rounds="${2:-5}"
-cargo build --workspace --bins --quiet
+hgd_build --quiet
 "$HGD_BIN/hgd" setup >/dev/null
 model_dir="$("$HGD_BIN/hgd-daemon" model-dir)"
 

@@ -3,7 +3,7 @@
 # With HGD_BENCH_HOME set, that folder is used instead and kept, so a later run (or
 # `hgd-daemon eval`) re-uses its index.
 source "$(dirname "${BASH_SOURCE[0]}")/../scripts/env.sh"
-cargo build --workspace --bins --quiet
+hgd_build --quiet
 "$HGD_BIN/hgd" setup >/dev/null
 HGD_MODEL_DIR="$("$HGD_BIN/hgd-daemon" model-dir)"
 HGD_ORT_DYLIB="$(ls "$(dirname "$(dirname "$HGD_MODEL_DIR")")"/runtime/libonnxruntime* | head -1)"

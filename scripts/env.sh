@@ -29,3 +29,16 @@ if [ "$(uname -s)" = Linux ] && [ -z "${RUSTFLAGS:-}" ]; then
 fi
 HGD_BIN="$CARGO_TARGET_DIR/debug"
 export HGD_BIN
+
+# Builds every binary (cargo options such as --quiet pass through). On Linux the client is
+# linked statically (glibc's static-pie): without the dynamic loader and its three shared
+# libraries it starts ~0.5 ms sooner, a fixed part of every search (BENCHMARKS.md, session 11).
+# Only the client: the daemon loads ONNX Runtime with dlopen, which needs the dynamic loader.
+hgd_build() {
+  cargo build --workspace --bins --exclude hgd "$@" || return
+  if [ "$(uname -s)" = Linux ]; then
+    cargo rustc -p hgd --bin hgd "$@" -- -C target-feature=+crt-static && return
+    echo "hgd: linking the client statically failed; linking it dynamically" >&2
+  fi
+  cargo build -p hgd --bin hgd "$@"
+}

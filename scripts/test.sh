@@ -20,7 +20,7 @@ if [ "$(id -u)" = 0 ] && mount -t tmpfs -o size=1m tmpfs "$probe" 2>/dev/null; t
   export HGD_REQUIRE_PRIVILEGED=1
 fi
 rmdir "$probe"
-cargo build --workspace --bins
+hgd_build
 "$HGD_BIN/hgd" setup
 # The S3 API server of the remote tests (PyPI's moto[server], pinned; made once under ~/.cache).
 scripts/s3-venv.sh >/dev/null

@@ -21,6 +21,8 @@ pub enum SearchError {
     Embed(#[from] crate::embed::EmbedError),
     #[error("a search task stopped: {0}")]
     Task(#[from] tokio::task::JoinError),
+    #[error("the query embedding stopped before it answered")]
+    EmbeddingLost(#[from] tokio::sync::oneshot::error::RecvError),
     #[error("{0}")]
     NoSuchBlock(String),
 }
@@ -110,8 +112,42 @@ pub struct Request<'a> {
     pub progressive: Option<Arc<RepoIndex>>,
 }
 
-/// A query embedding running on a blocking thread.
-pub type Embedding = tokio::task::JoinHandle<Result<Vec<f32>, crate::embed::EmbedError>>;
+/// A query embedding running on the query thread; it answers once.
+pub type Embedding = tokio::sync::oneshot::Receiver<Result<Vec<f32>, crate::embed::EmbedError>>;
+
+type QueryJob = Box<dyn FnOnce() + Send>;
+
+/// The queue of the thread that embeds queries, started at first use; `None` if it could not
+/// start. One long-lived thread rather than tokio's blocking pool: with a pool thread woken for
+/// each query, the worker thread that woke it was often left waiting for the CPU until the
+/// embedding ended, while the other CPU idled, and the index check beside the embedding took a
+/// median 2.6-2.75 ms instead of 0.45-0.75 ms (BENCHMARKS.md, session 11).
+fn query_thread() -> Option<&'static std::sync::mpsc::Sender<QueryJob>> {
+    static JOBS: std::sync::OnceLock<Option<std::sync::mpsc::Sender<QueryJob>>> =
+        std::sync::OnceLock::new();
+    JOBS.get_or_init(|| {
+        let (jobs, queue) = std::sync::mpsc::channel::<QueryJob>();
+        let started = std::thread::Builder::new()
+            .name("hgd-query".to_owned())
+            .spawn(move || {
+                while let Ok(job) = queue.recv() {
+                    // A panic drops that query's reply (its search reports the failure); the
+                    // thread stays for the next query.
+                    let _ = std::panic::catch_unwind(std::panic::AssertUnwindSafe(job));
+                }
+            });
+        match started {
+            Ok(_) => Some(jobs),
+            Err(e) => {
+                tracing::warn!(
+                    "could not start the query thread ({e}): queries are embedded on the blocking pool"
+                );
+                None
+            }
+        }
+    })
+    .as_ref()
+}
 
 /// Starts embedding `query` at once, so that it runs while the search checks HEAD and the work
 /// tree (about half of a search's time in the daemon is the embedding).
@@ -119,15 +155,25 @@ pub fn embed_early(embedder: &Arc<Embedder>, query: &str) -> Embedding {
     let embedder = embedder.clone();
     let query = query.to_owned();
     let asked = std::time::Instant::now();
-    tokio::task::spawn_blocking(move || {
+    let (reply, embedding) = tokio::sync::oneshot::channel();
+    let job = move || {
         let queued = asked.elapsed();
         let vector = embedder.embed_query(&query);
         tracing::debug!(
             "query embedding: queued {queued:.1?}, ran {:.1?}",
             asked.elapsed() - queued
         );
-        vector
-    })
+        // The search may have ended (a client gone); the vector is in the cache anyway.
+        let _ = reply.send(vector);
+    };
+    let unsent: Option<QueryJob> = match query_thread() {
+        Some(jobs) => jobs.send(Box::new(job)).err().map(|e| e.0),
+        None => Some(Box::new(job)),
+    };
+    if let Some(job) = unsent {
+        tokio::task::spawn_blocking(job);
+    }
+    embedding
 }
 
 /// The results and the channels that produced them.

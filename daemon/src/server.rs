@@ -229,11 +229,12 @@ type LocalSocketListener = interprocess::local_socket::tokio::Listener;
 /// socket (only if it is still this daemon's). Every few seconds it checks that the socket and the
 /// lock file are still its own: a deleted socket is bound again, and a deleted home stops it.
 pub async fn serve(
-    home: &Home,
-    lock: &HomeLock,
+    home: Home,
+    lock: Arc<HomeLock>,
     mut listener: LocalSocketListener,
     service: Arc<Service>,
 ) {
+    let (home, lock) = (&home, &*lock);
     let shutdown = service.shutdown.clone();
     let mut socket = FileIdentity::of_path(&home.socket());
     let binary = own_binary();
