@@ -30,15 +30,19 @@ fi
 HGD_BIN="$CARGO_TARGET_DIR/debug"
 export HGD_BIN
 
-# Builds every binary (cargo options such as --quiet pass through). On Linux the client is
-# linked statically (glibc's static-pie): without the dynamic loader and its three shared
-# libraries it starts ~0.5 ms sooner, a fixed part of every search (BENCHMARKS.md, session 11).
-# Only the client: the daemon loads ONNX Runtime with dlopen, which needs the dynamic loader.
+# Builds every binary (cargo options such as --quiet pass through). On Linux, where glibc's
+# static library is installed, the client is linked statically (static-pie): without the dynamic
+# loader and its three shared libraries it starts ~0.5 ms sooner, a fixed part of every search
+# (BENCHMARKS.md, session 11). Only the client: the daemon loads ONNX Runtime with dlopen, which
+# needs the dynamic loader. The client's one NSS call (the home folder from the user database,
+# only when HOME is unset) then loads the system's NSS modules, which must match the glibc it was
+# linked with. The daemon is built with the whole workspace selected, so its dependencies get the
+# same features as in `cargo test --workspace` and are not compiled twice.
 hgd_build() {
-  cargo build --workspace --bins --exclude hgd "$@" || return
-  if [ "$(uname -s)" = Linux ]; then
-    cargo rustc -p hgd --bin hgd "$@" -- -C target-feature=+crt-static && return
-    echo "hgd: linking the client statically failed; linking it dynamically" >&2
+  cargo build --workspace --bin hgd-daemon "$@" || return
+  if [ "$(uname -s)" = Linux ] && [ -e "$(cc -print-file-name=libc.a)" ]; then
+    cargo rustc -p hgd --bin hgd "$@" -- -C target-feature=+crt-static
+  else
+    cargo build -p hgd --bin hgd "$@"
   fi
-  cargo build -p hgd --bin hgd "$@"
 }

@@ -380,6 +380,11 @@ impl Embedder {
         index || search
     }
 
+    /// The vector of a query asked before, from the LRU cache.
+    pub fn cached_query(&self, query: &str) -> Option<Vec<f32>> {
+        self.lock_cache().get(query).cloned()
+    }
+
     /// Embeds a search query (with the query prefix), from the LRU cache when it was asked before.
     pub fn embed_query(&self, query: &str) -> Result<Vec<f32>, EmbedError> {
         if let Some(hit) = self.lock_cache().get(query) {

@@ -449,6 +449,7 @@ fn run_daemon(home: Home) -> Result<()> {
         );
         let shutdown = CancellationToken::new();
         let service = start_service(&home, shutdown.clone(), true).await?;
+        hgd_daemon::search::start_query_thread();
         let listener = server::bind(&home)?;
         tokio::spawn(shutdown_on_signal(shutdown));
         // Accepting on a worker, not on this thread: a connection's task then starts on the
@@ -462,6 +463,9 @@ fn run_daemon(home: Home) -> Result<()> {
     // A job still on a blocking thread saw the cancel flag; its pointer was not advanced, so it is
     // safe not to wait long for it.
     runtime.shutdown_timeout(std::time::Duration::from_secs(2));
+    if !hgd_daemon::search::wait_for_queries(std::time::Duration::from_secs(2)) {
+        tracing::warn!("a query embedding was still running at exit");
+    }
     result?;
     if server::REPLACED.load(std::sync::atomic::Ordering::Relaxed) {
         anyhow::bail!(

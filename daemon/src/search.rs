@@ -117,6 +117,18 @@ pub type Embedding = tokio::sync::oneshot::Receiver<Result<Vec<f32>, crate::embe
 
 type QueryJob = Box<dyn FnOnce() + Send>;
 
+/// Query embeddings sent to the query thread and not yet finished, so that the daemon's exit
+/// can wait for them (ONNX Runtime must not be mid-run when the process tears down).
+static QUERIES_IN_FLIGHT: (std::sync::Mutex<usize>, std::sync::Condvar) =
+    (std::sync::Mutex::new(0), std::sync::Condvar::new());
+
+fn count_query(change: isize) {
+    let (count, changed) = &QUERIES_IN_FLIGHT;
+    let mut count = count.lock().unwrap_or_else(|p| p.into_inner());
+    *count = count.saturating_add_signed(change);
+    changed.notify_all();
+}
+
 /// The queue of the thread that embeds queries, started at first use; `None` if it could not
 /// start. One long-lived thread rather than tokio's blocking pool: with a pool thread woken for
 /// each query, the worker thread that woke it was often left waiting for the CPU until the
@@ -134,6 +146,7 @@ fn query_thread() -> Option<&'static std::sync::mpsc::Sender<QueryJob>> {
                     // A panic drops that query's reply (its search reports the failure); the
                     // thread stays for the next query.
                     let _ = std::panic::catch_unwind(std::panic::AssertUnwindSafe(job));
+                    count_query(-1);
                 }
             });
         match started {
@@ -149,25 +162,56 @@ fn query_thread() -> Option<&'static std::sync::mpsc::Sender<QueryJob>> {
     .as_ref()
 }
 
+/// Starts the query thread now, from the calling thread (the daemon's start), so that it has
+/// that thread's normal priority whichever thread asks the first query.
+pub fn start_query_thread() {
+    query_thread();
+}
+
+/// Waits up to `limit` for the query thread's embeddings to finish; true when none is left.
+pub fn wait_for_queries(limit: std::time::Duration) -> bool {
+    let (count, changed) = &QUERIES_IN_FLIGHT;
+    let count = count.lock().unwrap_or_else(|p| p.into_inner());
+    let (count, _) = changed
+        .wait_timeout_while(count, limit, |n| *n > 0)
+        .unwrap_or_else(|p| p.into_inner());
+    *count == 0
+}
+
 /// Starts embedding `query` at once, so that it runs while the search checks HEAD and the work
-/// tree (about half of a search's time in the daemon is the embedding).
+/// tree (about half of a search's time in the daemon is the embedding). A query asked before is
+/// answered from the cache here, without waiting behind another query's embedding.
 pub fn embed_early(embedder: &Arc<Embedder>, query: &str) -> Embedding {
+    let (reply, embedding) = tokio::sync::oneshot::channel();
+    if let Some(vector) = embedder.cached_query(query) {
+        let _ = reply.send(Ok(vector));
+        return embedding;
+    }
     let embedder = embedder.clone();
     let query = query.to_owned();
     let asked = std::time::Instant::now();
-    let (reply, embedding) = tokio::sync::oneshot::channel();
     let job = move || {
+        // Its search ended (a client gone) while the job waited: nobody needs the vector.
+        if reply.is_closed() {
+            return;
+        }
         let queued = asked.elapsed();
         let vector = embedder.embed_query(&query);
         tracing::debug!(
             "query embedding: queued {queued:.1?}, ran {:.1?}",
             asked.elapsed() - queued
         );
-        // The search may have ended (a client gone); the vector is in the cache anyway.
+        // The search may have ended since; the vector is in the cache anyway.
         let _ = reply.send(vector);
     };
     let unsent: Option<QueryJob> = match query_thread() {
-        Some(jobs) => jobs.send(Box::new(job)).err().map(|e| e.0),
+        Some(jobs) => {
+            count_query(1);
+            jobs.send(Box::new(job)).err().map(|e| {
+                count_query(-1);
+                e.0
+            })
+        }
         None => Some(Box::new(job)),
     };
     if let Some(job) = unsent {

@@ -498,6 +498,11 @@ fn indexing_runs_at_background_priority_and_searches_do_not() {
         !runtime.is_empty() && runtime.iter().all(|t| t.2 == 0),
         "the socket and search threads stay at normal priority: {threads:?}"
     );
+    let query = named("hgd-query");
+    assert!(
+        query.len() == 1 && query[0].2 == 0,
+        "one query thread, at normal priority: {threads:?}"
+    );
     // A search during the job still answers (by words until the blocks are embedded).
     assert_eq!(
         files(&hgd.search_json(&big.path(), "measure_unit_3", 1)),
