@@ -40,9 +40,14 @@ export HGD_BIN
 # same features as in `cargo test --workspace` and are not compiled twice.
 hgd_build() {
   cargo build --workspace --bin hgd-daemon "$@" || return
-  if [ "$(uname -s)" = Linux ] && [ -e "$(cc -print-file-name=libc.a)" ]; then
-    cargo rustc -p hgd --bin hgd "$@" -- -C target-feature=+crt-static
-  else
-    cargo build -p hgd --bin hgd "$@"
+  if [ "$(uname -s)" = Linux ]; then
+    # cc prints the bare name when it has no such file.
+    case "$(cc -print-file-name=libc.a 2>/dev/null)" in
+      /*)
+        cargo rustc -p hgd --bin hgd "$@" -- -C target-feature=+crt-static && return
+        echo "hgd: linking the client statically failed; linking it dynamically" >&2
+        ;;
+    esac
   fi
+  cargo build -p hgd --bin hgd "$@"
 }

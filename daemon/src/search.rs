@@ -112,7 +112,8 @@ pub struct Request<'a> {
     pub progressive: Option<Arc<RepoIndex>>,
 }
 
-/// A query embedding running on the query thread; it answers once.
+/// A query's vector: already there (asked before) or being computed on the query thread; it
+/// answers once.
 pub type Embedding = tokio::sync::oneshot::Receiver<Result<Vec<f32>, crate::embed::EmbedError>>;
 
 type QueryJob = Box<dyn FnOnce() + Send>;
@@ -129,8 +130,8 @@ fn count_query(change: isize) {
     changed.notify_all();
 }
 
-/// The queue of the thread that embeds queries, started at first use; `None` if it could not
-/// start. One long-lived thread rather than tokio's blocking pool: with a pool thread woken for
+/// The queue of the thread that embeds queries (the daemon starts it with
+/// [`start_query_thread`], anything else at first use); `None` if it could not start. One long-lived thread rather than tokio's blocking pool: with a pool thread woken for
 /// each query, the worker thread that woke it was often left waiting for the CPU until the
 /// embedding ended, while the other CPU idled, and the index check beside the embedding took a
 /// median 2.6-2.75 ms instead of 0.45-0.75 ms (BENCHMARKS.md, session 11).

@@ -25,7 +25,7 @@ pub fn bin(name: &str) -> PathBuf {
     let path = bin_dir().join(name);
     assert!(
         path.is_file(),
-        "{} is missing: build the binaries first (`source scripts/env.sh && hgd_build`)",
+        "{} is missing: build the binaries first (`bash -c 'source scripts/env.sh && hgd_build'`)",
         path.display()
     );
     path

@@ -68,7 +68,8 @@ pub async fn run(service: &Arc<Service>, asked: Asked<'_>, replies: &mut Replies
     let started = std::time::Instant::now();
     // Embedding the query is the largest step: start it first, so that it runs while the
     // repository is located, the work tree checked and the index fetched (a lexical search
-    // does not need it; one that turns lexical or fails lets it finish into the cache).
+    // does not need it; for one that turns lexical or fails, an embedding already running
+    // finishes into the cache and one still queued is skipped).
     let embedding = (mode != SearchMode::Lexical && like.is_none())
         .then(|| crate::search::embed_early(&service.embedder, query));
     let crate::service::Ensured {
