@@ -131,10 +131,11 @@ fn count_query(change: isize) {
 }
 
 /// The queue of the thread that embeds queries (the daemon starts it with
-/// [`start_query_thread`], anything else at first use); `None` if it could not start. One long-lived thread rather than tokio's blocking pool: with a pool thread woken for
-/// each query, the worker thread that woke it was often left waiting for the CPU until the
-/// embedding ended, while the other CPU idled, and the index check beside the embedding took a
-/// median 2.6-2.75 ms instead of 0.45-0.75 ms (BENCHMARKS.md, session 11).
+/// [`start_query_thread`], anything else at first use); `None` if it could not start. One
+/// long-lived thread rather than tokio's blocking pool: with a pool thread woken for each query,
+/// the worker thread that woke it was often left waiting for the CPU until the embedding ended,
+/// while the other CPU idled, and the index check beside the embedding took a median 2.6-2.75 ms
+/// instead of 0.45-0.75 ms (BENCHMARKS.md, session 11).
 fn query_thread() -> Option<&'static std::sync::mpsc::Sender<QueryJob>> {
     static JOBS: std::sync::OnceLock<Option<std::sync::mpsc::Sender<QueryJob>>> =
         std::sync::OnceLock::new();
